@@ -1,0 +1,142 @@
+//! Login rate limiting, per account and per client address.
+//!
+//! Failed attempts per account are limited (guessing one password), and all attempts per
+//! address are limited (spraying many accounts). State is in-process: one instance of a
+//! scaled deployment limits independently, which still caps a guesser at N× the rate.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+
+/// Limits and windows.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Failed attempts allowed per account within `account_window`.
+    pub account_failures: usize,
+    /// Window for account failures.
+    pub account_window: Duration,
+    /// Attempts allowed per client address within `address_window`.
+    pub address_attempts: usize,
+    /// Window for address attempts.
+    pub address_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            account_failures: 5,
+            account_window: Duration::minutes(15),
+            address_attempts: 30,
+            address_window: Duration::minutes(1),
+        }
+    }
+}
+
+/// Sliding-window counters.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    limits: Limits,
+    accounts: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    addresses: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+}
+
+fn prune(q: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>, window: Duration) {
+    while q.front().is_some_and(|t| *t <= now - window) {
+        q.pop_front();
+    }
+}
+
+fn wait(q: &VecDeque<DateTime<Utc>>, max: usize, now: DateTime<Utc>, window: Duration) -> Option<u64> {
+    (q.len() >= max).then(|| {
+        let oldest = q.front().copied().unwrap_or(now);
+        ((oldest + window - now).num_seconds().max(1)) as u64
+    })
+}
+
+impl LoginLimiter {
+    /// A limiter with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        LoginLimiter { limits, ..Default::default() }
+    }
+
+    /// Records an attempt from `address` for `account`; returns the seconds to wait when
+    /// either limit is exhausted (the attempt is then not evaluated at all).
+    pub fn check(&self, account: &str, address: &str, now: DateTime<Utc>) -> Result<(), u64> {
+        let l = self.limits;
+        {
+            let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(q) = accounts.get_mut(account) {
+                prune(q, now, l.account_window);
+                if let Some(s) = wait(q, l.account_failures, now, l.account_window) {
+                    return Err(s);
+                }
+            }
+        }
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let q = addresses.entry(address.to_owned()).or_default();
+        prune(q, now, l.address_window);
+        if let Some(s) = wait(q, l.address_attempts, now, l.address_window) {
+            return Err(s);
+        }
+        q.push_back(now);
+        Ok(())
+    }
+
+    /// Records a failed attempt for `account`.
+    pub fn failed(&self, account: &str, now: DateTime<Utc>) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let q = accounts.entry(account.to_owned()).or_default();
+        prune(q, now, self.limits.account_window);
+        q.push_back(now);
+    }
+
+    /// Forgets an account's failures after a successful sign-in.
+    pub fn succeeded(&self, account: &str) {
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner()).remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_failures_lock_until_the_window_passes() {
+        let limiter = LoginLimiter::new(Limits::default());
+        let t0 = Utc::now();
+        for i in 0..5 {
+            assert_eq!(limiter.check("a@x.cn", &format!("10.0.0.{i}"), t0), Ok(()));
+            limiter.failed("a@x.cn", t0);
+        }
+        let wait = limiter.check("a@x.cn", "10.0.1.1", t0).expect_err("locked");
+        assert_eq!(wait, 15 * 60);
+        assert_eq!(limiter.check("b@x.cn", "10.0.1.1", t0), Ok(()), "other accounts are unaffected");
+        assert_eq!(limiter.check("a@x.cn", "10.0.1.1", t0 + Duration::minutes(16)), Ok(()));
+    }
+
+    #[test]
+    fn addresses_are_limited_across_accounts() {
+        let limiter = LoginLimiter::new(Limits { address_attempts: 3, ..Limits::default() });
+        let t0 = Utc::now();
+        for i in 0..3 {
+            assert_eq!(limiter.check(&format!("u{i}"), "1.2.3.4", t0), Ok(()));
+        }
+        assert!(limiter.check("u9", "1.2.3.4", t0).is_err());
+        assert_eq!(limiter.check("u9", "1.2.3.5", t0), Ok(()));
+    }
+
+    #[test]
+    fn success_clears_failures() {
+        let limiter = LoginLimiter::new(Limits::default());
+        let t0 = Utc::now();
+        for _ in 0..4 {
+            limiter.failed("a", t0);
+        }
+        limiter.succeeded("a");
+        for _ in 0..4 {
+            limiter.failed("a", t0);
+        }
+        assert_eq!(limiter.check("a", "x", t0), Ok(()));
+    }
+}

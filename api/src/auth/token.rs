@@ -1,0 +1,108 @@
+//! Access tokens (short-lived HS256 JWTs), opaque refresh tokens and API keys.
+//!
+//! Refresh tokens and API keys are random strings shown to the client once; the store keeps
+//! only their SHA-256, so a database leak does not leak working credentials.
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sparkwatch_domain::ids::UserId;
+
+/// Prefix that marks a bearer token as an API key rather than a JWT.
+pub const API_KEY_PREFIX: &str = "swk_";
+
+/// A URL-safe random string of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Hex SHA-256 of a token, as stored.
+pub fn digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The claims of an access token. The token only says *who*; permissions are loaded per
+/// request so that deactivating a user or changing a role takes effect immediately.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: i64,
+    exp: i64,
+    typ: String,
+}
+
+/// Signs and checks access tokens.
+#[derive(Clone)]
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl: chrono::Duration,
+}
+
+impl AccessTokens {
+    /// Keys from the configured secret.
+    pub fn new(secret: &str, ttl: std::time::Duration) -> Self {
+        AccessTokens {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(15)),
+        }
+    }
+
+    /// Issues a token for `user` at `now`; returns it with its expiry.
+    pub fn issue(&self, user: UserId, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+        let exp = now + self.ttl;
+        let claims = Claims { sub: user.to_string(), iat: now.timestamp(), exp: exp.timestamp(), typ: "access".into() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map(|t| (t, exp))
+    }
+
+    /// Checks signature, type and expiry against `now`; returns the user or a reason to show.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<UserId, String> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked below against the injected clock, not the system clock.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|_| "the access token is not valid; sign in again".to_owned())?;
+        if data.claims.typ != "access" {
+            return Err("not an access token".into());
+        }
+        if data.claims.exp <= now.timestamp() {
+            return Err("the access token has expired; use refreshToken or sign in again".into());
+        }
+        data.claims.sub.parse().map_err(|_| "the access token is not valid; sign in again".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tokens_verify_until_they_expire() {
+        let keys = AccessTokens::new(&"k".repeat(32), Duration::from_secs(60));
+        let user = UserId::from_uuid(uuid::Uuid::now_v7());
+        let t0 = Utc::now();
+        let (token, exp) = keys.issue(user, t0).expect("issue");
+        assert_eq!(exp, t0 + chrono::Duration::seconds(60));
+        assert_eq!(keys.verify(&token, t0), Ok(user));
+        assert!(keys.verify(&token, t0 + chrono::Duration::seconds(61)).unwrap_err().contains("expired"));
+        let other = AccessTokens::new(&"x".repeat(32), Duration::from_secs(60));
+        assert!(other.verify(&token, t0).is_err());
+        assert!(keys.verify("garbage", t0).is_err());
+    }
+
+    #[test]
+    fn digests_are_stable_hex() {
+        assert_eq!(digest("abc").len(), 64);
+        assert_eq!(digest("abc"), digest("abc"));
+        assert_ne!(random_token(32), random_token(32));
+    }
+}

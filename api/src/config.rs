@@ -1,0 +1,396 @@
+//! Configuration: one struct, filled from flags, `SPARKWATCH_*` environment variables and
+//! an optional TOML file (in that order of precedence), validated before anything starts.
+//!
+//! Every message names the flag, its environment variable and what a valid value looks
+//! like. Secrets (the JWT secret, passwords inside URLs) never appear in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Sparkwatch — electrical-fire early warning: detectors in, hazards out.
+#[derive(Debug, Parser)]
+#[command(name = "sparkwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of the `sparkwatch` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (GraphQL API, explorer, health and metrics endpoints).
+    Serve {
+        /// Seed the demo tenants once and say loudly that demo passwords are in use.
+        #[arg(long, env = "SPARKWATCH_DEMO")]
+        demo: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) to standard output.
+    PrintSchema,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Bulk-import data.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// `sparkwatch user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from SPARKWATCH_USER_PASSWORD or standard input.
+    Create {
+        /// E-mail address used to sign in.
+        #[arg(long)]
+        email: Option<String>,
+        /// Phone number used to sign in.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Display name (defaults to the e-mail or phone).
+        #[arg(long)]
+        name: Option<String>,
+        /// Tenant name; omit only for platform admins.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Built-in role: platform_admin, tenant_admin, manager, electrician or viewer.
+        #[arg(long, default_value = "tenant_admin")]
+        role: String,
+        /// Locale for notifications: zh-CN or en.
+        #[arg(long, default_value = "zh-CN")]
+        locale: String,
+    },
+}
+
+/// `sparkwatch tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// The tenant's name, unique on the platform.
+        name: String,
+    },
+}
+
+/// `sparkwatch import …`
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Onboard devices and their detectors from a CSV export (one row per detector).
+    /// Either every row is imported or none is.
+    Devices {
+        /// The CSV file.
+        file: PathBuf,
+        /// The tenant the devices belong to.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+/// Raw settings as given by flags, environment or file; all optional until validated.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// TOML file with any of these settings (kebab-case keys); flags and environment win.
+    #[arg(long, global = true, env = "SPARKWATCH_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address the HTTP server binds to [default: 127.0.0.1:8080].
+    #[arg(long, global = true, env = "SPARKWATCH_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the SQLite database and generated secrets [default: ./sparkwatch-data].
+    #[arg(long, global = true, env = "SPARKWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB` [default: SQLite in the data dir].
+    #[arg(long, global = true, env = "SPARKWATCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// `redis://HOST:PORT` for the shared bus and cache of a multi-instance deployment.
+    #[arg(long, global = true, env = "SPARKWATCH_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// `mqtt://HOST:PORT` of an external broker (Mosquitto, EMQX) instead of the embedded one.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// Address of the embedded MQTT broker [default: 127.0.0.1:1883].
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_LISTEN")]
+    pub mqtt_listen: Option<String>,
+    /// Secret for signing access tokens (≥ 32 characters) [default: generated into the data dir].
+    #[arg(long, global = true, env = "SPARKWATCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens in seconds [default: 900].
+    #[arg(long, global = true, env = "SPARKWATCH_ACCESS_TOKEN_TTL_S")]
+    pub access_token_ttl_s: Option<u64>,
+    /// Lifetime of refresh tokens in seconds [default: 2592000, 30 days].
+    #[arg(long, global = true, env = "SPARKWATCH_REFRESH_TOKEN_TTL_S")]
+    pub refresh_token_ttl_s: Option<u64>,
+}
+
+/// A secret string that prints as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where MQTT traffic comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Broker {
+    /// Run the embedded broker on this address.
+    Embedded(SocketAddr),
+    /// Use an external broker at this URL.
+    External(String),
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL (printed with its password removed).
+    pub database_url: Secret,
+    /// Redis URL, when configured.
+    pub redis_url: Option<Secret>,
+    /// MQTT broker.
+    pub broker: Broker,
+    /// Access-token signing secret.
+    pub jwt_secret: Secret,
+    /// Access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl: Duration,
+}
+
+/// A configuration problem, phrased for the person starting the server.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(flag: &str, msg: impl fmt::Display) -> ConfigError {
+    let env = format!("SPARKWATCH_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
+    ConfigError(format!("{flag} ({env}): {msg}"))
+}
+
+impl Settings {
+    /// Fills unset values from the TOML file named by `--config`, if any.
+    pub fn with_file(self) -> Result<Settings, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad("--config", format!("cannot read {}: {e}", path.display())))?;
+        let file: Settings =
+            toml::from_str(&text).map_err(|e| bad("--config", format!("{} is not valid: {e}", path.display())))?;
+        Ok(Settings {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            database_url: self.database_url.or(file.database_url),
+            redis_url: self.redis_url.or(file.redis_url),
+            mqtt_url: self.mqtt_url.or(file.mqtt_url),
+            mqtt_listen: self.mqtt_listen.or(file.mqtt_listen),
+            jwt_secret: self.jwt_secret.or(file.jwt_secret),
+            access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
+            refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
+        })
+    }
+
+    /// Validates everything and resolves defaults. Creates the data directory and, when no
+    /// JWT secret is given, generates one there (kept across restarts so sessions survive).
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let s = self.with_file()?;
+        let listen = parse_addr("--listen", s.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("sparkwatch-data"));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| bad("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
+
+        let database_url = match s.database_url {
+            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            Some(_) => return Err(bad("--database-url", "must start with sqlite: or postgres://, e.g. postgres://sparkwatch@127.0.0.1/sparkwatch")),
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("sparkwatch.db").display()),
+        };
+        let redis_url = match s.redis_url {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(Secret(url)),
+            Some(_) => return Err(bad("--redis-url", "must look like redis://127.0.0.1:6379")),
+            None => None,
+        };
+        let broker = match (s.mqtt_url, s.mqtt_listen) {
+            (Some(_), Some(_)) => {
+                return Err(bad("--mqtt-url", "give either --mqtt-url (external broker) or --mqtt-listen (embedded broker), not both"));
+            }
+            (Some(url), None) => {
+                let rest = url
+                    .strip_prefix("mqtt://")
+                    .or_else(|| url.strip_prefix("mqtts://"))
+                    .ok_or_else(|| bad("--mqtt-url", "must look like mqtt://127.0.0.1:1883"))?;
+                let hostport = rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/');
+                if hostport.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    return Err(bad("--mqtt-url", "must name a host and port, e.g. mqtt://127.0.0.1:1883"));
+                }
+                Broker::External(url)
+            }
+            (None, listen) => Broker::Embedded(parse_addr("--mqtt-listen", listen.as_deref().unwrap_or("127.0.0.1:1883"))?),
+        };
+        let jwt_secret = match s.jwt_secret {
+            Some(secret) if secret.len() >= 32 => Secret(secret),
+            Some(_) => return Err(bad("--jwt-secret", "must be at least 32 characters; or omit it to have one generated")),
+            None => load_or_create_secret(&data_dir.join("jwt-secret"))?,
+        };
+        let access_token_ttl = ttl("--access-token-ttl-s", s.access_token_ttl_s.unwrap_or(900), 30, 86_400)?;
+        let refresh_token_ttl = ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url: Secret(database_url),
+            redis_url,
+            broker,
+            jwt_secret,
+            access_token_ttl,
+            refresh_token_ttl,
+        })
+    }
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| bad(flag, format!("`{value}` is not an address like 127.0.0.1:8080")))
+}
+
+fn ttl(flag: &str, secs: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    if (min..=max).contains(&secs) {
+        Ok(Duration::from_secs(secs))
+    } else {
+        Err(bad(flag, format!("must be between {min} and {max} seconds")))
+    }
+}
+
+fn load_or_create_secret(path: &Path) -> Result<Secret, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= 32 => Ok(Secret(s.trim().to_owned())),
+        Ok(_) => Err(bad("--jwt-secret", format!("{} is shorter than 32 characters; delete it to regenerate", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = crate::auth::token::random_token(48);
+            write_private(path, &secret)
+                .map_err(|e| bad("--data-dir", format!("cannot write {}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "generated a new JWT signing secret");
+            Ok(Secret(secret))
+        }
+        Err(e) => Err(bad("--jwt-secret", format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(content.as_bytes())
+}
+
+impl Config {
+    /// The database URL with any password replaced, for logs.
+    pub fn database_url_for_log(&self) -> String {
+        redact_url(self.database_url.expose())
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings { data_dir: Some(dir.to_owned()), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_resolve_and_secret_is_generated_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = settings(dir.path()).resolve().expect("valid");
+        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(a.broker, Broker::Embedded("127.0.0.1:1883".parse().expect("addr")));
+        assert!(a.database_url.expose().starts_with("sqlite://"));
+        let b = settings(dir.path()).resolve().expect("valid");
+        assert_eq!(a.jwt_secret, b.jwt_secret, "the generated secret is reused");
+        assert_eq!(format!("{:?}", a.jwt_secret), "***");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_variable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: Vec<(Settings, &str)> = vec![
+            (Settings { listen: Some("nope".into()), ..settings(dir.path()) }, "--listen (SPARKWATCH_LISTEN)"),
+            (Settings { database_url: Some("mysql://x".into()), ..settings(dir.path()) }, "--database-url"),
+            (Settings { redis_url: Some("localhost".into()), ..settings(dir.path()) }, "--redis-url"),
+            (
+                Settings { mqtt_url: Some("mqtt://a:1".into()), mqtt_listen: Some("127.0.0.1:1".into()), ..settings(dir.path()) },
+                "--mqtt-url",
+            ),
+            (Settings { mqtt_url: Some("mqtt://host".into()), ..settings(dir.path()) }, "--mqtt-url"),
+            (Settings { jwt_secret: Some("short".into()), ..settings(dir.path()) }, "--jwt-secret (SPARKWATCH_JWT_SECRET)"),
+            (Settings { access_token_ttl_s: Some(1), ..settings(dir.path()) }, "--access-token-ttl-s"),
+        ];
+        for (s, expected) in cases {
+            let err = s.resolve().expect_err("invalid").to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_values_fill_gaps_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sparkwatch.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmqtt-url = \"mqtt://127.0.0.1:1883\"\n").expect("write");
+        let s = Settings { config: Some(file.clone()), ..settings(dir.path()) };
+        let c = s.resolve().expect("valid");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.broker, Broker::External("mqtt://127.0.0.1:1883".into()));
+        let s = Settings { config: Some(file.clone()), listen: Some("127.0.0.1:9001".into()), ..settings(dir.path()) };
+        assert_eq!(s.resolve().expect("valid").listen.port(), 9001);
+        std::fs::write(&file, "lissten = \"x\"\n").expect("write");
+        let err = Settings { config: Some(file), ..settings(dir.path()) }.resolve().expect_err("typo");
+        assert!(err.to_string().contains("lissten"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://sw:hunter2@db/sw"), "postgres://sw:***@db/sw");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

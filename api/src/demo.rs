@@ -1,0 +1,96 @@
+//! Demo data for `sparkwatch serve --demo`: two tenants, users of every role and two sites,
+//! seeded once (a second start finds the "Demo" tenant and leaves everything as it is).
+
+use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
+
+use crate::auth::Principal;
+use crate::service::Services;
+use crate::service::users::NewUser;
+
+/// Password of every demo account.
+pub const DEMO_PASSWORD: &str = "sparkwatch-demo";
+
+fn project(name: &str, address: &str, contact: &str, lat: f64, lon: f64, area: f64) -> ProjectDraft {
+    ProjectDraft {
+        name: name.into(),
+        address: Some(address.into()),
+        contact_name: Some(contact.into()),
+        contact_phone: Some("13912345678".into()),
+        building_area_m2: Some(area),
+        latitude: Some(lat),
+        longitude: Some(lon),
+        region: Some("Jiangyin".into()),
+    }
+}
+
+fn device(serial: &str, name: &str, transport: &str, host: Option<&str>, position: &str) -> DeviceInput {
+    DeviceInput {
+        serial: serial.into(),
+        name: name.into(),
+        model: Some(if host.is_some() { "ARCM300-Z gateway" } else { "ARCM300T-Z-4G" }.into()),
+        device_type: Some(if host.is_some() { "Modbus gateway" } else { "4G detector module" }.into()),
+        transport: transport.into(),
+        host: host.map(Into::into),
+        port: host.map(|_| 5020),
+        interval_s: Some(10),
+        region: Some("Building A".into()),
+        position: Some(position.into()),
+    }
+}
+
+fn user(email: &str, name: &str, role: &str, projects: Vec<sparkwatch_domain::ids::ProjectId>) -> NewUser {
+    NewUser {
+        email: Some(email.into()),
+        display_name: Some(name.into()),
+        password: DEMO_PASSWORD.into(),
+        locale: Some("en".into()),
+        role: role.into(),
+        project_ids: projects,
+        ..Default::default()
+    }
+}
+
+/// Seeds the demo tenants unless they exist. Returns whether anything was created.
+pub async fn seed(s: &Services) -> anyhow::Result<bool> {
+    if s.tenant_by_name("Demo").await.is_ok() {
+        return Ok(false);
+    }
+    let platform = Principal::platform_system("demo seed");
+    let demo = s.create_tenant(&platform, "Demo").await?;
+    let who = Principal::system(demo.id, "demo seed");
+    let mall = s.create_project(&who, project("Riverside Mall", "5 Dongsheng Rd, Jiangyin", "Zhang San", 31.84, 120.29, 18500.0)).await?;
+    let school = s.create_project(&who, project("No. 3 Primary School", "18 Renmin Rd, Jiangyin", "Li Si", 31.90, 120.26, 9200.0)).await?;
+
+    let sites = [
+        (mall.id, device("SW-DEMO-0001", "Mall main distribution", "MQTT", None, "B1 main switch room"), 3),
+        (mall.id, device("SW-DEMO-0002", "Mall food court", "MQTT", None, "3F food court panel"), 2),
+        (mall.id, device("GW-DEMO-0001", "Mall Modbus gateway", "MODBUS_TCP", Some("127.0.0.1"), "1F electrical room"), 4),
+        (school.id, device("SW-DEMO-0101", "Teaching building", "MQTT", None, "1F distribution room"), 2),
+        (school.id, device("SW-DEMO-0102", "Canteen", "MQTT", None, "Kitchen panel"), 1),
+    ];
+    for (project_id, input, detectors) in sites {
+        let position = input.position.clone().unwrap_or_default();
+        let d = s.create_device(&who, project_id, input).await?;
+        for addr in 1..=detectors {
+            let det = DetectorInput {
+                address: addr,
+                name: Some(format!("Circuit {addr}")),
+                region: Some("Building A".into()),
+                position: Some(format!("{position}, feeder {addr}")),
+                ..Default::default()
+            };
+            s.create_detector(&who, d.id, det).await?;
+        }
+    }
+    s.create_user(&who, user("admin@demo.local", "Demo admin", "tenant_admin", vec![])).await?;
+    s.create_user(&who, user("manager@demo.local", "Wang Wu (safety manager)", "manager", vec![mall.id, school.id])).await?;
+    s.create_user(&who, user("electrician@demo.local", "Zhao Liu (electrician)", "electrician", vec![mall.id])).await?;
+
+    let demo_b = s.create_tenant(&platform, "Demo B").await?;
+    let who_b = Principal::system(demo_b.id, "demo seed");
+    let depot = s.create_project(&who_b, project("Harbour Depot", "2 Port Ave, Jiangyin", "Chen Qi", 31.95, 120.30, 30000.0)).await?;
+    let d = s.create_device(&who_b, depot.id, device("SW-DEMOB-0001", "Depot main board", "MQTT", None, "Gatehouse")).await?;
+    s.create_detector(&who_b, d.id, DetectorInput { address: 1, name: Some("Main feeder".into()), ..Default::default() }).await?;
+    s.create_user(&who_b, user("admin@demo-b.local", "Demo B admin", "tenant_admin", vec![])).await?;
+    Ok(true)
+}

@@ -1,0 +1,117 @@
+//! The one error type of the service layer and its one mapping to GraphQL errors.
+//!
+//! Clients see a stable `extensions.code` (and `extensions.field` for validation); internal
+//! details (SQL errors, I/O) are logged with an incident id and never sent.
+
+use sparkwatch_domain::ValidationError;
+
+/// What went wrong in a use case, in terms a client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The object does not exist *for this caller* (other tenants' objects look absent).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// No valid credentials were presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An input value breaks a rule.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The change clashes with existing data (duplicate serial, name, address…).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts; retry after the given number of seconds.
+    #[error("too many attempts; try again in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until another attempt is allowed.
+        retry_after_s: u64,
+    },
+    /// A dependency (database, broker) is not reachable right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details are in the server log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result of a use case.
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    /// The `extensions.code` clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::Validation(_) => "VALIDATION",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// A validation error on `field`.
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        AppError::Validation(ValidationError::new(field, reason))
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        use sea_orm::SqlErr;
+        match err.sql_err() {
+            // Unique constraints are the race-free guard for "already exists"; callers that can
+            // say *what* clashed map it themselves before it gets here.
+            Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict("already exists".into()),
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+                AppError::Conflict("still referenced by other records".into())
+            }
+            _ => match err {
+                sea_orm::DbErr::ConnectionAcquire(e) => AppError::Unavailable(format!("database unavailable: {e}")),
+                sea_orm::DbErr::Conn(e) => AppError::Unavailable(format!("database unavailable: {e}")),
+                other => AppError::Internal(other.to_string()),
+            },
+        }
+    }
+}
+
+/// An [`AppError`] on its way to a GraphQL client. It deliberately has no `Display`, so the
+/// blanket `From<Display>` conversion of async-graphql (which would drop the code) cannot
+/// apply: every resolver error goes through the mapping below.
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        ApiError(err)
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(ApiError(err): ApiError) -> Self {
+        use async_graphql::ErrorExtensions;
+        let message = match &err {
+            AppError::Internal(detail) => {
+                let incident = uuid::Uuid::now_v7();
+                tracing::error!(%incident, %detail, "internal error");
+                format!("internal error (incident {incident}); the details are in the server log")
+            }
+            AppError::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                "a backing service is unavailable; try again shortly".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let code = err.code();
+        let e = async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code));
+        match err {
+            AppError::Validation(v) => e.extend_with(|_, ext| ext.set("field", v.field.clone())),
+            AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
+            _ => e,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The GraphQL API: thin resolvers over [`crate::service::Services`].
+//!
+//! Layout: `guard` (permission checks, the one place they happen), `object` (output types
+//! wrapping domain and service types), `input` (input types and their conversion), `query`,
+//! `mutation`. Resolvers never touch the database; the `///` line on each becomes the
+//! schema description.
+
+pub mod guard;
+pub mod input;
+pub mod mutation;
+pub mod object;
+pub mod query;
+
+use async_graphql::{EmptySubscription, Schema};
+
+use crate::service::Services;
+
+/// The executable schema.
+pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+
+/// Deepest query accepted (the explorer's introspection query needs 13).
+pub const MAX_DEPTH: usize = 16;
+/// Largest query complexity accepted (fields counted, list fields weighted by `first`).
+pub const MAX_COMPLEXITY: usize = 5000;
+
+/// Builds the schema with its limits. `services` may be absent for printing the SDL.
+pub fn schema(services: Option<Services>) -> AppSchema {
+    let mut builder = Schema::build(query::Query, mutation::Mutation::default(), EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(16);
+    if let Some(s) = services {
+        builder = builder.data(s);
+    }
+    builder.finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    schema(None).sdl()
+}
+
+/// Result of a resolver: errors carry `extensions.code` (see [`crate::error::ApiError`]).
+pub type Result<T> = std::result::Result<T, crate::error::ApiError>;
+
+/// The client's address, for login rate limiting.
+#[derive(Clone, Debug)]
+pub struct ClientAddr(pub String);

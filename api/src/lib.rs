@@ -1,0 +1,62 @@
+//! The Sparkwatch server: GraphQL API over services over the store, and the `sparkwatch`
+//! binary's commands. This file is the one place where components are wired together.
+//!
+//! Layout:
+//! - `config` — flags, environment and TOML file → validated [`config::Config`].
+//! - `error` — [`error::AppError`] and its single mapping to GraphQL errors.
+//! - `auth` — passwords, tokens, API keys, login rate limiting, the [`auth::Principal`].
+//! - `store` — SeaORM queries (SQLite or PostgreSQL) and row ↔ domain mapping.
+//! - `service` — use cases: scope, validation, transactions, operation log.
+//! - `graphql` — schema, guards, objects, inputs, query and mutation roots.
+//! - `http` — axum routes: `/graphql` (HTTP + WebSocket), `/healthz`, `/readyz`, `/metrics`.
+//! - `explorer` — the offline GraphiQL page at `/graphiql`.
+//! - `demo` — demo tenants and users for `serve --demo`.
+//! - `import` — CSV onboarding of devices and detectors.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod explorer;
+pub mod graphql;
+pub mod http;
+pub mod import;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::rate_limit::Limits;
+use crate::config::Config;
+use crate::service::{Clock, ServiceSettings, Services};
+use crate::store::Store;
+
+/// Opens the store (migrating it) and wires the services.
+pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limits) -> anyhow::Result<Services> {
+    tracing::info!(database = %config.database_url_for_log(), "opening the database");
+    let store = Store::open(config.database_url.expose()).await?;
+    let settings = ServiceSettings {
+        jwt_secret: config.jwt_secret.expose().to_owned(),
+        access_token_ttl: config.access_token_ttl,
+        refresh_token_ttl: config.refresh_token_ttl,
+        login_limits,
+    };
+    Ok(Services::new(store, clock, settings))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn run(services: Services, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = http::AppState {
+        schema: graphql::schema(Some(services.clone())),
+        services,
+        metrics: http::Metrics::new().context("registering metrics")?,
+    };
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let addr = listener.local_addr().context("reading the listen address")?;
+    tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+}

@@ -1,0 +1,144 @@
+//! Use cases, one module per aggregate. A service method takes the calling [`Principal`],
+//! applies the tenant and project scope, validates through `domain`, changes the store in
+//! one transaction and appends to the operation log in that same transaction.
+//!
+//! Permissions are checked by GraphQL guards before a method is called; methods used from
+//! the CLI are called with a system principal.
+
+pub mod auth;
+pub mod sites;
+pub mod tenants;
+pub mod thresholds;
+pub mod users;
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::auth::rate_limit::{Limits, LoginLimiter};
+use crate::auth::token::AccessTokens;
+use crate::error::{AppError, AppResult};
+use crate::store::{PageRequest, Store, oplog};
+
+/// Where "now" comes from; tests substitute a clock they control.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// Starts at `at`.
+    pub fn new(at: DateTime<Utc>) -> Self {
+        ManualClock(Mutex::new(at))
+    }
+    /// Moves the clock forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Settings the services need from the configuration.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// Secret for access tokens.
+    pub jwt_secret: String,
+    /// Access-token lifetime.
+    pub access_token_ttl: std::time::Duration,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl: std::time::Duration,
+    /// Login rate limits.
+    pub login_limits: Limits,
+}
+
+/// The use cases, shared by the GraphQL layer, the CLI and background jobs.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    tokens: AccessTokens,
+    refresh_ttl: chrono::Duration,
+    limiter: LoginLimiter,
+}
+
+impl Services {
+    /// Wires the services over a store.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, settings: ServiceSettings) -> Self {
+        Services {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
+                refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl).unwrap_or(chrono::Duration::days(30)),
+                limiter: LoginLimiter::new(settings.login_limits),
+            }),
+        }
+    }
+
+    /// The store (for health checks).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    async fn begin(&self) -> AppResult<DatabaseTransaction> {
+        Ok(self.inner.store.db().begin().await?)
+    }
+
+    async fn log(&self, tx: &DatabaseTransaction, who: &Principal, entry: oplog::Entry<'_>) -> AppResult<()> {
+        Ok(oplog::append(tx, who, entry, self.now()).await?)
+    }
+}
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: u64 = 200;
+/// Page size when the client does not say.
+pub const DEFAULT_PAGE: u64 = 50;
+
+/// Checks a client's paging arguments.
+pub fn page_request(first: Option<i32>, after: Option<&str>) -> AppResult<PageRequest> {
+    let first = match first {
+        None => DEFAULT_PAGE,
+        Some(n) if n >= 0 && (n as u64) <= MAX_PAGE => n as u64,
+        Some(_) => return Err(AppError::invalid("first", format!("must be between 0 and {MAX_PAGE}"))),
+    };
+    let after = after
+        .map(|c| c.parse().map_err(|_| AppError::invalid("after", "is not a cursor returned by this list")))
+        .transpose()?;
+    Ok(PageRequest { first, after })
+}
+
+/// JSON of a value for the operation log.
+pub fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(value).ok()
+}

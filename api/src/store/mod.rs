@@ -1,0 +1,134 @@
+//! Persistence: SeaORM queries and the mapping between rows and domain types.
+//!
+//! Every query that reads tenant data takes the tenant id and filters by it; scope filters
+//! (project lists) are applied here too, in SQL, so that counts and pages agree.
+//! Functions take any `ConnectionTrait` so services can run several in one transaction.
+
+pub mod access;
+pub mod oplog;
+pub mod sites;
+pub mod tenants;
+pub mod thresholds;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use sparkwatch_domain::access::ProjectScope;
+use sparkwatch_migration::{Migrator, MigratorTrait};
+use uuid::Uuid;
+
+/// The database behind the service layer (SQLite or PostgreSQL, chosen by URL).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            // SQLite allows one writer; a small pool avoids lock convoys.
+            options.max_connections(4);
+        }
+        let db = Database::connect(options)
+            .await
+            .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?;
+        if url.starts_with("sqlite:") {
+            db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                .await
+                .context("configuring SQLite")?;
+        }
+        Ok(Store { db })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.db, None).await.context("applying database migrations")
+    }
+
+    /// The connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// A page request: at most `first` items after the cursor `after` (an id).
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    /// Page size.
+    pub first: u64,
+    /// Exclusive lower bound.
+    pub after: Option<Uuid>,
+}
+
+/// One page of results in id order.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Whether more items follow.
+    pub has_next: bool,
+    /// Whether items precede (a cursor was given).
+    pub has_previous: bool,
+    /// Number of items matching the filter, across all pages.
+    pub total: u64,
+}
+
+impl<T> Page<T> {
+    /// Maps the items, keeping the paging facts.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page { items: self.items.into_iter().map(f).collect(), has_next: self.has_next, has_previous: self.has_previous, total: self.total }
+    }
+}
+
+/// Runs `select` as a keyset page ordered by the (time-ordered) id column.
+pub async fn page<E, C>(db: &C, select: Select<E>, id: E::Column, req: PageRequest) -> Result<Page<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: ConnectionTrait,
+{
+    let total = select.clone().count(db).await?;
+    let mut q = select.order_by_asc(id);
+    if let Some(after) = req.after {
+        q = q.filter(id.gt(after));
+    }
+    let mut items = q.limit(req.first + 1).all(db).await?;
+    let has_next = items.len() as u64 > req.first;
+    items.truncate(req.first as usize);
+    Ok(Page { items, has_next, has_previous: req.after.is_some(), total })
+}
+
+/// Restricts `select` to the projects in `scope` through its project-id column.
+pub fn in_scope<E: EntityTrait>(select: Select<E>, project_col: E::Column, scope: &ProjectScope) -> Select<E> {
+    match scope {
+        ProjectScope::All => select,
+        ProjectScope::Only(ids) => select.filter(project_col.is_in(ids.iter().map(|p| p.as_uuid()))),
+    }
+}

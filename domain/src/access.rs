@@ -1,0 +1,298 @@
+//! Who may do what: permissions, the built-in roles (permission bundles) and project scope.
+//!
+//! A principal (a signed-in user or an integrator's API key) carries a set of permissions
+//! and a [`ProjectScope`]. Permissions decide *which operations* it may call; the scope
+//! decides *which projects' data* those operations may touch. The tenant boundary is
+//! absolute and sits above both.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ProjectId, TenantId};
+
+/// One thing a principal may be allowed to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// Create, suspend and list tenants (platform operators only).
+    TenantManage,
+    /// See usage per tenant: the number of connected devices (the billing figure).
+    TenantUsageRead,
+    /// Create and change users of the tenant, including their role and project scope.
+    UserManage,
+    /// Define the tenant's own roles.
+    RoleManage,
+    /// Issue and revoke API keys for integrators.
+    ApiKeyManage,
+    /// Read projects, devices, detectors and readings in scope.
+    SiteRead,
+    /// Create and change projects.
+    ProjectManage,
+    /// Create and change devices and detectors.
+    DeviceManage,
+    /// Change alarm set-points at tenant, project and detector level.
+    ThresholdManage,
+    /// Read hazards and events in scope.
+    HazardRead,
+    /// Acknowledge, dispatch, verify and close hazards.
+    HazardManage,
+    /// Send remote operations (trip, close, reset, …) to detectors.
+    DeviceControl,
+    /// Take, work on and complete work orders; do patrols.
+    FieldWork,
+    /// Read the operation log.
+    OperationLogRead,
+    /// See every project of the tenant, whatever the user's explicit project list says.
+    AllProjects,
+}
+
+impl Permission {
+    /// Every permission, in a stable order.
+    pub const ALL: [Permission; 15] = [
+        Permission::TenantManage,
+        Permission::TenantUsageRead,
+        Permission::UserManage,
+        Permission::RoleManage,
+        Permission::ApiKeyManage,
+        Permission::SiteRead,
+        Permission::ProjectManage,
+        Permission::DeviceManage,
+        Permission::ThresholdManage,
+        Permission::HazardRead,
+        Permission::HazardManage,
+        Permission::DeviceControl,
+        Permission::FieldWork,
+        Permission::OperationLogRead,
+        Permission::AllProjects,
+    ];
+
+    /// The stable text code stored in the database and shown in the API (`device.control`).
+    pub const fn code(self) -> &'static str {
+        match self {
+            Permission::TenantManage => "tenant.manage",
+            Permission::TenantUsageRead => "tenant.usage.read",
+            Permission::UserManage => "user.manage",
+            Permission::RoleManage => "role.manage",
+            Permission::ApiKeyManage => "apikey.manage",
+            Permission::SiteRead => "site.read",
+            Permission::ProjectManage => "project.manage",
+            Permission::DeviceManage => "device.manage",
+            Permission::ThresholdManage => "threshold.manage",
+            Permission::HazardRead => "hazard.read",
+            Permission::HazardManage => "hazard.manage",
+            Permission::DeviceControl => "device.control",
+            Permission::FieldWork => "fieldwork",
+            Permission::OperationLogRead => "oplog.read",
+            Permission::AllProjects => "project.all",
+        }
+    }
+
+    /// Whether this permission is reserved for platform operators (never part of a tenant role).
+    pub const fn is_platform(self) -> bool {
+        matches!(self, Permission::TenantManage | Permission::TenantUsageRead)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A permission code that names no permission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown permission `{0}`")]
+pub struct UnknownPermission(pub String);
+
+impl FromStr for Permission {
+    type Err = UnknownPermission;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.code() == s)
+            .ok_or_else(|| UnknownPermission(s.to_owned()))
+    }
+}
+
+/// The roles every tenant has without defining them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BuiltinRole {
+    /// Operates the hosted platform: manages tenants, sees usage. Belongs to no tenant.
+    PlatformAdmin,
+    /// Manages everything inside one tenant.
+    TenantAdmin,
+    /// Safety manager: watches projects in scope, handles hazards, approves work.
+    Manager,
+    /// Field electrician: patrols, work orders, rectification.
+    Electrician,
+    /// Read-only, e.g. a regulator or insurer.
+    Viewer,
+}
+
+impl BuiltinRole {
+    /// All built-in roles.
+    pub const ALL: [BuiltinRole; 5] = [
+        BuiltinRole::PlatformAdmin,
+        BuiltinRole::TenantAdmin,
+        BuiltinRole::Manager,
+        BuiltinRole::Electrician,
+        BuiltinRole::Viewer,
+    ];
+
+    /// The stable key stored with users and API keys.
+    pub const fn key(self) -> &'static str {
+        match self {
+            BuiltinRole::PlatformAdmin => "platform_admin",
+            BuiltinRole::TenantAdmin => "tenant_admin",
+            BuiltinRole::Manager => "manager",
+            BuiltinRole::Electrician => "electrician",
+            BuiltinRole::Viewer => "viewer",
+        }
+    }
+
+    /// A human name for lists.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BuiltinRole::PlatformAdmin => "Platform admin",
+            BuiltinRole::TenantAdmin => "Tenant admin",
+            BuiltinRole::Manager => "Manager",
+            BuiltinRole::Electrician => "Electrician",
+            BuiltinRole::Viewer => "Viewer",
+        }
+    }
+
+    /// Looks a built-in role up by its key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// The permission bundle of this role.
+    pub fn permissions(self) -> BTreeSet<Permission> {
+        use Permission::*;
+        let list: &[Permission] = match self {
+            BuiltinRole::PlatformAdmin => &[TenantManage, TenantUsageRead],
+            BuiltinRole::TenantAdmin => &[
+                UserManage,
+                RoleManage,
+                ApiKeyManage,
+                SiteRead,
+                ProjectManage,
+                DeviceManage,
+                ThresholdManage,
+                HazardRead,
+                HazardManage,
+                DeviceControl,
+                OperationLogRead,
+                AllProjects,
+            ],
+            BuiltinRole::Manager => &[SiteRead, HazardRead, HazardManage],
+            BuiltinRole::Electrician => &[SiteRead, HazardRead, FieldWork],
+            BuiltinRole::Viewer => &[SiteRead, HazardRead],
+        };
+        list.iter().copied().collect()
+    }
+
+    /// Whether users with this role belong to a tenant.
+    pub const fn is_tenant_role(self) -> bool {
+        !matches!(self, BuiltinRole::PlatformAdmin)
+    }
+}
+
+/// Which projects of its tenant a principal may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProjectScope {
+    /// Every project of the tenant (tenant admins, or roles with [`Permission::AllProjects`]).
+    All,
+    /// Only these projects.
+    Only(BTreeSet<ProjectId>),
+}
+
+impl ProjectScope {
+    /// Builds the scope from a permission set and an explicit project list.
+    pub fn new(permissions: &BTreeSet<Permission>, projects: impl IntoIterator<Item = ProjectId>) -> Self {
+        if permissions.contains(&Permission::AllProjects) {
+            ProjectScope::All
+        } else {
+            ProjectScope::Only(projects.into_iter().collect())
+        }
+    }
+
+    /// Whether the project is visible.
+    pub fn contains(&self, project: ProjectId) -> bool {
+        match self {
+            ProjectScope::All => true,
+            ProjectScope::Only(set) => set.contains(&project),
+        }
+    }
+}
+
+/// The authenticated caller of an operation, as far as rules are concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The caller's tenant; `None` only for platform operators.
+    pub tenant: Option<TenantId>,
+    /// What the caller may do.
+    pub permissions: BTreeSet<Permission>,
+    /// Which projects it may see.
+    pub scope: ProjectScope,
+}
+
+impl Access {
+    /// Whether the caller holds the permission.
+    pub fn can(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn permission_codes_round_trip_and_are_unique() {
+        let mut seen = BTreeSet::new();
+        for p in Permission::ALL {
+            assert_eq!(p.code().parse::<Permission>(), Ok(p));
+            assert!(seen.insert(p.code()), "duplicate code {}", p.code());
+        }
+        assert!("device.explode".parse::<Permission>().is_err());
+    }
+
+    #[test]
+    fn builtin_bundles_follow_the_domain_guide() {
+        let cases = [
+            (BuiltinRole::PlatformAdmin, Permission::TenantManage, true),
+            (BuiltinRole::PlatformAdmin, Permission::SiteRead, false),
+            (BuiltinRole::TenantAdmin, Permission::UserManage, true),
+            (BuiltinRole::TenantAdmin, Permission::TenantManage, false),
+            (BuiltinRole::Manager, Permission::HazardManage, true),
+            (BuiltinRole::Manager, Permission::DeviceManage, false),
+            (BuiltinRole::Electrician, Permission::FieldWork, true),
+            (BuiltinRole::Electrician, Permission::HazardManage, false),
+            (BuiltinRole::Viewer, Permission::SiteRead, true),
+            (BuiltinRole::Viewer, Permission::HazardManage, false),
+        ];
+        for (role, permission, expected) in cases {
+            assert_eq!(role.permissions().contains(&permission), expected, "{role:?} {permission:?}");
+        }
+        for role in BuiltinRole::ALL {
+            assert_eq!(BuiltinRole::from_key(role.key()), Some(role));
+            let platform_only = role.permissions().iter().any(|p| p.is_platform());
+            assert_eq!(platform_only, !role.is_tenant_role(), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn scope_all_only_with_the_all_projects_permission() {
+        let p = ProjectId::from_uuid(Uuid::from_u128(1));
+        let q = ProjectId::from_uuid(Uuid::from_u128(2));
+        let manager = ProjectScope::new(&BuiltinRole::Manager.permissions(), [p]);
+        assert!(manager.contains(p));
+        assert!(!manager.contains(q));
+        let admin = ProjectScope::new(&BuiltinRole::TenantAdmin.permissions(), []);
+        assert!(admin.contains(q));
+    }
+}

@@ -1,0 +1,19 @@
+//! Schema migrations of the Sparkwatch store, for SQLite and PostgreSQL alike.
+//!
+//! Layout: one module per migration, applied in order by [`Migrator`]. Migrations only
+//! shape the schema; they never insert data (demo data is seeded by the server) and never
+//! import the entity crate, so old migrations keep compiling as models change.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_foundation;
+
+/// Applies the project's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_foundation::Migration)]
+    }
+}
