@@ -16,14 +16,8 @@ use std::process::{Command, Stdio};
 const ASSETS: [(&str, &str); 4] = [
     ("graphiql.min.js", "graphiql/graphiql.min.js"),
     ("graphiql.min.css", "graphiql/graphiql.min.css"),
-    (
-        "react.production.min.js",
-        "react/umd/react.production.min.js",
-    ),
-    (
-        "react-dom.production.min.js",
-        "react-dom/umd/react-dom.production.min.js",
-    ),
+    ("react.production.min.js", "react/umd/react.production.min.js"),
+    ("react-dom.production.min.js", "react-dom/umd/react-dom.production.min.js"),
 ];
 
 /// The npm packages whose installed version must match the lock file.
@@ -38,8 +32,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let explorer = manifest_dir.join("..").join("explorer");
     // Nicer paths in messages; fine to keep the `..` form if the directory does not exist.
@@ -49,10 +42,7 @@ fn run() -> Result<(), String> {
 
     // Only the manifests decide what gets installed; watching node_modules would be slow and
     // pointless (it is derived from the lock file).
-    println!(
-        "cargo:rerun-if-changed={}",
-        explorer.join("package.json").display()
-    );
+    println!("cargo:rerun-if-changed={}", explorer.join("package.json").display());
     println!("cargo:rerun-if-changed={}", lock_file.display());
 
     if let Some(reason) = needs_install(&node_modules, &lock_file) {
@@ -76,10 +66,7 @@ fn run() -> Result<(), String> {
     }
     // Content hash of the assets: the page puts it in the asset URLs (`?v=...`), so browsers
     // may cache them forever and still pick up new versions after an upgrade.
-    println!(
-        "cargo:rustc-env=SPARKWATCH_EXPLORER_ASSET_VERSION={:016x}",
-        tag.finish()
-    );
+    println!("cargo:rustc-env=SPARKWATCH_EXPLORER_ASSET_VERSION={:016x}", tag.finish());
     Ok(())
 }
 
@@ -98,10 +85,7 @@ fn needs_install(node_modules: &Path, lock_file: &Path) -> Option<String> {
             .ok()
             .and_then(|manifest| string_after(&manifest, "\"version\""));
         (installed.as_deref() != Some(locked.as_str())).then(|| {
-            format!(
-                "{package} {locked} is locked but {} is installed",
-                installed.as_deref().unwrap_or("nothing")
-            )
+            format!("{package} {locked} is locked but {} is installed", installed.as_deref().unwrap_or("nothing"))
         })
     })
 }
@@ -116,11 +100,7 @@ fn locked_version(lock: &str, package: &str) -> Option<String> {
 /// good enough for version numbers in npm's own files, and keeps this script dependency-free.
 fn string_after(text: &str, key: &str) -> Option<String> {
     let rest = &text[text.find(key)? + key.len()..];
-    let rest = rest
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start()
-        .strip_prefix('"')?;
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_owned())
 }
 
@@ -131,10 +111,7 @@ fn npm_ci(explorer: &Path, reason: &str) -> Result<(), String> {
         explorer.display()
     );
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
-    println!(
-        "cargo:warning=running `npm ci` in {} because {reason}",
-        explorer.display()
-    );
+    println!("cargo:warning=running `npm ci` in {} because {reason}", explorer.display());
     let status = Command::new(npm)
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(explorer)
@@ -142,13 +119,7 @@ fn npm_ci(explorer: &Path, reason: &str) -> Result<(), String> {
         .stdout(Stdio::from(std::io::stderr()))
         .status()
         .map_err(|e| format!("could not run `{npm}` ({e}). {help}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{npm} ci` failed ({status}); its output is above. {help}"
-        ))
-    }
+    if status.success() { Ok(()) } else { Err(format!("`{npm} ci` failed ({status}); its output is above. {help}")) }
 }
 
 /// 64-bit FNV-1a: a tiny, stable, std-only hash, used only for cache busting.

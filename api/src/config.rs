@@ -228,8 +228,17 @@ impl Settings {
             .map_err(|e| bad("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
 
         let database_url = match s.database_url {
-            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
-            Some(_) => return Err(bad("--database-url", "must start with sqlite: or postgres://, e.g. postgres://sparkwatch@127.0.0.1/sparkwatch")),
+            Some(url)
+                if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                url
+            }
+            Some(_) => {
+                return Err(bad(
+                    "--database-url",
+                    "must start with sqlite: or postgres://, e.g. postgres://sparkwatch@127.0.0.1/sparkwatch",
+                ));
+            }
             None => format!("sqlite://{}?mode=rwc", data_dir.join("sparkwatch.db").display()),
         };
         let redis_url = match s.redis_url {
@@ -239,7 +248,10 @@ impl Settings {
         };
         let broker = match (s.mqtt_url, s.mqtt_listen) {
             (Some(_), Some(_)) => {
-                return Err(bad("--mqtt-url", "give either --mqtt-url (external broker) or --mqtt-listen (embedded broker), not both"));
+                return Err(bad(
+                    "--mqtt-url",
+                    "give either --mqtt-url (external broker) or --mqtt-listen (embedded broker), not both",
+                ));
             }
             (Some(url), None) => {
                 let rest = url
@@ -252,15 +264,20 @@ impl Settings {
                 }
                 Broker::External(url)
             }
-            (None, listen) => Broker::Embedded(parse_addr("--mqtt-listen", listen.as_deref().unwrap_or("127.0.0.1:1883"))?),
+            (None, listen) => {
+                Broker::Embedded(parse_addr("--mqtt-listen", listen.as_deref().unwrap_or("127.0.0.1:1883"))?)
+            }
         };
         let jwt_secret = match s.jwt_secret {
             Some(secret) if secret.len() >= 32 => Secret(secret),
-            Some(_) => return Err(bad("--jwt-secret", "must be at least 32 characters; or omit it to have one generated")),
+            Some(_) => {
+                return Err(bad("--jwt-secret", "must be at least 32 characters; or omit it to have one generated"));
+            }
             None => load_or_create_secret(&data_dir.join("jwt-secret"))?,
         };
         let access_token_ttl = ttl("--access-token-ttl-s", s.access_token_ttl_s.unwrap_or(900), 30, 86_400)?;
-        let refresh_token_ttl = ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
+        let refresh_token_ttl =
+            ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
         Ok(Config {
             listen,
             data_dir,
@@ -289,7 +306,10 @@ fn ttl(flag: &str, secs: u64, min: u64, max: u64) -> Result<Duration, ConfigErro
 fn load_or_create_secret(path: &Path) -> Result<Secret, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(s) if s.trim().len() >= 32 => Ok(Secret(s.trim().to_owned())),
-        Ok(_) => Err(bad("--jwt-secret", format!("{} is shorter than 32 characters; delete it to regenerate", path.display()))),
+        Ok(_) => Err(bad(
+            "--jwt-secret",
+            format!("{} is shorter than 32 characters; delete it to regenerate", path.display()),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = crate::auth::token::random_token(48);
             write_private(path, &secret)
@@ -359,11 +379,18 @@ mod tests {
             (Settings { database_url: Some("mysql://x".into()), ..settings(dir.path()) }, "--database-url"),
             (Settings { redis_url: Some("localhost".into()), ..settings(dir.path()) }, "--redis-url"),
             (
-                Settings { mqtt_url: Some("mqtt://a:1".into()), mqtt_listen: Some("127.0.0.1:1".into()), ..settings(dir.path()) },
+                Settings {
+                    mqtt_url: Some("mqtt://a:1".into()),
+                    mqtt_listen: Some("127.0.0.1:1".into()),
+                    ..settings(dir.path())
+                },
                 "--mqtt-url",
             ),
             (Settings { mqtt_url: Some("mqtt://host".into()), ..settings(dir.path()) }, "--mqtt-url"),
-            (Settings { jwt_secret: Some("short".into()), ..settings(dir.path()) }, "--jwt-secret (SPARKWATCH_JWT_SECRET)"),
+            (
+                Settings { jwt_secret: Some("short".into()), ..settings(dir.path()) },
+                "--jwt-secret (SPARKWATCH_JWT_SECRET)",
+            ),
             (Settings { access_token_ttl_s: Some(1), ..settings(dir.path()) }, "--access-token-ttl-s"),
         ];
         for (s, expected) in cases {

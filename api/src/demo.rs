@@ -58,13 +58,24 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
     let platform = Principal::platform_system("demo seed");
     let demo = s.create_tenant(&platform, "Demo").await?;
     let who = Principal::system(demo.id, "demo seed");
-    let mall = s.create_project(&who, project("Riverside Mall", "5 Dongsheng Rd, Jiangyin", "Zhang San", 31.84, 120.29, 18500.0)).await?;
-    let school = s.create_project(&who, project("No. 3 Primary School", "18 Renmin Rd, Jiangyin", "Li Si", 31.90, 120.26, 9200.0)).await?;
+    let mall = s
+        .create_project(
+            &who,
+            project("Riverside Mall", "5 Dongsheng Rd, Jiangyin", "Zhang San", 31.84, 120.29, 18500.0),
+        )
+        .await?;
+    let school = s
+        .create_project(&who, project("No. 3 Primary School", "18 Renmin Rd, Jiangyin", "Li Si", 31.90, 120.26, 9200.0))
+        .await?;
 
     let sites = [
         (mall.id, device("SW-DEMO-0001", "Mall main distribution", "MQTT", None, "B1 main switch room"), 3),
         (mall.id, device("SW-DEMO-0002", "Mall food court", "MQTT", None, "3F food court panel"), 2),
-        (mall.id, device("GW-DEMO-0001", "Mall Modbus gateway", "MODBUS_TCP", Some("127.0.0.1"), "1F electrical room"), 4),
+        (
+            mall.id,
+            device("GW-DEMO-0001", "Mall Modbus gateway", "MODBUS_TCP", Some("127.0.0.1"), "1F electrical room"),
+            4,
+        ),
         (school.id, device("SW-DEMO-0101", "Teaching building", "MQTT", None, "1F distribution room"), 2),
         (school.id, device("SW-DEMO-0102", "Canteen", "MQTT", None, "Kitchen panel"), 1),
     ];
@@ -83,14 +94,24 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
         }
     }
     s.create_user(&who, user("admin@demo.local", "Demo admin", "tenant_admin", vec![])).await?;
-    s.create_user(&who, user("manager@demo.local", "Wang Wu (safety manager)", "manager", vec![mall.id, school.id])).await?;
+    s.create_user(&who, user("manager@demo.local", "Wang Wu (safety manager)", "manager", vec![mall.id, school.id]))
+        .await?;
     s.create_user(&who, user("electrician@demo.local", "Zhao Liu (electrician)", "electrician", vec![mall.id])).await?;
 
     let demo_b = s.create_tenant(&platform, "Demo B").await?;
     let who_b = Principal::system(demo_b.id, "demo seed");
-    let depot = s.create_project(&who_b, project("Harbour Depot", "2 Port Ave, Jiangyin", "Chen Qi", 31.95, 120.30, 30000.0)).await?;
-    let d = s.create_device(&who_b, depot.id, device("SW-DEMOB-0001", "Depot main board", "MQTT", None, "Gatehouse")).await?;
-    s.create_detector(&who_b, d.id, DetectorInput { address: 1, name: Some("Main feeder".into()), ..Default::default() }).await?;
+    let depot = s
+        .create_project(&who_b, project("Harbour Depot", "2 Port Ave, Jiangyin", "Chen Qi", 31.95, 120.30, 30000.0))
+        .await?;
+    let d = s
+        .create_device(&who_b, depot.id, device("SW-DEMOB-0001", "Depot main board", "MQTT", None, "Gatehouse"))
+        .await?;
+    s.create_detector(
+        &who_b,
+        d.id,
+        DetectorInput { address: 1, name: Some("Main feeder".into()), ..Default::default() },
+    )
+    .await?;
     s.create_user(&who_b, user("admin@demo-b.local", "Demo B admin", "tenant_admin", vec![])).await?;
     Ok(true)
 }

@@ -26,9 +26,8 @@ pub const PAGE_PATH: &str = "/graphiql";
 const ASSET_VERSION: &str = env!("SPARKWATCH_EXPLORER_ASSET_VERSION");
 
 /// The page, with the asset version filled in.
-static PAGE: LazyLock<String> = LazyLock::new(|| {
-    include_str!("../../explorer/index.html").replace("__ASSET_VERSION__", ASSET_VERSION)
-});
+static PAGE: LazyLock<String> =
+    LazyLock::new(|| include_str!("../../explorer/index.html").replace("__ASSET_VERSION__", ASSET_VERSION));
 
 /// Browsers may keep a versioned third-party asset forever: a new version gets a new URL.
 const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
@@ -91,15 +90,9 @@ static ASSETS: [Asset; 5] = [
 ///
 /// Stateless; merge it into the application router. `HEAD` is answered too.
 pub fn router() -> Router {
-    ASSETS.iter().fold(
-        Router::new().route(PAGE_PATH, get(page)),
-        |router, asset| {
-            router.route(
-                &format!("{PAGE_PATH}/assets/{}", asset.name),
-                get(move || async move { serve(asset) }),
-            )
-        },
-    )
+    ASSETS.iter().fold(Router::new().route(PAGE_PATH, get(page)), |router, asset| {
+        router.route(&format!("{PAGE_PATH}/assets/{}", asset.name), get(move || async move { serve(asset) }))
+    })
 }
 
 /// `GET /graphiql`.
@@ -120,18 +113,9 @@ async fn page() -> Response {
 fn serve(asset: &'static Asset) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(asset.content_type),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(asset.cache_control),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(asset.cache_control)),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         ],
         asset.body,
     )
@@ -154,11 +138,7 @@ mod tests {
     #[test]
     fn page_references_exactly_the_served_assets() {
         for asset in &ASSETS {
-            assert!(
-                PAGE.contains(&format!("{PAGE_PATH}/assets/{}", asset.name)),
-                "{} not used",
-                asset.name
-            );
+            assert!(PAGE.contains(&format!("{PAGE_PATH}/assets/{}", asset.name)), "{} not used", asset.name);
             assert!(!asset.body.is_empty(), "{} is empty", asset.name);
         }
         assert_eq!(PAGE.matches("/graphiql/assets/").count(), ASSETS.len());

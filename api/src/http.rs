@@ -90,7 +90,8 @@ async fn graphql_http(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let modern = accept.contains(GRAPHQL_RESPONSE);
     let status = if modern && is_request_error(&response) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"serialisation failed\"}]}".to_vec());
+    let body = serde_json::to_vec(&response)
+        .unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"serialisation failed\"}]}".to_vec());
     let content_type = if modern { GRAPHQL_RESPONSE } else { "application/json" };
     let mut res = (status, body).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -150,7 +151,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ready", "database": "ok"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "database": "unreachable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "database": "unreachable"})))
+                .into_response()
         }
     }
 }

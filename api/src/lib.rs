@@ -49,7 +49,11 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
-pub async fn run(services: Services, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    services: Services,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = http::AppState {
         schema: graphql::schema(Some(services.clone())),
         services,

@@ -18,7 +18,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SPARKWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("SPARKWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli).await {
@@ -57,9 +59,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !config.listen.ip().is_loopback() {
                 tracing::warn!(listen = %config.listen, "listening beyond this machine");
             }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {} (--listen / SPARKWATCH_LISTEN); is another server using it?", config.listen))?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+                format!(
+                    "cannot listen on {} (--listen / SPARKWATCH_LISTEN); is another server using it?",
+                    config.listen
+                )
+            })?;
             sparkwatch_api::run(services, listener, shutdown_signal()).await
         }
         Command::Tenant(TenantCommand::Create { name }) => {
@@ -69,7 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Create { email, phone, name, tenant, role, locale }) => {
             let who = match &tenant {
-                Some(t) => Principal::system(services.tenant_by_name(t).await.with_context(|| format!("tenant `{t}`"))?.id, "cli"),
+                Some(t) => Principal::system(
+                    services.tenant_by_name(t).await.with_context(|| format!("tenant `{t}`"))?.id,
+                    "cli",
+                ),
                 None => Principal::platform_system("cli"),
             };
             let password = match std::env::var("SPARKWATCH_USER_PASSWORD") {
@@ -82,7 +90,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let user = services
-                .create_user(&who, NewUser { email, phone, display_name: name, password, locale: Some(locale), role, project_ids: vec![] })
+                .create_user(
+                    &who,
+                    NewUser {
+                        email,
+                        phone,
+                        display_name: name,
+                        password,
+                        locale: Some(locale),
+                        role,
+                        project_ids: vec![],
+                    },
+                )
                 .await?;
             println!("created user {} ({})", user.display_name, user.id);
             Ok(())

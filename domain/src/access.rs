@@ -109,10 +109,7 @@ pub struct UnknownPermission(pub String);
 impl FromStr for Permission {
     type Err = UnknownPermission;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Permission::ALL
-            .into_iter()
-            .find(|p| p.code() == s)
-            .ok_or_else(|| UnknownPermission(s.to_owned()))
+        Permission::ALL.into_iter().find(|p| p.code() == s).ok_or_else(|| UnknownPermission(s.to_owned()))
     }
 }
 

@@ -55,8 +55,16 @@ impl ProjectDraft {
             name: required_text("name", &self.name, 200)?,
             address: optional_text("address", self.address.as_deref(), 500)?,
             contact_name: optional_text("contactName", self.contact_name.as_deref(), 100)?,
-            contact_phone: self.contact_phone.as_deref().filter(|p| !p.trim().is_empty()).map(|p| phone("contactPhone", p)).transpose()?,
-            building_area_m2: self.building_area_m2.map(|v| number_in("buildingArea", v, 0.0, 10_000_000.0, "m²")).transpose()?,
+            contact_phone: self
+                .contact_phone
+                .as_deref()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| phone("contactPhone", p))
+                .transpose()?,
+            building_area_m2: self
+                .building_area_m2
+                .map(|v| number_in("buildingArea", v, 0.0, 10_000_000.0, "m²"))
+                .transpose()?,
             latitude: self.latitude.map(|v| number_in("latitude", v, -90.0, 90.0, "°")).transpose()?,
             longitude: self.longitude.map(|v| number_in("longitude", v, -180.0, 180.0, "°")).transpose()?,
             region: optional_text("region", self.region.as_deref(), 200)?,
@@ -175,7 +183,8 @@ impl DeviceInput {
         let port = self.port.map(|p| int_in("port", p, 1, 65535)).transpose()?.map(|p| p as u16);
         let (host, port) = match transport {
             DeviceTransport::ModbusTcp => {
-                let host = host.ok_or_else(|| ValidationError::new("host", "a MODBUS_TCP device needs the gateway's host"))?;
+                let host =
+                    host.ok_or_else(|| ValidationError::new("host", "a MODBUS_TCP device needs the gateway's host"))?;
                 (Some(host), Some(port.unwrap_or(DEFAULT_MODBUS_PORT)))
             }
             DeviceTransport::Mqtt => {
@@ -376,9 +385,10 @@ mod tests {
 
     #[test]
     fn project_rules() {
-        let p = ProjectDraft { name: " Mall ".into(), contact_phone: Some("139 1234 5678".into()), ..Default::default() }
-            .validate()
-            .expect("valid");
+        let p =
+            ProjectDraft { name: " Mall ".into(), contact_phone: Some("139 1234 5678".into()), ..Default::default() }
+                .validate()
+                .expect("valid");
         assert_eq!(p.name, "Mall");
         assert_eq!(p.contact_phone.as_deref(), Some("13912345678"));
         let bad = ProjectDraft { name: "x".into(), latitude: Some(31.0), ..Default::default() };

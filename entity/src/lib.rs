@@ -5,14 +5,14 @@
 
 #![allow(missing_docs)]
 
-pub mod tenant;
+pub mod api_key;
+pub mod detector;
+pub mod device;
+pub mod operation_log;
+pub mod project;
+pub mod refresh_token;
 pub mod role;
+pub mod tenant;
+pub mod threshold;
 pub mod user;
 pub mod user_project_scope;
-pub mod project;
-pub mod device;
-pub mod detector;
-pub mod threshold;
-pub mod refresh_token;
-pub mod api_key;
-pub mod operation_log;

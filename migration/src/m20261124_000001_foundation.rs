@@ -14,11 +14,7 @@ impl MigrationName for Migration {
 }
 
 fn fk(from_table: &'static str, from_col: &'static str, to_table: &'static str) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .from(from_table, from_col)
-        .to(to_table, "id")
-        .on_delete(ForeignKeyAction::Cascade)
-        .take()
+    ForeignKey::create().from(from_table, from_col).to(to_table, "id").on_delete(ForeignKeyAction::Cascade).take()
 }
 
 fn index(table: &'static str, name: &str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
@@ -181,7 +177,9 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager.create_index(index("detectors", "detectors_device_address", &["device_id", "address"], true)).await?;
-        manager.create_index(index("detectors", "detectors_tenant_project", &["tenant_id", "project_id"], false)).await?;
+        manager
+            .create_index(index("detectors", "detectors_tenant_project", &["tenant_id", "project_id"], false))
+            .await?;
 
         // One row per (scope, scope_id); `scope` is tenant | project | detector. NULL = inherit.
         manager

@@ -37,7 +37,8 @@ pub fn backends() -> Vec<Backend> {
 
 /// Creates an empty PostgreSQL database next to `url` and returns its URL.
 pub async fn fresh_postgres(url: &str) -> anyhow::Result<String> {
-    let admin = Database::connect(url).await.with_context(|| format!("SPARKWATCH_TEST_DATABASE_URL={url} is unreachable"))?;
+    let admin =
+        Database::connect(url).await.with_context(|| format!("SPARKWATCH_TEST_DATABASE_URL={url} is unreachable"))?;
     let name = format!("sw_test_{}", uuid::Uuid::now_v7().simple());
     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
     let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
@@ -50,8 +51,13 @@ pub async fn config(backend: &Backend, dir: &std::path::Path) -> anyhow::Result<
         Backend::Sqlite => None,
         Backend::Postgres(url) => Some(fresh_postgres(url).await?),
     };
-    Ok(Settings { data_dir: Some(dir.to_owned()), database_url, jwt_secret: Some("t".repeat(40)), ..Default::default() }
-        .resolve()?)
+    Ok(Settings {
+        data_dir: Some(dir.to_owned()),
+        database_url,
+        jwt_secret: Some("t".repeat(40)),
+        ..Default::default()
+    }
+    .resolve()?)
 }
 
 /// A running server.
@@ -165,7 +171,9 @@ impl Gql {
     /// Posts a query that must fail; returns the first error's `extensions.code`.
     pub async fn code(&self, query: &str, variables: Value) -> anyhow::Result<String> {
         let res = self.run(query, variables).await?;
-        let code = res["errors"][0]["extensions"]["code"].as_str().with_context(|| format!("expected an error code: {res}"))?;
+        let code = res["errors"][0]["extensions"]["code"]
+            .as_str()
+            .with_context(|| format!("expected an error code: {res}"))?;
         Ok(code.to_owned())
     }
 }

@@ -18,7 +18,10 @@ async fn demo_ids(server: &TestServer) -> anyhow::Result<(Vec<String>, Vec<Strin
         )
         .await?;
     let ids = |k: &str| -> Vec<String> {
-        data[k]["edges"].as_array().map(|a| a.iter().map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
+        data[k]["edges"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
     };
     Ok((ids("projects"), ids("devices"), ids("detectors")))
 }
@@ -37,8 +40,14 @@ async fn sign_in_refresh_rotation_and_logout() -> anyhow::Result<()> {
         let me = anon.with_token(&token).ok("{ me { email displayName } }", json!({})).await?;
         assert_eq!(me["me"]["email"], "admin@demo.local");
 
-        assert_eq!(anon.code(login, json!({"i": {"login": "admin@demo.local", "password": "wrong-pass1"}})).await?, "UNAUTHENTICATED");
-        assert_eq!(anon.code(login, json!({"i": {"login": "nobody@demo.local", "password": "wrong-pass1"}})).await?, "UNAUTHENTICATED");
+        assert_eq!(
+            anon.code(login, json!({"i": {"login": "admin@demo.local", "password": "wrong-pass1"}})).await?,
+            "UNAUTHENTICATED"
+        );
+        assert_eq!(
+            anon.code(login, json!({"i": {"login": "nobody@demo.local", "password": "wrong-pass1"}})).await?,
+            "UNAUTHENTICATED"
+        );
         assert_eq!(anon.code("{ me { email } }", json!({})).await?, "UNAUTHENTICATED");
         assert_eq!(anon.with_token("garbage").code("{ me { email } }", json!({})).await?, "UNAUTHENTICATED");
 
@@ -62,7 +71,9 @@ async fn sign_in_refresh_rotation_and_logout() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn login_attempts_are_rate_limited() -> anyhow::Result<()> {
-    let server = TestServer::start_with(&sparkwatch_tests::Backend::Sqlite, Limits { account_failures: 3, ..Limits::default() }).await?;
+    let server =
+        TestServer::start_with(&sparkwatch_tests::Backend::Sqlite, Limits { account_failures: 3, ..Limits::default() })
+            .await?;
     sparkwatch_api::demo::seed(&server.services).await?;
     let anon = server.anonymous();
     let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
@@ -87,7 +98,12 @@ async fn a_tenant_cannot_see_or_change_another_tenants_data() -> anyhow::Result<
         let b = server.demo_login("admin@demo-b.local").await?;
 
         // Lists show only B's own objects.
-        let lists = b.ok("{ projects { totalCount } devices { totalCount } detectors { totalCount } users { totalCount } }", json!({})).await?;
+        let lists = b
+            .ok(
+                "{ projects { totalCount } devices { totalCount } detectors { totalCount } users { totalCount } }",
+                json!({}),
+            )
+            .await?;
         assert_eq!(lists["projects"]["totalCount"], 1);
         assert_eq!(lists["devices"]["totalCount"], 1);
         assert_eq!(lists["detectors"]["totalCount"], 1);
@@ -97,22 +113,36 @@ async fn a_tenant_cannot_see_or_change_another_tenants_data() -> anyhow::Result<
         let (p, d, x) = (&projects[0], &devices[0], &detectors[0]);
         let reads = b.ok("query($p: ID!, $d: ID!, $x: ID!) { project(id: $p) { id } device(id: $d) { id } detector(id: $x) { id } }", json!({"p": p, "d": d, "x": x})).await?;
         assert_eq!(reads, json!({"project": null, "device": null, "detector": null}));
-        let filtered = b.ok("query($p: [ID!]) { devices(filter: {projectIds: $p}) { totalCount } }", json!({"p": projects})).await?;
+        let filtered = b
+            .ok("query($p: [ID!]) { devices(filter: {projectIds: $p}) { totalCount } }", json!({"p": projects}))
+            .await?;
         assert_eq!(filtered["devices"]["totalCount"], 0);
 
         // Every mutation naming A's objects is NOT_FOUND.
         let attempts = [
             ("mutation($id: ID!) { updateProject(input: {id: $id, name: \"pwned\"}) { id } }", json!({"id": p})),
             ("mutation($id: ID!) { deleteProject(id: $id) }", json!({"id": p})),
-            ("mutation($id: ID!) { createDevice(input: {projectId: $id, serial: \"X-1\", name: \"x\", transport: MQTT}) { id } }", json!({"id": p})),
+            (
+                "mutation($id: ID!) { createDevice(input: {projectId: $id, serial: \"X-1\", name: \"x\", transport: MQTT}) { id } }",
+                json!({"id": p}),
+            ),
             ("mutation($id: ID!) { updateDevice(input: {id: $id, name: \"pwned\"}) { id } }", json!({"id": d})),
             ("mutation($id: ID!) { deleteDevice(id: $id) }", json!({"id": d})),
             ("mutation($id: ID!) { createDetector(input: {deviceId: $id, address: 99}) { id } }", json!({"id": d})),
             ("mutation($id: ID!) { updateDetector(input: {id: $id, name: \"pwned\"}) { id } }", json!({"id": x})),
             ("mutation($id: ID!) { deleteDetector(id: $id) }", json!({"id": x})),
-            ("mutation($id: ID!) { updateDetectorThresholds(input: {detectorId: $id, leakMa: 500}) { id } }", json!({"id": x})),
-            ("mutation($id: ID!) { updateProjectThresholds(input: {projectId: $id, leakMa: 500}) { id } }", json!({"id": p})),
-            ("mutation($id: ID!) { createUser(input: {email: \"spy@b.local\", password: \"sparkwatch-1\", roleId: \"viewer\", projectIds: [$id]}) { id } }", json!({"id": p})),
+            (
+                "mutation($id: ID!) { updateDetectorThresholds(input: {detectorId: $id, leakMa: 500}) { id } }",
+                json!({"id": x}),
+            ),
+            (
+                "mutation($id: ID!) { updateProjectThresholds(input: {projectId: $id, leakMa: 500}) { id } }",
+                json!({"id": p}),
+            ),
+            (
+                "mutation($id: ID!) { createUser(input: {email: \"spy@b.local\", password: \"sparkwatch-1\", roleId: \"viewer\", projectIds: [$id]}) { id } }",
+                json!({"id": p}),
+            ),
         ];
         for (query, vars) in attempts {
             assert_eq!(b.code(query, vars).await?, "NOT_FOUND", "{backend:?}: {query}");
@@ -122,7 +152,11 @@ async fn a_tenant_cannot_see_or_change_another_tenants_data() -> anyhow::Result<
         let a_users = a_admin.ok("{ users { edges { node { id } } } }", json!({})).await?;
         let a_user = a_users["users"]["edges"][0]["node"]["id"].as_str().unwrap_or_default().to_owned();
         assert_eq!(b.ok("query($id: ID!) { user(id: $id) { id } }", json!({"id": a_user})).await?["user"], Value::Null);
-        assert_eq!(b.code("mutation($id: ID!) { updateUser(input: {id: $id, active: false}) { id } }", json!({"id": a_user})).await?, "NOT_FOUND");
+        assert_eq!(
+            b.code("mutation($id: ID!) { updateUser(input: {id: $id, active: false}) { id } }", json!({"id": a_user}))
+                .await?,
+            "NOT_FOUND"
+        );
 
         // And nothing of A changed.
         let after = a_admin.ok("query($p: ID!) { project(id: $p) { name deviceCount } }", json!({"p": p})).await?;
@@ -138,7 +172,12 @@ async fn project_scope_limits_what_a_user_sees() -> anyhow::Result<()> {
         let server = TestServer::demo(&backend).await?;
         let (projects, _, _) = demo_ids(&server).await?;
         let e = server.demo_login("electrician@demo.local").await?;
-        let data = e.ok("{ projects { totalCount edges { node { name } } } devices { totalCount } detectors { totalCount } }", json!({})).await?;
+        let data = e
+            .ok(
+                "{ projects { totalCount edges { node { name } } } devices { totalCount } detectors { totalCount } }",
+                json!({}),
+            )
+            .await?;
         assert_eq!(data["projects"]["totalCount"], 1, "{backend:?}");
         assert_eq!(data["projects"]["edges"][0]["node"]["name"], "Riverside Mall");
         assert_eq!(data["devices"]["totalCount"], 3);
@@ -186,14 +225,26 @@ async fn permissions_are_enforced_by_role() -> anyhow::Result<()> {
         .await?;
     let auditor = server.login("auditor@demo.local", "audit-2026").await?;
     assert_eq!(auditor.ok("{ projects { totalCount } }", json!({})).await?["projects"]["totalCount"], 1);
-    assert!(auditor.ok("{ operationLog(first: 5) { totalCount } }", json!({})).await?["operationLog"]["totalCount"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        auditor.ok("{ operationLog(first: 5) { totalCount } }", json!({})).await?["operationLog"]["totalCount"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
     assert_eq!(auditor.code(create, json!({})).await?, "FORBIDDEN");
-    assert_eq!(admin.code("mutation { createRole(input: {name: \"X\", permissions: [\"tenant.manage\"]}) { id } }", json!({})).await?, "VALIDATION");
+    assert_eq!(
+        admin
+            .code("mutation { createRole(input: {name: \"X\", permissions: [\"tenant.manage\"]}) { id } }", json!({}))
+            .await?,
+        "VALIDATION"
+    );
 
     // Deactivating a user takes effect on their very next request.
     let users = admin.ok("{ users(search: \"auditor\") { edges { node { id } } } }", json!({})).await?;
     let uid = users["users"]["edges"][0]["node"]["id"].clone();
-    admin.ok("mutation($id: ID!) { updateUser(input: {id: $id, active: false}) { active } }", json!({"id": uid})).await?;
+    admin
+        .ok("mutation($id: ID!) { updateUser(input: {id: $id, active: false}) { active } }", json!({"id": uid}))
+        .await?;
     assert_eq!(auditor.code("{ projects { totalCount } }", json!({})).await?, "UNAUTHENTICATED");
     Ok(())
 }
@@ -226,8 +277,18 @@ async fn crud_validation_conflicts_and_thresholds() -> anyhow::Result<()> {
         let det = admin.ok("mutation($d: ID!) { createDetector(input: {deviceId: $d, address: 7, position: \"ICU panel\"}) { id address effectiveThresholds { leakMa tempC } } }", json!({"d": did})).await?;
         let xid = det["createDetector"]["id"].clone();
         assert_eq!(det["createDetector"]["effectiveThresholds"], json!({"leakMa": 300.0, "tempC": 85.0}));
-        assert_eq!(admin.code("mutation($d: ID!) { createDetector(input: {deviceId: $d, address: 7}) { id } }", json!({"d": did})).await?, "CONFLICT");
-        let res = admin.run("mutation($d: ID!) { createDetector(input: {deviceId: $d, address: 248}) { id } }", json!({"d": did})).await?;
+        assert_eq!(
+            admin
+                .code(
+                    "mutation($d: ID!) { createDetector(input: {deviceId: $d, address: 7}) { id } }",
+                    json!({"d": did})
+                )
+                .await?,
+            "CONFLICT"
+        );
+        let res = admin
+            .run("mutation($d: ID!) { createDetector(input: {deviceId: $d, address: 248}) { id } }", json!({"d": did}))
+            .await?;
         assert_eq!(res["errors"][0]["extensions"]["field"], "address");
 
         // GB ranges: out-of-range set-points are rejected with the field; inheritance applies.
@@ -237,7 +298,12 @@ async fn crud_validation_conflicts_and_thresholds() -> anyhow::Result<()> {
             assert_eq!(res["errors"][0]["extensions"]["code"], "VALIDATION");
             assert_eq!(res["errors"][0]["extensions"]["field"], "leakMa");
         }
-        admin.ok("mutation($p: ID!) { updateProjectThresholds(input: {projectId: $p, tempC: 70}) { id } }", json!({"p": pid})).await?;
+        admin
+            .ok(
+                "mutation($p: ID!) { updateProjectThresholds(input: {projectId: $p, tempC: 70}) { id } }",
+                json!({"p": pid}),
+            )
+            .await?;
         let ok = admin.ok(set, json!({"x": xid, "v": 600.0})).await?;
         let t = &ok["updateDetectorThresholds"];
         assert_eq!(t["effectiveThresholds"], json!({"leakMa": 600.0, "tempC": 70.0}));
@@ -249,13 +315,29 @@ async fn crud_validation_conflicts_and_thresholds() -> anyhow::Result<()> {
         // Moving a device moves its detectors; a project with devices cannot be deleted.
         assert_eq!(admin.code("mutation($p: ID!) { deleteProject(id: $p) }", json!({"p": pid})).await?, "CONFLICT");
         admin.ok("mutation($d: ID!) { deleteDevice(id: $d) }", json!({"d": did})).await?;
-        assert_eq!(admin.ok("query($x: ID!) { detector(id: $x) { id } }", json!({"x": xid})).await?["detector"], Value::Null);
+        assert_eq!(
+            admin.ok("query($x: ID!) { detector(id: $x) { id } }", json!({"x": xid})).await?["detector"],
+            Value::Null
+        );
         admin.ok("mutation($p: ID!) { deleteProject(id: $p) }", json!({"p": pid})).await?;
 
         // Every mutation above is in the operation log, with before/after.
-        let log = admin.ok("{ operationLog(first: 200) { totalCount edges { node { actor action before after } } } }", json!({})).await?;
-        let actions: Vec<&str> = log["operationLog"]["edges"].as_array().map(|a| a.iter().filter_map(|e| e["node"]["action"].as_str()).collect()).unwrap_or_default();
-        for expected in ["project.create", "device.create", "detector.create", "thresholds.detector.update", "thresholds.project.update", "device.delete", "project.delete"] {
+        let log = admin
+            .ok("{ operationLog(first: 200) { totalCount edges { node { actor action before after } } } }", json!({}))
+            .await?;
+        let actions: Vec<&str> = log["operationLog"]["edges"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["node"]["action"].as_str()).collect())
+            .unwrap_or_default();
+        for expected in [
+            "project.create",
+            "device.create",
+            "detector.create",
+            "thresholds.detector.update",
+            "thresholds.project.update",
+            "device.delete",
+            "project.delete",
+        ] {
             assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
         }
         let last = &log["operationLog"]["edges"].as_array().and_then(|a| a.last()).cloned().unwrap_or_default()["node"];
@@ -301,11 +383,26 @@ async fn api_keys_authenticate_integrators_until_revoked() -> anyhow::Result<()>
         let id = key["createApiKey"]["apiKey"]["id"].clone();
         assert!(secret.starts_with(key["createApiKey"]["apiKey"]["prefix"].as_str().unwrap_or("?")));
         let integrator = server.anonymous().with_token(&secret);
-        assert_eq!(integrator.ok("{ projects { totalCount } }", json!({})).await?["projects"]["totalCount"], 1, "{backend:?}");
-        assert_eq!(integrator.code("mutation { createProject(input: {name: \"x\"}) { id } }", json!({})).await?, "FORBIDDEN");
+        assert_eq!(
+            integrator.ok("{ projects { totalCount } }", json!({})).await?["projects"]["totalCount"],
+            1,
+            "{backend:?}"
+        );
+        assert_eq!(
+            integrator.code("mutation { createProject(input: {name: \"x\"}) { id } }", json!({})).await?,
+            "FORBIDDEN"
+        );
         admin.ok("mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }", json!({"id": id})).await?;
         assert_eq!(integrator.code("{ projects { totalCount } }", json!({})).await?, "UNAUTHENTICATED");
-        assert_eq!(admin.code("mutation { createApiKey(input: {name: \"god\", roleId: \"tenant_admin\"}) { secret } }", json!({})).await?, "VALIDATION");
+        assert_eq!(
+            admin
+                .code(
+                    "mutation { createApiKey(input: {name: \"god\", roleId: \"tenant_admin\"}) { secret } }",
+                    json!({})
+                )
+                .await?,
+            "VALIDATION"
+        );
     }
     Ok(())
 }
@@ -327,10 +424,16 @@ async fn platform_admin_manages_tenants_and_sees_usage() -> anyhow::Result<()> {
         )
         .await?;
     let ops = server.login("ops@sparkwatch.local", "platform-2026").await?;
-    let list = ops.ok("{ tenants { totalCount edges { node { name usage { devices connectedDevices } } } } }", json!({})).await?;
+    let list = ops
+        .ok("{ tenants { totalCount edges { node { name usage { devices connectedDevices } } } } }", json!({}))
+        .await?;
     assert_eq!(list["tenants"]["totalCount"], 2);
     assert_eq!(list["tenants"]["edges"][0]["node"]["usage"], json!({"devices": 5, "connectedDevices": 0}));
-    assert_eq!(ops.code("{ projects { totalCount } }", json!({})).await?, "FORBIDDEN", "operators do not read tenant data");
+    assert_eq!(
+        ops.code("{ projects { totalCount } }", json!({})).await?,
+        "FORBIDDEN",
+        "operators do not read tenant data"
+    );
     let t = ops.ok("mutation { createTenant(input: {name: \"Acme\"}) { id active } }", json!({})).await?;
     assert_eq!(ops.code("mutation { createTenant(input: {name: \"Acme\"}) { id } }", json!({})).await?, "CONFLICT");
     // Suspending a tenant locks its users out.
@@ -339,7 +442,8 @@ async fn platform_admin_manages_tenants_and_sees_usage() -> anyhow::Result<()> {
     let b = server.demo_login("admin@demo-b.local").await?;
     let ids = ops.ok("{ tenants { edges { node { id name } } } }", json!({})).await?;
     let b_id = ids["tenants"]["edges"][1]["node"]["id"].clone();
-    ops.ok("mutation($id: ID!) { updateTenant(input: {id: $id, active: false}) { active } }", json!({"id": b_id})).await?;
+    ops.ok("mutation($id: ID!) { updateTenant(input: {id: $id, active: false}) { active } }", json!({"id": b_id}))
+        .await?;
     assert_eq!(b.code("{ projects { totalCount } }", json!({})).await?, "UNAUTHENTICATED");
     assert!(t["createTenant"]["active"].as_bool().unwrap_or(false));
     Ok(())

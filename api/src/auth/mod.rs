@@ -59,9 +59,7 @@ impl Principal {
 
     /// The caller's tenant; platform operators have none and cannot touch tenant data.
     pub fn tenant(&self) -> AppResult<TenantId> {
-        self.access
-            .tenant
-            .ok_or_else(|| AppError::Forbidden("platform accounts do not act inside a tenant".into()))
+        self.access.tenant.ok_or_else(|| AppError::Forbidden("platform accounts do not act inside a tenant".into()))
     }
 
     /// Fails with `FORBIDDEN` unless the caller holds `permission`.

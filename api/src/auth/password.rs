@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (the crate's defaults follow the OWASP recommendation).
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 
 use crate::error::{AppError, AppResult};
 
@@ -17,7 +17,8 @@ pub fn hash(password: &str) -> AppResult<String> {
 
 /// Whether `password` matches the stored PHC string. A malformed stored hash never matches.
 pub fn verify(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(stored)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 /// A hash that matches nothing, verified against when the account does not exist so that

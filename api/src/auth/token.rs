@@ -56,7 +56,11 @@ impl AccessTokens {
     }
 
     /// Issues a token for `user` at `now`; returns it with its expiry.
-    pub fn issue(&self, user: UserId, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let exp = now + self.ttl;
         let claims = Claims { sub: user.to_string(), iat: now.timestamp(), exp: exp.timestamp(), typ: "access".into() };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map(|t| (t, exp))

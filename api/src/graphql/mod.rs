@@ -25,7 +25,7 @@ pub const MAX_COMPLEXITY: usize = 5000;
 
 /// Builds the schema with its limits. `services` may be absent for printing the SDL.
 pub fn schema(services: Option<Services>) -> AppSchema {
-    let mut builder = Schema::build(query::Query, mutation::Mutation::default(), EmptySubscription)
+    let mut builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)

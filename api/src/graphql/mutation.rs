@@ -36,7 +36,12 @@ pub struct AuthPayload {
 
 impl From<Session> for AuthPayload {
     fn from(s: Session) -> Self {
-        AuthPayload { access_token: s.access_token, refresh_token: s.refresh_token, expires_at: s.expires_at, user: UserObj(s.user) }
+        AuthPayload {
+            access_token: s.access_token,
+            refresh_token: s.refresh_token,
+            expires_at: s.expires_at,
+            user: UserObj(s.user),
+        }
     }
 }
 
@@ -138,7 +143,9 @@ impl Mutation {
     #[graphql(guard = "Require(Permission::RoleManage)")]
     async fn update_role(&self, ctx: &Context<'_>, input: UpdateRoleInput) -> Result<RoleObj> {
         let (s, who) = caller(ctx)?;
-        Ok(RoleObj(s.update_role(who, parse_id("id", &input.id)?, input.name.as_deref(), input.permissions.as_deref()).await?))
+        Ok(RoleObj(
+            s.update_role(who, parse_id("id", &input.id)?, input.name.as_deref(), input.permissions.as_deref()).await?,
+        ))
     }
 
     /// Deletes a tenant role that nobody holds.
@@ -153,7 +160,8 @@ impl Mutation {
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreateApiKeyPayload> {
         let (s, who) = caller(ctx)?;
         let projects = input.project_ids.as_deref().map(|p| parse_projects("projectIds", p)).transpose()?;
-        let (key, secret) = s.create_api_key(who, &input.name, input.role_id.as_str(), projects, input.expires_at).await?;
+        let (key, secret) =
+            s.create_api_key(who, &input.name, input.role_id.as_str(), projects, input.expires_at).await?;
         Ok(CreateApiKeyPayload { api_key: ApiKeyObj(key), secret })
     }
 
@@ -327,7 +335,11 @@ impl Mutation {
     /// Sets a detector's own set-points (omitted = unchanged, `null` = inherit). Values outside
     /// the GB 14287 ranges fail with `VALIDATION` and the offending field.
     #[graphql(guard = "Require(Permission::ThresholdManage)")]
-    async fn update_detector_thresholds(&self, ctx: &Context<'_>, input: UpdateDetectorThresholdsInput) -> Result<DetectorObj> {
+    async fn update_detector_thresholds(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateDetectorThresholdsInput,
+    ) -> Result<DetectorObj> {
         let (s, who) = caller(ctx)?;
         let id = parse_id("detectorId", &input.detector_id)?;
         s.set_thresholds(who, ThresholdTarget::Detector(id), |t| input.values.apply_to(t)).await?;
@@ -336,7 +348,11 @@ impl Mutation {
 
     /// Sets a project's set-points, inherited by its detectors.
     #[graphql(guard = "Require(Permission::ThresholdManage)")]
-    async fn update_project_thresholds(&self, ctx: &Context<'_>, input: UpdateProjectThresholdsInput) -> Result<ProjectObj> {
+    async fn update_project_thresholds(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProjectThresholdsInput,
+    ) -> Result<ProjectObj> {
         let (s, who) = caller(ctx)?;
         let id = parse_id("projectId", &input.project_id)?;
         s.set_thresholds(who, ThresholdTarget::Project(id), |t| input.values.apply_to(t)).await?;
@@ -345,7 +361,11 @@ impl Mutation {
 
     /// Sets the tenant-wide set-points, inherited by every project.
     #[graphql(guard = "Require(Permission::ThresholdManage)")]
-    async fn update_tenant_thresholds(&self, ctx: &Context<'_>, input: UpdateTenantThresholdsInput) -> Result<ThresholdsObj> {
+    async fn update_tenant_thresholds(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateTenantThresholdsInput,
+    ) -> Result<ThresholdsObj> {
         let (s, who) = caller(ctx)?;
         s.set_thresholds(who, ThresholdTarget::Tenant, |t| input.values.apply_to(t)).await?;
         Ok(ThresholdsObj(s.thresholds(who, ThresholdTarget::Tenant).await?))

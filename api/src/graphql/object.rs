@@ -34,7 +34,8 @@ pub fn connection<T, N>(page: Page<T>, cursor: impl Fn(&T) -> String, node: impl
 where
     N: async_graphql::OutputType,
 {
-    let mut conn = Connection::with_additional_fields(page.has_previous, page.has_next, TotalCount { total_count: page.total });
+    let mut conn =
+        Connection::with_additional_fields(page.has_previous, page.has_next, TotalCount { total_count: page.total });
     conn.edges.extend(page.items.into_iter().map(|item| Edge::new(cursor(&item), node(item))));
     conn
 }
@@ -334,7 +335,12 @@ impl DeviceObj {
     }
     /// Detectors on its bus.
     #[graphql(complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
-    async fn detectors(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<DetectorObj>> {
+    async fn detectors(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<DetectorObj>> {
         let (s, who) = caller(ctx)?;
         let filter = DetectorFilter { device_id: Some(self.0.id), ..Default::default() };
         let page = s.detectors(who, &filter, page_request(first, after.as_deref())?).await?;

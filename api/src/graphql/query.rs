@@ -8,8 +8,8 @@ use sparkwatch_domain::access::Permission;
 use super::guard::{Require, SignedIn, caller};
 use super::input::{DetectorFilter, DeviceFilter, ProjectFilter, parse_id, parse_projects};
 use super::object::{
-    ApiKeyObj, Conn, DetectorObj, DeviceObj, OperationObj, PermissionObj, ProjectObj, RoleObj, TenantObj, ThresholdsObj,
-    UserObj, connection,
+    ApiKeyObj, Conn, DetectorObj, DeviceObj, OperationObj, PermissionObj, ProjectObj, RoleObj, TenantObj,
+    ThresholdsObj, UserObj, connection,
 };
 use crate::service::page_request;
 use crate::service::thresholds::ThresholdTarget;
@@ -34,7 +34,10 @@ impl Query {
     }
 
     /// All tenants with their usage (platform operators).
-    #[graphql(guard = "Require(Permission::TenantManage)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    #[graphql(
+        guard = "Require(Permission::TenantManage)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
     async fn tenants(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<TenantObj>> {
         let (s, _) = caller(ctx)?;
         let page = s.tenants(page_request(first, after.as_deref())?).await?;
@@ -49,7 +52,10 @@ impl Query {
     }
 
     /// Projects in the caller's scope.
-    #[graphql(guard = "Require(Permission::SiteRead)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    #[graphql(
+        guard = "Require(Permission::SiteRead)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
     async fn projects(
         &self,
         ctx: &Context<'_>,
@@ -72,7 +78,10 @@ impl Query {
     }
 
     /// Devices in the caller's scope.
-    #[graphql(guard = "Require(Permission::SiteRead)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    #[graphql(
+        guard = "Require(Permission::SiteRead)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
     async fn devices(
         &self,
         ctx: &Context<'_>,
@@ -100,7 +109,10 @@ impl Query {
     }
 
     /// Detectors in the caller's scope.
-    #[graphql(guard = "Require(Permission::SiteRead)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
+    #[graphql(
+        guard = "Require(Permission::SiteRead)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
     async fn detectors(
         &self,
         ctx: &Context<'_>,
@@ -134,8 +146,17 @@ impl Query {
     }
 
     /// Users of the caller's tenant.
-    #[graphql(guard = "Require(Permission::UserManage)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
-    async fn users(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> Result<Conn<UserObj>> {
+    #[graphql(
+        guard = "Require(Permission::UserManage)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<UserObj>> {
         let (s, who) = caller(ctx)?;
         let page = s.users(who, search.as_deref(), page_request(first, after.as_deref())?).await?;
         Ok(connection(page, |u| u.id.to_string(), UserObj))
@@ -163,8 +184,16 @@ impl Query {
     }
 
     /// The tenant's append-only operation log, oldest first.
-    #[graphql(guard = "Require(Permission::OperationLogRead)", complexity = "first.unwrap_or(50).max(0) as usize * child_complexity")]
-    async fn operation_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<OperationObj>> {
+    #[graphql(
+        guard = "Require(Permission::OperationLogRead)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
+    async fn operation_log(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<OperationObj>> {
         let (s, who) = caller(ctx)?;
         let page = s.operation_log(who, page_request(first, after.as_deref())?).await?;
         Ok(connection(page, |o| o.id.to_string(), OperationObj))

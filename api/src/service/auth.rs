@@ -32,7 +32,8 @@ pub fn normalise_login(login: &str) -> AppResult<String> {
     if login.contains('@') {
         Ok(validate::email("login", login)?)
     } else {
-        validate::phone("login", login).map_err(|_| AppError::invalid("login", "must be an e-mail address or a phone number"))
+        validate::phone("login", login)
+            .map_err(|_| AppError::invalid("login", "must be an e-mail address or a phone number"))
     }
 }
 
@@ -81,7 +82,15 @@ impl Services {
         let (access_token, expires_at) =
             self.inner.tokens.issue(user.id, now).map_err(|e| AppError::Internal(format!("signing a token: {e}")))?;
         let refresh_token = random_token(32);
-        st::insert_refresh(self.inner.store.db(), user.id, family, &digest(&refresh_token), now + self.inner.refresh_ttl, now).await?;
+        st::insert_refresh(
+            self.inner.store.db(),
+            user.id,
+            family,
+            &digest(&refresh_token),
+            now + self.inner.refresh_ttl,
+            now,
+        )
+        .await?;
         Ok(Session { access_token, refresh_token, expires_at, user })
     }
 
@@ -121,10 +130,15 @@ impl Services {
     /// Resolves an `Authorization` header value (`Bearer …`) into the request's [`Auth`].
     pub async fn authenticate(&self, header: Option<&str>) -> Auth {
         let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else { return Auth::Anonymous };
-        let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim) else {
+        let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim)
+        else {
             return Auth::Invalid("the Authorization header must be `Bearer <token>`".into());
         };
-        let result = if token.starts_with(API_KEY_PREFIX) { self.principal_for_key(token).await } else { self.principal_for_jwt(token).await };
+        let result = if token.starts_with(API_KEY_PREFIX) {
+            self.principal_for_key(token).await
+        } else {
+            self.principal_for_jwt(token).await
+        };
         match result {
             Ok(p) => Auth::Authenticated(Box::new(p)),
             Err(AppError::Unauthenticated(reason)) => Auth::Invalid(reason),

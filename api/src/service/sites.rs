@@ -3,7 +3,9 @@
 //! that ids from other tenants reveal nothing.
 
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId};
-use sparkwatch_domain::site::{Detector, DetectorDraft, DetectorInput, Device, DeviceDraft, DeviceInput, Project, ProjectDraft};
+use sparkwatch_domain::site::{
+    Detector, DetectorDraft, DetectorInput, Device, DeviceDraft, DeviceInput, Project, ProjectDraft,
+};
 
 use super::users::conflict_or;
 use super::{Services, snapshot};
@@ -50,11 +52,18 @@ impl Services {
 
     /// A visible project.
     pub async fn project(&self, who: &Principal, id: ProjectId) -> AppResult<Project> {
-        st::project(self.inner.store.db(), who.tenant()?, &who.access.scope, id).await?.ok_or(AppError::NotFound("project"))
+        st::project(self.inner.store.db(), who.tenant()?, &who.access.scope, id)
+            .await?
+            .ok_or(AppError::NotFound("project"))
     }
 
     /// Visible projects.
-    pub async fn projects(&self, who: &Principal, filter: &ProjectFilter, req: PageRequest) -> AppResult<Page<Project>> {
+    pub async fn projects(
+        &self,
+        who: &Principal,
+        filter: &ProjectFilter,
+        req: PageRequest,
+    ) -> AppResult<Page<Project>> {
         Ok(st::projects(self.inner.store.db(), who.tenant()?, &who.access.scope, filter, req).await?)
     }
 
@@ -63,23 +72,51 @@ impl Services {
         let tenant = who.tenant()?;
         let draft = draft.validate()?;
         let tx = self.begin().await?;
-        let p = st::insert_project(&tx, tenant, draft, self.now()).await.map_err(|e| conflict_or(e, PROJECT_NAME_TAKEN))?;
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "project.create", target_type: "project", target_id: Some(p.id.to_string()), before: None, after: snapshot(&p) })
-            .await?;
+        let p =
+            st::insert_project(&tx, tenant, draft, self.now()).await.map_err(|e| conflict_or(e, PROJECT_NAME_TAKEN))?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "project.create",
+                target_type: "project",
+                target_id: Some(p.id.to_string()),
+                before: None,
+                after: snapshot(&p),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(p)
     }
 
     /// Changes a visible project; `change` edits a copy of its fields, which is then validated.
-    pub async fn update_project(&self, who: &Principal, id: ProjectId, change: impl FnOnce(&mut ProjectDraft)) -> AppResult<Project> {
+    pub async fn update_project(
+        &self,
+        who: &Principal,
+        id: ProjectId,
+        change: impl FnOnce(&mut ProjectDraft),
+    ) -> AppResult<Project> {
         let before = self.project(who, id).await?;
         let mut p = before.clone();
         change(&mut p.draft);
         p.draft = p.draft.validate()?;
         let tx = self.begin().await?;
         st::update_project(&tx, &p).await.map_err(|e| conflict_or(e, PROJECT_NAME_TAKEN))?;
-        self.log(&tx, who, Entry { tenant: Some(p.tenant_id), action: "project.update", target_type: "project", target_id: Some(id.to_string()), before: snapshot(&before), after: snapshot(&p) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(p.tenant_id),
+                action: "project.update",
+                target_type: "project",
+                target_id: Some(id.to_string()),
+                before: snapshot(&before),
+                after: snapshot(&p),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(p)
     }
@@ -90,11 +127,24 @@ impl Services {
         let tx = self.begin().await?;
         let devices = st::device_count(&tx, id).await?;
         if devices > 0 {
-            return Err(AppError::Conflict(format!("the project still has {devices} device(s); move or delete them first")));
+            return Err(AppError::Conflict(format!(
+                "the project still has {devices} device(s); move or delete them first"
+            )));
         }
         st::delete_project(&tx, &p).await?;
-        self.log(&tx, who, Entry { tenant: Some(p.tenant_id), action: "project.delete", target_type: "project", target_id: Some(id.to_string()), before: snapshot(&p), after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(p.tenant_id),
+                action: "project.delete",
+                target_type: "project",
+                target_id: Some(id.to_string()),
+                before: snapshot(&p),
+                after: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -108,7 +158,9 @@ impl Services {
 
     /// A visible device.
     pub async fn device(&self, who: &Principal, id: DeviceId) -> AppResult<Device> {
-        st::device(self.inner.store.db(), who.tenant()?, &who.access.scope, id).await?.ok_or(AppError::NotFound("device"))
+        st::device(self.inner.store.db(), who.tenant()?, &who.access.scope, id)
+            .await?
+            .ok_or(AppError::NotFound("device"))
     }
 
     /// Visible devices.
@@ -124,9 +176,22 @@ impl Services {
         if st::serial_taken(&tx, &draft.serial).await? {
             return Err(serial_taken(&draft.serial));
         }
-        let d = st::insert_device(&tx, project.tenant_id, draft, self.now()).await.map_err(|e| conflict_or(e, "this serial is already registered"))?;
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "device.create", target_type: "device", target_id: Some(d.id.to_string()), before: None, after: snapshot(&d) })
-            .await?;
+        let d = st::insert_device(&tx, project.tenant_id, draft, self.now())
+            .await
+            .map_err(|e| conflict_or(e, "this serial is already registered"))?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "device.create",
+                target_type: "device",
+                target_id: Some(d.id.to_string()),
+                before: None,
+                after: snapshot(&d),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
@@ -156,8 +221,19 @@ impl Services {
         if target != before.draft.project_id {
             st::move_detectors(&tx, id, target).await?;
         }
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "device.update", target_type: "device", target_id: Some(id.to_string()), before: snapshot(&before), after: snapshot(&d) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "device.update",
+                target_type: "device",
+                target_id: Some(id.to_string()),
+                before: snapshot(&before),
+                after: snapshot(&d),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
@@ -167,8 +243,19 @@ impl Services {
         let d = self.device(who, id).await?;
         let tx = self.begin().await?;
         st::delete_device(&tx, &d).await?;
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "device.delete", target_type: "device", target_id: Some(id.to_string()), before: snapshot(&d), after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "device.delete",
+                target_type: "device",
+                target_id: Some(id.to_string()),
+                before: snapshot(&d),
+                after: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -177,16 +264,28 @@ impl Services {
 
     /// A visible detector.
     pub async fn detector(&self, who: &Principal, id: DetectorId) -> AppResult<Detector> {
-        st::detector(self.inner.store.db(), who.tenant()?, &who.access.scope, id).await?.ok_or(AppError::NotFound("detector"))
+        st::detector(self.inner.store.db(), who.tenant()?, &who.access.scope, id)
+            .await?
+            .ok_or(AppError::NotFound("detector"))
     }
 
     /// Visible detectors.
-    pub async fn detectors(&self, who: &Principal, filter: &DetectorFilter, req: PageRequest) -> AppResult<Page<Detector>> {
+    pub async fn detectors(
+        &self,
+        who: &Principal,
+        filter: &DetectorFilter,
+        req: PageRequest,
+    ) -> AppResult<Page<Detector>> {
         Ok(st::detectors(self.inner.store.db(), who.tenant()?, &who.access.scope, filter, req).await?)
     }
 
     /// Adds a detector to a visible device.
-    pub async fn create_detector(&self, who: &Principal, device_id: DeviceId, input: DetectorInput) -> AppResult<Detector> {
+    pub async fn create_detector(
+        &self,
+        who: &Principal,
+        device_id: DeviceId,
+        input: DetectorInput,
+    ) -> AppResult<Detector> {
         let device = self.device(who, device_id).await?;
         let draft = input.validate(device.id)?;
         let address = draft.address;
@@ -194,14 +293,30 @@ impl Services {
         let d = st::insert_detector(&tx, device.tenant_id, device.draft.project_id, draft, self.now())
             .await
             .map_err(|e| address_taken(e, address))?;
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "detector.create", target_type: "detector", target_id: Some(d.id.to_string()), before: None, after: snapshot(&d) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "detector.create",
+                target_type: "detector",
+                target_id: Some(d.id.to_string()),
+                before: None,
+                after: snapshot(&d),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
 
     /// Changes a visible detector.
-    pub async fn update_detector(&self, who: &Principal, id: DetectorId, change: impl FnOnce(&mut DetectorInput)) -> AppResult<Detector> {
+    pub async fn update_detector(
+        &self,
+        who: &Principal,
+        id: DetectorId,
+        change: impl FnOnce(&mut DetectorInput),
+    ) -> AppResult<Detector> {
         let before = self.detector(who, id).await?;
         let mut input = detector_input(&before.draft);
         change(&mut input);
@@ -209,8 +324,19 @@ impl Services {
         d.draft = input.validate(before.draft.device_id)?;
         let tx = self.begin().await?;
         st::update_detector(&tx, &d).await.map_err(|e| address_taken(e, d.draft.address))?;
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "detector.update", target_type: "detector", target_id: Some(id.to_string()), before: snapshot(&before), after: snapshot(&d) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "detector.update",
+                target_type: "detector",
+                target_id: Some(id.to_string()),
+                before: snapshot(&before),
+                after: snapshot(&d),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(d)
     }
@@ -220,8 +346,19 @@ impl Services {
         let d = self.detector(who, id).await?;
         let tx = self.begin().await?;
         st::delete_detector(&tx, &d).await?;
-        self.log(&tx, who, Entry { tenant: Some(d.tenant_id), action: "detector.delete", target_type: "detector", target_id: Some(id.to_string()), before: snapshot(&d), after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(d.tenant_id),
+                action: "detector.delete",
+                target_type: "detector",
+                target_id: Some(id.to_string()),
+                before: snapshot(&d),
+                after: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -27,14 +27,31 @@ impl Services {
             return Err(AppError::Conflict(format!("a tenant named `{name}` already exists")));
         }
         let t = tenants::insert(&tx, &name, self.now()).await?;
-        self.log(&tx, who, Entry { tenant: Some(t.id), action: "tenant.create", target_type: "tenant", target_id: Some(t.id.to_string()), before: None, after: snapshot(&t) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(t.id),
+                action: "tenant.create",
+                target_type: "tenant",
+                target_id: Some(t.id.to_string()),
+                before: None,
+                after: snapshot(&t),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(t)
     }
 
     /// Renames or suspends/reactivates a tenant.
-    pub async fn update_tenant(&self, who: &Principal, id: TenantId, name: Option<&str>, active: Option<bool>) -> AppResult<Tenant> {
+    pub async fn update_tenant(
+        &self,
+        who: &Principal,
+        id: TenantId,
+        name: Option<&str>,
+        active: Option<bool>,
+    ) -> AppResult<Tenant> {
         let tx = self.begin().await?;
         let before = tenants::get(&tx, id).await?.ok_or(AppError::NotFound("tenant"))?;
         let mut after = before.clone();
@@ -48,8 +65,19 @@ impl Services {
             after.active = a;
         }
         let after = tenants::update(&tx, &after).await?;
-        self.log(&tx, who, Entry { tenant: Some(id), action: "tenant.update", target_type: "tenant", target_id: Some(id.to_string()), before: snapshot(&before), after: snapshot(&after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(id),
+                action: "tenant.update",
+                target_type: "tenant",
+                target_id: Some(id.to_string()),
+                before: snapshot(&before),
+                after: snapshot(&after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(after)
     }

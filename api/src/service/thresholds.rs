@@ -73,8 +73,19 @@ impl Services {
             Level::Project => "thresholds.project.update",
             Level::Detector => "thresholds.detector.update",
         };
-        self.log(&tx, who, Entry { tenant: Some(tenant), action, target_type: "thresholds", target_id: Some(id.to_string()), before: snapshot(&before), after: snapshot(&after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action,
+                target_type: "thresholds",
+                target_id: Some(id.to_string()),
+                before: snapshot(&before),
+                after: snapshot(&after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         for w in &warnings {
             tracing::info!(field = %w.field, message = %w.message, "threshold warning");

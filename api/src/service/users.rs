@@ -86,7 +86,9 @@ fn permissions_from(codes: &[String]) -> AppResult<BTreeSet<Permission>> {
     codes
         .iter()
         .map(|c| match c.parse::<Permission>() {
-            Ok(p) if p.is_platform() => Err(AppError::invalid("permissions", format!("`{c}` is reserved for platform operators"))),
+            Ok(p) if p.is_platform() => {
+                Err(AppError::invalid("permissions", format!("`{c}` is reserved for platform operators")))
+            }
             Ok(p) => Ok(p),
             Err(e) => Err(AppError::invalid("permissions", e)),
         })
@@ -102,7 +104,8 @@ impl Services {
             }
             return Ok(RoleRef::Builtin(b));
         }
-        let rid: RoleId = id.parse().map_err(|_| AppError::invalid("roleId", "is neither a built-in role key nor a role id"))?;
+        let rid: RoleId =
+            id.parse().map_err(|_| AppError::invalid("roleId", "is neither a built-in role key nor a role id"))?;
         let tenant = tenant.ok_or_else(|| AppError::invalid("roleId", "platform accounts cannot hold tenant roles"))?;
         st::role(self.inner.store.db(), tenant, rid).await?.ok_or(AppError::NotFound("role"))?;
         Ok(RoleRef::Custom(rid))
@@ -119,8 +122,10 @@ impl Services {
 
     /// Creates a user in the caller's tenant (or a platform admin, for platform operators).
     pub async fn create_user(&self, who: &Principal, input: NewUser) -> AppResult<User> {
-        let email = input.email.as_deref().filter(|s| !s.trim().is_empty()).map(|e| validate::email("email", e)).transpose()?;
-        let phone = input.phone.as_deref().filter(|s| !s.trim().is_empty()).map(|p| validate::phone("phone", p)).transpose()?;
+        let email =
+            input.email.as_deref().filter(|s| !s.trim().is_empty()).map(|e| validate::email("email", e)).transpose()?;
+        let phone =
+            input.phone.as_deref().filter(|s| !s.trim().is_empty()).map(|p| validate::phone("phone", p)).transpose()?;
         if email.is_none() && phone.is_none() {
             return Err(AppError::invalid("email", "give an e-mail address or a phone number to sign in with"));
         }
@@ -160,8 +165,19 @@ impl Services {
         st::insert_user(&tx, &user).await?;
         st::set_user_projects(&tx, user.id, &input.project_ids).await?;
         let after = user_json(&user);
-        self.log(&tx, who, Entry { tenant, action: "user.create", target_type: "user", target_id: Some(user.id.to_string()), before: None, after: Some(after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant,
+                action: "user.create",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                before: None,
+                after: Some(after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -169,7 +185,10 @@ impl Services {
     /// A user of the caller's tenant.
     pub async fn user(&self, who: &Principal, id: UserId) -> AppResult<User> {
         let tenant = who.tenant()?;
-        st::user_by_id(self.inner.store.db(), id).await?.filter(|u| u.tenant_id == Some(tenant)).ok_or(AppError::NotFound("user"))
+        st::user_by_id(self.inner.store.db(), id)
+            .await?
+            .filter(|u| u.tenant_id == Some(tenant))
+            .ok_or(AppError::NotFound("user"))
     }
 
     /// The caller's own account.
@@ -224,8 +243,19 @@ impl Services {
         if let Some(p) = &patch.project_ids {
             after["projectIds"] = json!(p);
         }
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "user.update", target_type: "user", target_id: Some(id.to_string()), before: Some(user_json(&before)), after: Some(after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "user.update",
+                target_type: "user",
+                target_id: Some(id.to_string()),
+                before: Some(user_json(&before)),
+                after: Some(after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -240,8 +270,19 @@ impl Services {
         user.password_hash = password::hash(new)?;
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
-        self.log(&tx, who, Entry { tenant: user.tenant_id, action: "user.change_password", target_type: "user", target_id: Some(user.id.to_string()), before: None, after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: user.tenant_id,
+                action: "user.change_password",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                before: None,
+                after: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -250,7 +291,8 @@ impl Services {
 
     /// Built-in roles followed by the tenant's own.
     pub async fn roles(&self, who: &Principal) -> AppResult<Vec<RoleView>> {
-        let mut list: Vec<RoleView> = BuiltinRole::ALL.into_iter().filter(|r| r.is_tenant_role()).map(RoleView::builtin).collect();
+        let mut list: Vec<RoleView> =
+            BuiltinRole::ALL.into_iter().filter(|r| r.is_tenant_role()).map(RoleView::builtin).collect();
         list.extend(st::roles(self.inner.store.db(), who.tenant()?).await?.into_iter().map(RoleView::custom));
         Ok(list)
     }
@@ -282,14 +324,31 @@ impl Services {
         let tx = self.begin().await?;
         st::insert_role(&tx, &role).await.map_err(|e| conflict_or(e, "a role with this name already exists"))?;
         let after = json!({"name": role.name, "permissions": permissions});
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "role.create", target_type: "role", target_id: Some(role.id.to_string()), before: None, after: Some(after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "role.create",
+                target_type: "role",
+                target_id: Some(role.id.to_string()),
+                before: None,
+                after: Some(after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(RoleView::custom(role))
     }
 
     /// Renames a tenant role or replaces its permissions.
-    pub async fn update_role(&self, who: &Principal, id: RoleId, name: Option<&str>, permissions: Option<&[String]>) -> AppResult<RoleView> {
+    pub async fn update_role(
+        &self,
+        who: &Principal,
+        id: RoleId,
+        name: Option<&str>,
+        permissions: Option<&[String]>,
+    ) -> AppResult<RoleView> {
         let tenant = who.tenant()?;
         let tx = self.begin().await?;
         let before = st::role(&tx, tenant, id).await?.ok_or(AppError::NotFound("role"))?;
@@ -302,14 +361,18 @@ impl Services {
         }
         st::update_role(&tx, &role).await.map_err(|e| conflict_or(e, "a role with this name already exists"))?;
         let codes = |r: &Role| r.permissions.iter().map(|p| p.code()).collect::<Vec<_>>();
-        self.log(&tx, who, Entry {
-            tenant: Some(tenant),
-            action: "role.update",
-            target_type: "role",
-            target_id: Some(id.to_string()),
-            before: Some(json!({"name": before.name, "permissions": codes(&before)})),
-            after: Some(json!({"name": role.name, "permissions": codes(&role)})),
-        })
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "role.update",
+                target_type: "role",
+                target_id: Some(id.to_string()),
+                before: Some(json!({"name": before.name, "permissions": codes(&before)})),
+                after: Some(json!({"name": role.name, "permissions": codes(&role)})),
+            },
+        )
         .await?;
         tx.commit().await?;
         Ok(RoleView::custom(role))
@@ -322,11 +385,24 @@ impl Services {
         let role = st::role(&tx, tenant, id).await?.ok_or(AppError::NotFound("role"))?;
         let holders = st::role_holders(&tx, id).await?;
         if holders > 0 {
-            return Err(AppError::Conflict(format!("{holders} user(s) still hold this role; give them another role first")));
+            return Err(AppError::Conflict(format!(
+                "{holders} user(s) still hold this role; give them another role first"
+            )));
         }
         st::delete_role(&tx, &role).await?;
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "role.delete", target_type: "role", target_id: Some(id.to_string()), before: Some(json!({"name": role.name})), after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "role.delete",
+                target_type: "role",
+                target_id: Some(id.to_string()),
+                before: Some(json!({"name": role.name})),
+                after: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -345,7 +421,10 @@ impl Services {
         let tenant = who.tenant()?;
         let role = self.role_ref(who, Some(tenant), role).await?;
         if role == RoleRef::Builtin(BuiltinRole::TenantAdmin) {
-            return Err(AppError::invalid("roleId", "API keys cannot hold the tenant admin role; pick a narrower role"));
+            return Err(AppError::invalid(
+                "roleId",
+                "API keys cannot hold the tenant admin role; pick a narrower role",
+            ));
         }
         if let Some(p) = &project_ids {
             self.check_projects(tenant, p).await?;
@@ -369,8 +448,19 @@ impl Services {
         let tx = self.begin().await?;
         st::insert_key(&tx, &key, &digest(&secret)).await?;
         let after = json!({"name": key.name, "prefix": key.prefix, "projectIds": key.project_ids});
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "apikey.create", target_type: "api_key", target_id: Some(key.id.to_string()), before: None, after: Some(after) })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "apikey.create",
+                target_type: "api_key",
+                target_id: Some(key.id.to_string()),
+                before: None,
+                after: Some(after),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok((key, secret))
     }
@@ -386,8 +476,19 @@ impl Services {
         let tx = self.begin().await?;
         st::key(&tx, tenant, id).await?.ok_or(AppError::NotFound("API key"))?;
         st::revoke_key(&tx, id, self.now()).await?;
-        self.log(&tx, who, Entry { tenant: Some(tenant), action: "apikey.revoke", target_type: "api_key", target_id: Some(id.to_string()), before: None, after: None })
-            .await?;
+        self.log(
+            &tx,
+            who,
+            Entry {
+                tenant: Some(tenant),
+                action: "apikey.revoke",
+                target_type: "api_key",
+                target_id: Some(id.to_string()),
+                before: None,
+                after: None,
+            },
+        )
+        .await?;
         let key = st::key(&tx, tenant, id).await?.ok_or(AppError::NotFound("API key"))?;
         tx.commit().await?;
         Ok(key)

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
 };
 use sparkwatch_domain::access::{BuiltinRole, Permission};
 use sparkwatch_domain::ids::{ApiKeyId, ProjectId, RoleId, TenantId, UserId};
@@ -126,7 +127,12 @@ pub async fn user_by_login<C: ConnectionTrait>(db: &C, login: &str) -> Result<Op
 }
 
 /// A page of a tenant's users, optionally filtered by a name/e-mail/phone fragment.
-pub async fn users<C: ConnectionTrait>(db: &C, tenant: TenantId, search: Option<&str>, req: PageRequest) -> Result<Page<User>, DbErr> {
+pub async fn users<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    search: Option<&str>,
+    req: PageRequest,
+) -> Result<Page<User>, DbErr> {
     let mut q = user::Entity::find().filter(user::Column::TenantId.eq(tenant.as_uuid()));
     if let Some(s) = search {
         q = q.filter(
@@ -160,7 +166,9 @@ pub async fn set_user_projects<C: ConnectionTrait>(db: &C, user: UserId, project
     if projects.is_empty() {
         return Ok(());
     }
-    let rows = projects.iter().map(|p| user_project_scope::ActiveModel { user_id: Set(user.as_uuid()), project_id: Set(p.as_uuid()) });
+    let rows = projects
+        .iter()
+        .map(|p| user_project_scope::ActiveModel { user_id: Set(user.as_uuid()), project_id: Set(p.as_uuid()) });
     user_project_scope::Entity::insert_many(rows).exec_without_returning(db).await.map(|_| ())
 }
 
@@ -219,7 +227,11 @@ pub async fn delete_role<C: ConnectionTrait>(db: &C, r: &Role) -> Result<(), DbE
 
 /// A role of the tenant.
 pub async fn role<C: ConnectionTrait>(db: &C, tenant: TenantId, id: RoleId) -> Result<Option<Role>, DbErr> {
-    Ok(role::Entity::find_by_id(id.as_uuid()).filter(role::Column::TenantId.eq(tenant.as_uuid())).one(db).await?.map(role_from))
+    Ok(role::Entity::find_by_id(id.as_uuid())
+        .filter(role::Column::TenantId.eq(tenant.as_uuid()))
+        .one(db)
+        .await?
+        .map(role_from))
 }
 
 /// All roles the tenant defined.
@@ -282,13 +294,15 @@ pub async fn insert_refresh<C: ConnectionTrait>(
 
 /// A refresh token by digest.
 pub async fn refresh_by_digest<C: ConnectionTrait>(db: &C, digest: &str) -> Result<Option<RefreshToken>, DbErr> {
-    Ok(refresh_token::Entity::find().filter(refresh_token::Column::TokenHash.eq(digest)).one(db).await?.map(|m| RefreshToken {
-        id: m.id,
-        user_id: m.user_id.into(),
-        family_id: m.family_id,
-        expires_at: m.expires_at,
-        revoked_at: m.revoked_at,
-        replaced_at: m.replaced_at,
+    Ok(refresh_token::Entity::find().filter(refresh_token::Column::TokenHash.eq(digest)).one(db).await?.map(|m| {
+        RefreshToken {
+            id: m.id,
+            user_id: m.user_id.into(),
+            family_id: m.family_id,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+            replaced_at: m.replaced_at,
+        }
     }))
 }
 
@@ -384,7 +398,11 @@ pub async fn key_by_digest<C: ConnectionTrait>(db: &C, digest: &str) -> Result<O
 
 /// A key of the tenant.
 pub async fn key<C: ConnectionTrait>(db: &C, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKey>, DbErr> {
-    Ok(api_key::Entity::find_by_id(id.as_uuid()).filter(api_key::Column::TenantId.eq(tenant.as_uuid())).one(db).await?.map(key_from))
+    Ok(api_key::Entity::find_by_id(id.as_uuid())
+        .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
+        .one(db)
+        .await?
+        .map(key_from))
 }
 
 /// The tenant's keys.

@@ -38,10 +38,7 @@ impl Store {
     /// Connects without migrating.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let mut options = ConnectOptions::new(url.to_owned());
-        options
-            .sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(10));
+        options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
             // SQLite allows one writer; a small pool avoids lock convoys.
             options.max_connections(4);
@@ -103,7 +100,12 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Maps the items, keeping the paging facts.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), has_next: self.has_next, has_previous: self.has_previous, total: self.total }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            has_next: self.has_next,
+            has_previous: self.has_previous,
+            total: self.total,
+        }
     }
 }
 

@@ -50,7 +50,12 @@ pub struct Entry<'a> {
 }
 
 /// Appends an entry for `who`.
-pub async fn append<C: ConnectionTrait>(db: &C, who: &Principal, entry: Entry<'_>, now: DateTime<Utc>) -> Result<(), DbErr> {
+pub async fn append<C: ConnectionTrait>(
+    db: &C,
+    who: &Principal,
+    entry: Entry<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     let (user, key) = match who.actor {
         Actor::User(u) => (Some(u.as_uuid()), None),
         Actor::ApiKey(k) => (None, Some(k.as_uuid())),

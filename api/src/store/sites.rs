@@ -1,7 +1,9 @@
 //! Projects, devices and detectors.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+};
 use sparkwatch_domain::access::ProjectScope;
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
 use sparkwatch_domain::site::{Detector, DetectorDraft, Device, DeviceDraft, DeviceTransport, Project, ProjectDraft};
@@ -47,7 +49,12 @@ fn project_row(p: &Project) -> project::ActiveModel {
 }
 
 /// Inserts a project.
-pub async fn insert_project<C: ConnectionTrait>(db: &C, tenant: TenantId, draft: ProjectDraft, now: DateTime<Utc>) -> Result<Project, DbErr> {
+pub async fn insert_project<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    draft: ProjectDraft,
+    now: DateTime<Utc>,
+) -> Result<Project, DbErr> {
     let p = Project { id: new_id().into(), tenant_id: tenant, draft, created_at: now };
     project::Entity::insert(project_row(&p)).exec_without_returning(db).await?;
     Ok(p)
@@ -64,7 +71,12 @@ pub async fn delete_project<C: ConnectionTrait>(db: &C, p: &Project) -> Result<(
 }
 
 /// A project of the tenant, if visible in `scope`.
-pub async fn project<C: ConnectionTrait>(db: &C, tenant: TenantId, scope: &ProjectScope, id: ProjectId) -> Result<Option<Project>, DbErr> {
+pub async fn project<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    scope: &ProjectScope,
+    id: ProjectId,
+) -> Result<Option<Project>, DbErr> {
     if !scope.contains(id) {
         return Ok(None);
     }
@@ -76,7 +88,11 @@ pub async fn project<C: ConnectionTrait>(db: &C, tenant: TenantId, scope: &Proje
 }
 
 /// A project of the tenant by exact name (ignores scope; for imports).
-pub async fn project_by_name<C: ConnectionTrait>(db: &C, tenant: TenantId, name: &str) -> Result<Option<Project>, DbErr> {
+pub async fn project_by_name<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Option<Project>, DbErr> {
     Ok(project::Entity::find()
         .filter(project::Column::TenantId.eq(tenant.as_uuid()))
         .filter(project::Column::Name.eq(name))
@@ -102,7 +118,8 @@ pub async fn projects<C: ConnectionTrait>(
     filter: &ProjectFilter,
     req: PageRequest,
 ) -> Result<Page<Project>, DbErr> {
-    let mut q = in_scope(project::Entity::find(), project::Column::Id, scope).filter(project::Column::TenantId.eq(tenant.as_uuid()));
+    let mut q = in_scope(project::Entity::find(), project::Column::Id, scope)
+        .filter(project::Column::TenantId.eq(tenant.as_uuid()));
     if let Some(s) = &filter.search {
         q = q.filter(Condition::any().add(project::Column::Name.contains(s)).add(project::Column::Address.contains(s)));
     }
@@ -160,8 +177,14 @@ fn device_row(d: &Device) -> device::ActiveModel {
 }
 
 /// Inserts a device.
-pub async fn insert_device<C: ConnectionTrait>(db: &C, tenant: TenantId, draft: DeviceDraft, now: DateTime<Utc>) -> Result<Device, DbErr> {
-    let d = Device { id: new_id().into(), tenant_id: tenant, draft, online: false, last_seen_at: None, created_at: now };
+pub async fn insert_device<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    draft: DeviceDraft,
+    now: DateTime<Utc>,
+) -> Result<Device, DbErr> {
+    let d =
+        Device { id: new_id().into(), tenant_id: tenant, draft, online: false, last_seen_at: None, created_at: now };
     device::Entity::insert(device_row(&d)).exec_without_returning(db).await?;
     Ok(d)
 }
@@ -177,7 +200,12 @@ pub async fn delete_device<C: ConnectionTrait>(db: &C, d: &Device) -> Result<(),
 }
 
 /// A visible device of the tenant.
-pub async fn device<C: ConnectionTrait>(db: &C, tenant: TenantId, scope: &ProjectScope, id: DeviceId) -> Result<Option<Device>, DbErr> {
+pub async fn device<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    scope: &ProjectScope,
+    id: DeviceId,
+) -> Result<Option<Device>, DbErr> {
     Ok(in_scope(device::Entity::find_by_id(id.as_uuid()), device::Column::ProjectId, scope)
         .filter(device::Column::TenantId.eq(tenant.as_uuid()))
         .one(db)
@@ -211,7 +239,8 @@ pub async fn devices<C: ConnectionTrait>(
     filter: &DeviceFilter,
     req: PageRequest,
 ) -> Result<Page<Device>, DbErr> {
-    let mut q = in_scope(device::Entity::find(), device::Column::ProjectId, scope).filter(device::Column::TenantId.eq(tenant.as_uuid()));
+    let mut q = in_scope(device::Entity::find(), device::Column::ProjectId, scope)
+        .filter(device::Column::TenantId.eq(tenant.as_uuid()));
     if let Some(ids) = &filter.project_ids {
         q = q.filter(device::Column::ProjectId.is_in(ids.iter().map(|p| p.as_uuid())));
     }
@@ -307,7 +336,12 @@ pub async fn move_detectors<C: ConnectionTrait>(db: &C, device: DeviceId, projec
 }
 
 /// A visible detector of the tenant.
-pub async fn detector<C: ConnectionTrait>(db: &C, tenant: TenantId, scope: &ProjectScope, id: DetectorId) -> Result<Option<Detector>, DbErr> {
+pub async fn detector<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    scope: &ProjectScope,
+    id: DetectorId,
+) -> Result<Option<Detector>, DbErr> {
     Ok(in_scope(detector::Entity::find_by_id(id.as_uuid()), detector::Column::ProjectId, scope)
         .filter(detector::Column::TenantId.eq(tenant.as_uuid()))
         .one(db)
@@ -334,8 +368,8 @@ pub async fn detectors<C: ConnectionTrait>(
     filter: &DetectorFilter,
     req: PageRequest,
 ) -> Result<Page<Detector>, DbErr> {
-    let mut q =
-        in_scope(detector::Entity::find(), detector::Column::ProjectId, scope).filter(detector::Column::TenantId.eq(tenant.as_uuid()));
+    let mut q = in_scope(detector::Entity::find(), detector::Column::ProjectId, scope)
+        .filter(detector::Column::TenantId.eq(tenant.as_uuid()));
     if let Some(ids) = &filter.project_ids {
         q = q.filter(detector::Column::ProjectId.is_in(ids.iter().map(|p| p.as_uuid())));
     }

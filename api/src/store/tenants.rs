@@ -14,7 +14,8 @@ fn to_domain(m: tenant::Model) -> Tenant {
 
 /// Inserts a tenant.
 pub async fn insert<C: ConnectionTrait>(db: &C, name: &str, now: DateTime<Utc>) -> Result<Tenant, DbErr> {
-    let row = tenant::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), active: Set(true), created_at: Set(now) };
+    let row =
+        tenant::ActiveModel { id: Set(new_id()), name: Set(name.to_owned()), active: Set(true), created_at: Set(now) };
     tenant::Entity::insert(row).exec_with_returning(db).await.map(to_domain)
 }
 

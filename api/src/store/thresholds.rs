@@ -32,7 +32,12 @@ impl Level {
 }
 
 /// The overrides stored for (`level`, `id`); empty when none were set.
-pub async fn get<C: ConnectionTrait>(db: &C, tenant: TenantId, level: Level, id: Uuid) -> Result<ThresholdOverrides, DbErr> {
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    level: Level,
+    id: Uuid,
+) -> Result<ThresholdOverrides, DbErr> {
     let row = threshold::Entity::find()
         .filter(threshold::Column::TenantId.eq(tenant.as_uuid()))
         .filter(threshold::Column::Scope.eq(level.code()))
