@@ -124,6 +124,16 @@ pub struct Settings {
     /// Address of the embedded MQTT broker [default: 127.0.0.1:1883].
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_LISTEN")]
     pub mqtt_listen: Option<String>,
+    /// MQTT client id of this instance; keep it stable so the broker keeps its session.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Subscribe through the shared-subscription group `sparkwatch` so instances split the load.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_SHARED")]
+    #[serde(default)]
+    pub mqtt_shared: bool,
+    /// MQTT topic prefix of the device contract [default: sw].
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_PREFIX")]
+    pub mqtt_prefix: Option<String>,
     /// Secret for signing access tokens (≥ 32 characters) [default: generated into the data dir].
     #[arg(long, global = true, env = "SPARKWATCH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -178,6 +188,12 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// MQTT broker.
     pub broker: Broker,
+    /// MQTT client id.
+    pub mqtt_client_id: String,
+    /// Shared-subscription group, when enabled.
+    pub mqtt_shared_group: Option<String>,
+    /// Topic prefix.
+    pub mqtt_prefix: String,
     /// Access-token signing secret.
     pub jwt_secret: Secret,
     /// Access-token lifetime.
@@ -212,6 +228,9 @@ impl Settings {
             redis_url: self.redis_url.or(file.redis_url),
             mqtt_url: self.mqtt_url.or(file.mqtt_url),
             mqtt_listen: self.mqtt_listen.or(file.mqtt_listen),
+            mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
+            mqtt_shared: self.mqtt_shared || file.mqtt_shared,
+            mqtt_prefix: self.mqtt_prefix.or(file.mqtt_prefix),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
@@ -268,6 +287,14 @@ impl Settings {
                 Broker::Embedded(parse_addr("--mqtt-listen", listen.as_deref().unwrap_or("127.0.0.1:1883"))?)
             }
         };
+        let mqtt_client_id = s.mqtt_client_id.unwrap_or_else(|| "sparkwatch".to_owned());
+        if mqtt_client_id.is_empty() || mqtt_client_id.len() > 64 || mqtt_client_id.contains(['/', '+', '#']) {
+            return Err(bad("--mqtt-client-id", "must be 1–64 characters without '/', '+' or '#'"));
+        }
+        let mqtt_prefix = s.mqtt_prefix.unwrap_or_else(|| "sw".to_owned());
+        if mqtt_prefix.is_empty() || mqtt_prefix.contains(['+', '#']) || mqtt_prefix.ends_with('/') {
+            return Err(bad("--mqtt-prefix", "must be a topic level like `sw`, without wildcards or a trailing '/'"));
+        }
         let jwt_secret = match s.jwt_secret {
             Some(secret) if secret.len() >= 32 => Secret(secret),
             Some(_) => {
@@ -284,6 +311,9 @@ impl Settings {
             database_url: Secret(database_url),
             redis_url,
             broker,
+            mqtt_client_id,
+            mqtt_shared_group: s.mqtt_shared.then(|| "sparkwatch".to_owned()),
+            mqtt_prefix,
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,

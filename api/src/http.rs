@@ -14,38 +14,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::metrics::Metrics;
 use serde_json::json;
 
 use crate::auth::Auth;
 use crate::graphql::{AppSchema, ClientAddr};
 use crate::service::Services;
-
-/// Prometheus metrics of the HTTP surface.
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Registry,
-    requests: IntCounterVec,
-    duration: HistogramVec,
-}
-
-impl Metrics {
-    /// Registers the metrics.
-    pub fn new() -> anyhow::Result<Self> {
-        let registry = Registry::new_custom(Some("sparkwatch".into()), None)?;
-        let requests = IntCounterVec::new(
-            Opts::new("graphql_requests_total", "GraphQL operations by transport and outcome"),
-            &["transport", "outcome"],
-        )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new("graphql_request_seconds", "Time to execute a GraphQL request"),
-            &["transport"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        Ok(Metrics { registry, requests, duration })
-    }
-}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -84,8 +60,8 @@ async fn graphql_http(
     let request = request.into_inner().data(auth).data(ClientAddr(peer.ip().to_string()));
     let response = state.schema.execute_batch(request).await;
     let outcome = if response.is_ok() { "ok" } else { "error" };
-    state.metrics.requests.with_label_values(&["http", outcome]).inc();
-    state.metrics.duration.with_label_values(&["http"]).observe(started.elapsed().as_secs_f64());
+    state.metrics.graphql_requests.with_label_values(&["http", outcome]).inc();
+    state.metrics.graphql_seconds.with_label_values(&["http"]).observe(started.elapsed().as_secs_f64());
 
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let modern = accept.contains(GRAPHQL_RESPONSE);

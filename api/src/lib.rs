@@ -21,6 +21,8 @@ pub mod explorer;
 pub mod graphql;
 pub mod http;
 pub mod import;
+pub mod ingest;
+pub mod metrics;
 pub mod service;
 pub mod store;
 
@@ -45,7 +47,8 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
     };
-    Ok(Services::new(store, clock, settings))
+    let metrics = metrics::Metrics::new().context("registering metrics")?;
+    Ok(Services::new(store, clock, settings, metrics))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -56,11 +59,34 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = http::AppState {
         schema: graphql::schema(Some(services.clone())),
+        metrics: services.metrics().clone(),
         services,
-        metrics: http::Metrics::new().context("registering metrics")?,
     };
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let addr = listener.local_addr().context("reading the listen address")?;
     tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+}
+
+/// Starts ingestion: the pipeline task and, when a broker URL is given, the MQTT subscriber.
+/// Returns the queue (tests and the simulator feed it directly) and a stop switch.
+pub fn start_ingest(
+    services: &Services,
+    prefix: &str,
+    mqtt: Option<ingest::mqtt::MqttSettings>,
+) -> (ingest::IngestQueue, tokio::sync::watch::Sender<bool>) {
+    let (queue, rx) = ingest::IngestQueue::new(10_000);
+    let pipeline = ingest::pipeline::Pipeline::new(
+        services.store().clone(),
+        services.metrics().clone(),
+        services.latest().clone(),
+        services.clock(),
+        ingest::pipeline::PipelineConfig { prefix: prefix.to_owned(), ..Default::default() },
+    );
+    tokio::spawn(pipeline.run(rx));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(settings) = mqtt {
+        tokio::spawn(ingest::mqtt::run(settings, queue.clone(), stop_rx));
+    }
+    (queue, stop)
 }

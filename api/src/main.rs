@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use sparkwatch_api::auth::Principal;
 use sparkwatch_api::auth::rate_limit::Limits;
-use sparkwatch_api::config::{Cli, Command, ImportCommand, TenantCommand, UserCommand};
+use sparkwatch_api::config::{Broker, Cli, Command, ImportCommand, TenantCommand, UserCommand};
+use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::service::SystemClock;
 use sparkwatch_api::service::users::NewUser;
 use sparkwatch_api::{demo, graphql, import};
@@ -59,13 +60,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !config.listen.ip().is_loopback() {
                 tracing::warn!(listen = %config.listen, "listening beyond this machine");
             }
+            let mqtt = match &config.broker {
+                Broker::External(url) => Some(MqttSettings::from_url(
+                    url,
+                    &config.mqtt_client_id,
+                    &config.mqtt_prefix,
+                    config.mqtt_shared_group.clone(),
+                )?),
+                Broker::Embedded(addr) => {
+                    tracing::warn!(%addr, "the embedded MQTT broker is not built yet; give --mqtt-url to ingest from Mosquitto or EMQX");
+                    None
+                }
+            };
+            let (_queue, stop_ingest) = sparkwatch_api::start_ingest(&services, &config.mqtt_prefix, mqtt);
             let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                 format!(
                     "cannot listen on {} (--listen / SPARKWATCH_LISTEN); is another server using it?",
                     config.listen
                 )
             })?;
-            sparkwatch_api::run(services, listener, shutdown_signal()).await
+            let served = sparkwatch_api::run(services, listener, shutdown_signal()).await;
+            let _ = stop_ingest.send(true);
+            served
         }
         Command::Tenant(TenantCommand::Create { name }) => {
             let t = services.create_tenant(&Principal::platform_system("cli"), &name).await?;

@@ -5,12 +5,22 @@
 //! Layout:
 //! - [`ids`] — newtype ids (`TenantId`, `ProjectId`, `DetectorId`, …) over UUIDv7 values.
 //! - [`access`] — permissions, the built-in roles and the project scope of a principal.
+//! - [`alarm`] — the reading evaluator: delay, hysteresis, pre-alarms and escalation per channel; heartbeat timeout.
+//! - [`hazard`] — the hazard lifecycle (`transition`) and the alarm-latch contract.
+//! - [`reading`] — readings, channels, event kinds and categories.
+//! - [`payload`] — MQTT device protocol: topics, payload decoding with counted rejection reasons, commands.
+//! - [`modbus`] — Modbus register map: input-register polls, alarm/fault bit edges as events, set-points, coils.
 //! - [`site`] — tenants, projects, devices and detectors as plain data.
 //! - [`thresholds`] — alarm set-points with the GB 14287 ranges and tenant → project → detector inheritance.
 //! - [`validate`] — field validation with errors that name the field.
 
 pub mod access;
+pub mod alarm;
+pub mod hazard;
 pub mod ids;
+pub mod modbus;
+pub mod payload;
+pub mod reading;
 pub mod site;
 pub mod thresholds;
 pub mod validate;

@@ -6,10 +6,17 @@
 #![allow(missing_docs)]
 
 pub mod api_key;
+pub mod dead_letter;
 pub mod detector;
 pub mod device;
+pub mod episode;
+pub mod event;
+pub mod hazard;
+pub mod hazard_transition;
 pub mod operation_log;
 pub mod project;
+pub mod reading;
+pub mod reading_rollup;
 pub mod refresh_token;
 pub mod role;
 pub mod tenant;

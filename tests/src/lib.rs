@@ -135,6 +135,55 @@ impl Drop for TestServer {
     }
 }
 
+/// Feeds device messages straight into a server's ingestion queue and waits until they
+/// are committed (acknowledged), as the MQTT subscriber would.
+pub struct Feeder {
+    queue: sparkwatch_api::ingest::IngestQueue,
+    acked: Arc<std::sync::atomic::AtomicUsize>,
+    sent: usize,
+    /// Stops the ingestion tasks when dropped.
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Feeder {
+    /// Starts ingestion (no broker) on `services`.
+    pub fn start(services: &Services) -> Feeder {
+        let (queue, stop) = sparkwatch_api::start_ingest(services, "sw", None);
+        Feeder { queue, acked: Arc::default(), sent: 0, _stop: stop }
+    }
+
+    /// Queues a message on `topic` received at `at`.
+    pub async fn send_at(&mut self, topic: &str, payload: &str, at: chrono::DateTime<chrono::Utc>) {
+        let acked = self.acked.clone();
+        let msg = sparkwatch_api::ingest::Inbound {
+            topic: topic.to_owned(),
+            payload: payload.as_bytes().to_vec(),
+            received_at: at,
+            ack: Some(Box::new(move || {
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })),
+        };
+        assert!(self.queue.push(msg).await, "ingestion stopped");
+        self.sent += 1;
+    }
+
+    /// Queues a message received now.
+    pub async fn send(&mut self, topic: &str, payload: &str) {
+        self.send_at(topic, payload, chrono::Utc::now()).await;
+    }
+
+    /// Waits until everything sent so far is committed (at most 10 s).
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        for _ in 0..1000 {
+            if self.acked.load(std::sync::atomic::Ordering::SeqCst) >= self.sent {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("ingestion did not commit {} messages within 10 s", self.sent)
+    }
+}
+
 /// A GraphQL-over-HTTP client.
 #[derive(Clone)]
 pub struct Gql {

@@ -2,21 +2,31 @@
 //!
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
-//! `mutation`. Resolvers never touch the database; the `///` line on each becomes the
-//! schema description.
+//! `mutation` (the core root parts), `hazards` (hazards, events, dead letters and readings:
+//! types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
+//! never touch the database; the `///` line on each becomes the schema description.
 
 pub mod guard;
+pub mod hazards;
 pub mod input;
 pub mod mutation;
 pub mod object;
 pub mod query;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::service::Services;
 
+/// Read operations.
+#[derive(MergedObject, Default)]
+pub struct Query(query::CoreQuery, hazards::HazardQuery);
+
+/// Write operations. Every one of them is recorded in the operation log.
+#[derive(MergedObject, Default)]
+pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation);
+
 /// The executable schema.
-pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Deepest query accepted (the explorer's introspection query needs 13).
 pub const MAX_DEPTH: usize = 16;
@@ -25,7 +35,7 @@ pub const MAX_COMPLEXITY: usize = 5000;
 
 /// Builds the schema with its limits. `services` may be absent for printing the SDL.
 pub fn schema(services: Option<Services>) -> AppSchema {
-    let mut builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)

@@ -17,9 +17,9 @@ use crate::service::auth::Session;
 use crate::service::thresholds::ThresholdTarget;
 use crate::service::users::{NewUser, UserPatch};
 
-/// Write operations. Every one of them is recorded in the operation log.
+/// Write operations on accounts, sites and set-points (merged into [`super::Mutation`]).
 #[derive(Default)]
-pub struct Mutation;
+pub struct CoreMutation;
 
 /// Tokens returned by `login` and `refreshToken`.
 #[derive(SimpleObject)]
@@ -63,7 +63,7 @@ fn opt_i64(v: Option<i32>) -> Option<i64> {
 }
 
 #[Object]
-impl Mutation {
+impl CoreMutation {
     /// Signs in with e-mail or phone and password. Rate-limited per account and per address.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload> {
         let addr = ctx.data_opt::<ClientAddr>().map_or("unknown", |a| a.0.as_str());

@@ -10,6 +10,7 @@ use sparkwatch_domain::site::{self, Detector, Device, Project, Tenant};
 use sparkwatch_domain::thresholds::{EffectiveThresholds, ThresholdOverrides};
 
 use super::guard::{Require, caller};
+use super::hazards::{ReadingBucketGql, ReadingObj, ReadingPointObj};
 use crate::service::page_request;
 use crate::service::tenants::TenantUsage;
 use crate::service::thresholds::ThresholdTarget;
@@ -412,6 +413,27 @@ impl DetectorObj {
     async fn effective_thresholds(&self, ctx: &Context<'_>) -> Result<EffectiveThresholdsObj> {
         let (s, who) = caller(ctx)?;
         Ok(EffectiveThresholdsObj(s.detector_thresholds(who, self.0.id).await?.effective))
+    }
+    /// The newest reading (live when ingestion has seen one since start, else the newest stored).
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn latest(&self, ctx: &Context<'_>) -> Result<Option<ReadingObj>> {
+        let (s, who) = caller(ctx)?;
+        Ok(s.latest_reading(who, self.0.id).await?.map(ReadingObj))
+    }
+    /// Values in `[from, to)` for a chart. Without `bucket`: raw readings, oldest first (at
+    /// most 7 days and 5000 points). With `bucket`: per-bucket min/max/avg per channel from
+    /// the stored aggregates, starting with the bucket containing `from` (at most 10080 buckets).
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn readings(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Option<ReadingBucketGql>,
+    ) -> Result<Vec<ReadingPointObj>> {
+        let (s, who) = caller(ctx)?;
+        let points = s.readings(who, self.0.id, from, to, bucket.map(Into::into)).await?;
+        Ok(points.into_iter().map(ReadingPointObj).collect())
     }
     /// Valid set-points that are outside design guidance (e.g. leakage above 500 mA).
     async fn threshold_warnings(&self, ctx: &Context<'_>) -> Result<Vec<ThresholdWarningObj>> {

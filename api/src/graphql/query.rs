@@ -15,11 +15,12 @@ use crate::service::page_request;
 use crate::service::thresholds::ThresholdTarget;
 use crate::store::sites;
 
-/// Read operations.
-pub struct Query;
+/// Read operations on accounts, sites and set-points (merged into [`super::Query`]).
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl Query {
+impl CoreQuery {
     /// The signed-in user.
     #[graphql(guard = "SignedIn")]
     async fn me(&self, ctx: &Context<'_>) -> Result<UserObj> {

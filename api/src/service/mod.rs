@@ -6,6 +6,8 @@
 //! the CLI are called with a system principal.
 
 pub mod auth;
+pub mod hazards;
+pub mod import;
 pub mod sites;
 pub mod tenants;
 pub mod thresholds;
@@ -82,6 +84,8 @@ pub struct Services {
 
 struct Inner {
     store: Store,
+    metrics: crate::metrics::Metrics,
+    latest: Arc<crate::ingest::latest::LatestCache>,
     clock: Arc<dyn Clock>,
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
@@ -90,13 +94,21 @@ struct Inner {
 
 impl Services {
     /// Wires the services over a store.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, settings: ServiceSettings) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        settings: ServiceSettings,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
         Services {
             inner: Arc::new(Inner {
                 store,
+                metrics,
+                latest: Arc::default(),
                 clock,
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
-                refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl).unwrap_or(chrono::Duration::days(30)),
+                refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
+                    .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
             }),
         }
@@ -105,6 +117,21 @@ impl Services {
     /// The store (for health checks).
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Latest value per detector (fed by ingestion).
+    pub fn latest(&self) -> &Arc<crate::ingest::latest::LatestCache> {
+        &self.inner.latest
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     fn now(&self) -> DateTime<Utc> {

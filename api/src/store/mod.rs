@@ -5,8 +5,10 @@
 //! Functions take any `ConnectionTrait` so services can run several in one transaction.
 
 pub mod access;
+pub mod hazards;
 pub mod oplog;
 pub mod sites;
+pub mod telemetry;
 pub mod tenants;
 pub mod thresholds;
 

@@ -1,0 +1,933 @@
+//! The ingestion pipeline: one task that drains the inbound queue in batches.
+//!
+//! Per batch: decode and validate every message (rejections go to the dead-letter log and
+//! are counted by reason), drop redeliveries (same `(serial, seq)` within 10 minutes, or a
+//! reading already stored for the same detector and device time), then in ONE transaction
+//! store the readings with multi-row inserts and apply what they mean — alarm signals,
+//! device-reported events, online/offline changes — to episodes, hazards and events.
+//! Deliveries are acknowledged only after that transaction commits.
+//!
+//! Evaluation state (delay timers, active conditions) lives in memory; the episodes it
+//! produces live in the store, so a restart neither loses nor duplicates episodes (at worst
+//! a pending delay timer starts again).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, Utc};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
+use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
+use sparkwatch_domain::ids::{DetectorId, DeviceId};
+use sparkwatch_domain::payload::{self, TopicKind};
+use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Quantity, Reading};
+use sparkwatch_domain::site::DeviceTransport;
+use sparkwatch_domain::thresholds::EffectiveThresholds;
+use tokio::sync::mpsc;
+
+use super::Inbound;
+use super::latest::LatestCache;
+use crate::metrics::Metrics;
+use crate::service::Clock;
+use crate::store::Store;
+use crate::store::telemetry::{self as tel, DetectorInfo, DeviceInfo, NewEvent, NewReading, Occurrence, Rollup};
+use crate::store::thresholds::{self as th, Level};
+
+/// Tuning of the pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// MQTT topic prefix (`sw`).
+    pub prefix: String,
+    /// Most messages per batch.
+    pub batch_max: usize,
+    /// How long to wait for a batch to fill once its first message arrived.
+    pub batch_wait: Duration,
+    /// How long device and threshold lookups are cached.
+    pub cache_ttl: Duration,
+    /// How often heartbeats are checked and `last_seen_at` is written back.
+    pub housekeeping: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            prefix: "sw".into(),
+            batch_max: 1000,
+            batch_wait: Duration::from_millis(10),
+            cache_ttl: Duration::from_secs(10),
+            housekeeping: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A message that passed validation, waiting for the batch's transaction.
+enum Work {
+    Reading { device: Arc<DeviceInfo>, detector: DetectorInfo, reading: Reading, received_at: DateTime<Utc> },
+    Event { device: Arc<DeviceInfo>, detector: DetectorInfo, event: DeviceEvent, received_at: DateTime<Utc> },
+    Status { device: Arc<DeviceInfo>, online: bool, received_at: DateTime<Utc> },
+}
+
+/// What the pipeline knows about a device's liveness.
+struct Liveness {
+    device: Arc<DeviceInfo>,
+    online: bool,
+    last_seen: DateTime<Utc>,
+    dirty: bool,
+}
+
+/// The pipeline's state; owned by its task.
+pub struct Pipeline {
+    store: Store,
+    metrics: Metrics,
+    latest: Arc<LatestCache>,
+    clock: Arc<dyn Clock>,
+    config: PipelineConfig,
+    devices: HashMap<String, (Instant, Option<Arc<DeviceInfo>>)>,
+    thresholds: HashMap<DetectorId, (Instant, EffectiveThresholds)>,
+    states: HashMap<DetectorId, DetectorState>,
+    seqs: HashMap<String, VecDeque<(u64, DateTime<Utc>)>>,
+    liveness: HashMap<DeviceId, Liveness>,
+    rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
+}
+
+/// Redeliveries are recognised for this long by `(serial, seq)`.
+const SEQ_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
+impl Pipeline {
+    /// A pipeline over `store`.
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        latest: Arc<LatestCache>,
+        clock: Arc<dyn Clock>,
+        config: PipelineConfig,
+    ) -> Self {
+        Pipeline {
+            store,
+            metrics,
+            latest,
+            clock,
+            config,
+            devices: HashMap::new(),
+            thresholds: HashMap::new(),
+            states: HashMap::new(),
+            seqs: HashMap::new(),
+            liveness: HashMap::new(),
+            rollups: HashMap::new(),
+        }
+    }
+
+    /// Drains the queue until every sender is gone, then flushes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Inbound>) {
+        if let Err(e) = self.load_liveness().await {
+            tracing::warn!(error = %e, "could not load device liveness; heartbeats start fresh");
+        }
+        let mut tick = tokio::time::interval(self.config.housekeeping);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                first = rx.recv() => {
+                    let Some(first) = first else { break };
+                    let mut batch = vec![first];
+                    let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+                    while batch.len() < self.config.batch_max {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(Some(m)) => batch.push(m),
+                                _ => break,
+                            },
+                        }
+                    }
+                    self.metrics.queue_depth.set(rx.len() as i64);
+                    self.process(batch).await;
+                }
+                _ = tick.tick() => self.housekeeping().await,
+            }
+        }
+        self.housekeeping().await;
+    }
+
+    /// Processes one batch; never fails as a whole — a database error leaves the batch
+    /// unacknowledged so the broker redelivers it.
+    pub async fn process(&mut self, batch: Vec<Inbound>) {
+        let started = Instant::now();
+        let mut work = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for msg in batch {
+            self.validate(&msg, &mut work).await;
+            if let Some(ack) = msg.ack {
+                acks.push(ack);
+            }
+        }
+        match self.apply(work).await {
+            Ok(()) => acks.into_iter().for_each(|ack| ack()),
+            Err(e) => tracing::error!(error = %e, "storing a batch failed; it will be redelivered"),
+        }
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn reject(
+        &self,
+        tenant: Option<&DeviceInfo>,
+        serial: Option<&str>,
+        msg: &Inbound,
+        reason: &str,
+        detail: &str,
+    ) {
+        self.metrics.rejected.with_label_values(&[reason]).inc();
+        tracing::debug!(topic = %msg.topic, reason, detail, "rejected device input");
+        let tenant = tenant.map(|d| d.tenant);
+        let letter = tel::DeadLetter {
+            tenant,
+            serial,
+            topic: &msg.topic,
+            reason,
+            detail,
+            payload: &msg.payload,
+            at: msg.received_at,
+        };
+        if let Err(e) = tel::insert_dead_letter(self.store.db(), letter).await {
+            tracing::warn!(error = %e, "could not write the dead-letter log");
+        }
+    }
+
+    async fn device(&mut self, serial: &str) -> Result<Option<Arc<DeviceInfo>>, sea_orm::DbErr> {
+        if let Some((at, d)) = self.devices.get(serial)
+            && at.elapsed() < self.config.cache_ttl
+        {
+            return Ok(d.clone());
+        }
+        let d = tel::device_by_serial(self.store.db(), serial).await?.map(Arc::new);
+        self.devices.insert(serial.to_owned(), (Instant::now(), d.clone()));
+        Ok(d)
+    }
+
+    async fn validate(&mut self, msg: &Inbound, work: &mut Vec<Work>) {
+        let (serial, kind) = match payload::parse_topic(&self.config.prefix, &msg.topic) {
+            Ok((s, k)) => (s.to_owned(), k),
+            Err(r) => return self.reject(None, None, msg, r.reason.code(), &r.detail).await,
+        };
+        let topic_label = match kind {
+            TopicKind::Telemetry => "telemetry",
+            TopicKind::Event => "event",
+            TopicKind::Status => "status",
+            TopicKind::CommandAck => "cmd_ack",
+        };
+        self.metrics.messages.with_label_values(&[topic_label]).inc();
+        let device = match self.device(&serial).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return self
+                    .reject(None, Some(&serial), msg, "unknown_device", "no device is registered with this serial")
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "device lookup failed");
+                return self.reject(None, Some(&serial), msg, "unavailable", "device lookup failed").await;
+            }
+        };
+        let registered = |addr: u8| device.detector(addr).is_some();
+        match kind {
+            TopicKind::Telemetry => match payload::decode_telemetry(&msg.payload, msg.received_at, registered) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(t) => {
+                    if let Some(seq) = t.seq
+                        && self.seen_seq(&serial, seq, msg.received_at)
+                    {
+                        self.metrics.duplicates.inc();
+                        return;
+                    }
+                    for bad in &t.rejected {
+                        let detail =
+                            format!("detector entry {} (addr {:?}): {}", bad.index, bad.address, bad.rejection.detail);
+                        self.reject(Some(&device), Some(&serial), msg, bad.rejection.reason.code(), &detail).await;
+                    }
+                    for (addr, reading) in t.readings {
+                        if let Some(detector) = device.detector(addr) {
+                            work.push(Work::Reading {
+                                device: device.clone(),
+                                detector: detector.clone(),
+                                reading,
+                                received_at: msg.received_at,
+                            });
+                        }
+                    }
+                }
+            },
+            TopicKind::Event => match payload::decode_event(&msg.payload, msg.received_at, registered) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(event) => {
+                    if let Some(detector) = device.detector(event.address) {
+                        work.push(Work::Event {
+                            device: device.clone(),
+                            detector: detector.clone(),
+                            event,
+                            received_at: msg.received_at,
+                        });
+                    }
+                }
+            },
+            TopicKind::Status => match payload::decode_status(&msg.payload) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(online) => work.push(Work::Status { device: device.clone(), online, received_at: msg.received_at }),
+            },
+            TopicKind::CommandAck => match payload::decode_command_result(&msg.payload) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                // The command ledger arrives with the remote-control issue; until then results are logged.
+                Ok(result) => tracing::info!(serial = %serial, id = %result.id, ok = result.ok, "command result"),
+            },
+        }
+    }
+
+    /// Whether `(serial, seq)` was seen within the window; remembers it otherwise.
+    fn seen_seq(&mut self, serial: &str, seq: u64, now: DateTime<Utc>) -> bool {
+        let q = self.seqs.entry(serial.to_owned()).or_default();
+        while q.front().is_some_and(|(_, at)| *at < now - SEQ_WINDOW) {
+            q.pop_front();
+        }
+        if q.iter().any(|(s, _)| *s == seq) {
+            return true;
+        }
+        q.push_back((seq, now));
+        false
+    }
+
+    async fn thresholds_of(
+        &mut self,
+        d: &DeviceInfo,
+        det: &DetectorInfo,
+    ) -> Result<EffectiveThresholds, sea_orm::DbErr> {
+        if let Some((at, t)) = self.thresholds.get(&det.id)
+            && at.elapsed() < self.config.cache_ttl
+        {
+            return Ok(*t);
+        }
+        let db = self.store.db();
+        let tenant = th::get(db, d.tenant, Level::Tenant, d.tenant.as_uuid()).await?;
+        let project = th::get(db, d.tenant, Level::Project, det.project.as_uuid()).await?;
+        let own = th::get(db, d.tenant, Level::Detector, det.id.as_uuid()).await?;
+        let eff = EffectiveThresholds::resolve(&tenant, &project, &own);
+        self.thresholds.insert(det.id, (Instant::now(), eff));
+        Ok(eff)
+    }
+
+    /// The first time a detector is evaluated after a start, conditions whose alarm episodes
+    /// are still active are restored, so a restart does not raise them again.
+    async fn restore_state(&mut self, tx: &DatabaseTransaction, detector: DetectorId) -> Result<(), sea_orm::DbErr> {
+        if self.states.contains_key(&detector) {
+            return Ok(());
+        }
+        let mut state = DetectorState::default();
+        for ep in tel::active_conditions(tx, detector.as_uuid()).await? {
+            if let (Some(channel), Some(kind)) = (Channel::parse(&ep.channel), EventKind::from_code(&ep.kind)) {
+                state.restore_active(channel, kind, EventCategory::Alarm, ep.setpoint.unwrap_or_default());
+            }
+        }
+        self.states.insert(detector, state);
+        Ok(())
+    }
+
+    /// Drops readings already stored (a redelivery after a restart).
+    async fn already_stored(&self, work: &[Work]) -> Result<HashSet<(DetectorId, DateTime<Utc>)>, sea_orm::DbErr> {
+        let keys: Vec<(DetectorId, DateTime<Utc>)> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Reading { detector, reading, .. } => Some((detector.id, reading.at)),
+                _ => None,
+            })
+            .collect();
+        let (Some(min), Some(max)) = (keys.iter().map(|k| k.1).min(), keys.iter().map(|k| k.1).max()) else {
+            return Ok(HashSet::new());
+        };
+        let ids: HashSet<uuid::Uuid> = keys.iter().map(|k| k.0.as_uuid()).collect();
+        use sparkwatch_entity::reading;
+        let mut found = HashSet::new();
+        let ids: Vec<uuid::Uuid> = ids.into_iter().collect();
+        for chunk in ids.chunks(500) {
+            let rows = reading::Entity::find()
+                .filter(reading::Column::DetectorId.is_in(chunk.iter().copied()))
+                .filter(reading::Column::At.gte(min))
+                .filter(reading::Column::At.lte(max))
+                .all(self.store.db())
+                .await?;
+            found.extend(rows.into_iter().map(|r| (DetectorId::from(r.detector_id), r.at)));
+        }
+        Ok(found)
+    }
+
+    async fn apply(&mut self, work: Vec<Work>) -> Result<(), sea_orm::DbErr> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let stored = self.already_stored(&work).await?;
+        let mut rows = Vec::new();
+        let mut seen_in_batch = HashSet::new();
+        let mut fresh = Vec::with_capacity(work.len());
+        for w in work {
+            if let Work::Reading { detector, reading, received_at, device } = &w {
+                let key = (detector.id, reading.at);
+                if stored.contains(&key) || !seen_in_batch.insert(key) {
+                    self.metrics.duplicates.inc();
+                    continue;
+                }
+                rows.push(NewReading {
+                    tenant: device.tenant,
+                    detector: detector.id,
+                    at: reading.at,
+                    received_at: *received_at,
+                    values: values_json(reading),
+                });
+            }
+            fresh.push(w);
+        }
+        let tx = self.store.db().begin().await?;
+        let inserted = tel::insert_readings(&tx, &rows).await?;
+        self.metrics.readings_stored.inc_by(inserted);
+        for w in &fresh {
+            match w {
+                Work::Reading { device, detector, reading, received_at } => {
+                    self.mark_seen(&tx, device, *received_at, now).await?;
+                    let thresholds = self.thresholds_of(device, detector).await?;
+                    self.restore_state(&tx, detector.id).await?;
+                    let state = self.states.entry(detector.id).or_default();
+                    for signal in alarm::evaluate(state, &thresholds, reading) {
+                        self.apply_signal(&tx, device, detector, signal, *received_at, now).await?;
+                    }
+                }
+                Work::Event { device, detector, event, received_at } => {
+                    self.mark_seen(&tx, device, *received_at, now).await?;
+                    self.apply_device_event(&tx, device, detector, event, *received_at, now).await?;
+                }
+                Work::Status { device, online, received_at } => {
+                    if *online {
+                        self.mark_seen(&tx, device, *received_at, now).await?;
+                    } else {
+                        self.went_offline(&tx, device, *received_at, now, "the device reported offline (last will)")
+                            .await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        for w in fresh {
+            if let Work::Reading { detector, reading, .. } = w {
+                self.accumulate(detector.id, &reading);
+                self.latest.put(detector.id, reading);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_signal(
+        &self,
+        tx: &DatabaseTransaction,
+        device: &DeviceInfo,
+        det: &DetectorInfo,
+        signal: Signal,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let Signal { change, kind, channel, category, value, setpoint, at } = signal;
+        let alarm = category == EventCategory::Alarm;
+        match change {
+            Change::Raised => {
+                // Pre-alarms are early warnings: recorded as events, not latched, no hazard.
+                let episode = if alarm {
+                    let occ = occurrence(
+                        device,
+                        Some(det),
+                        &channel,
+                        kind,
+                        category,
+                        "engine",
+                        at,
+                        received_at,
+                        now,
+                        Some(value),
+                        Some(setpoint),
+                    );
+                    let raised = tel::raise(tx, &occ).await?;
+                    if raised.new {
+                        self.metrics.episodes_opened.with_label_values(&[kind.code()]).inc();
+                    }
+                    Some(raised.episode)
+                } else {
+                    None
+                };
+                let remarks = Some(describe(kind, category, &channel, Some(value), Some(setpoint)));
+                tel::insert_event(
+                    tx,
+                    &event(
+                        device,
+                        Some(det),
+                        episode,
+                        kind,
+                        category,
+                        "engine",
+                        &channel,
+                        at,
+                        received_at,
+                        Some(value),
+                        Some(setpoint),
+                        remarks,
+                    ),
+                )
+                .await?;
+            }
+            Change::Continuing => {
+                if alarm {
+                    tel::touch(tx, det.id.as_uuid(), &channel.code(), kind.code(), value, at).await?;
+                }
+            }
+            Change::Cleared | Change::Superseded => {
+                // Alarms stay latched: the episode stays open until its hazard is handled.
+                let episode = if alarm {
+                    tel::clear(tx, det.id.as_uuid(), &channel.code(), kind.code(), at, false).await?
+                } else {
+                    None
+                };
+                if change == Change::Cleared {
+                    let remarks = Some(format!(
+                        "{} back to normal ({})",
+                        kind_label(kind, category),
+                        fmt_value(&channel, Some(value))
+                    ));
+                    tel::insert_event(
+                        tx,
+                        &event(
+                            device,
+                            Some(det),
+                            episode,
+                            EventKind::Recovered,
+                            EventCategory::Recovery,
+                            "engine",
+                            &channel,
+                            at,
+                            received_at,
+                            Some(value),
+                            None,
+                            remarks,
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_device_event(
+        &self,
+        tx: &DatabaseTransaction,
+        device: &DeviceInfo,
+        det: &DetectorInfo,
+        e: &DeviceEvent,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sea_orm::DbErr> {
+        // A redelivered device event (same detector, kind, channel and device time) counts once.
+        use sparkwatch_entity::event as ev;
+        let duplicate = ev::Entity::find()
+            .filter(ev::Column::DetectorId.eq(det.id.as_uuid()))
+            .filter(ev::Column::Kind.eq(e.kind.code()))
+            .filter(ev::Column::Channel.eq(e.channel.code()))
+            .filter(ev::Column::At.eq(e.at))
+            .filter(ev::Column::Source.eq("device"))
+            .one(tx)
+            .await?
+            .is_some();
+        if duplicate {
+            self.metrics.duplicates.inc();
+            return Ok(());
+        }
+        let category = e.kind.category();
+        let mut episode = None;
+        if e.kind.is_alarm() || e.kind.is_fault() {
+            let occ = occurrence(
+                device,
+                Some(det),
+                &e.channel,
+                e.kind,
+                category,
+                "device",
+                e.at,
+                received_at,
+                now,
+                e.value,
+                e.setpoint,
+            );
+            let raised = tel::raise(tx, &occ).await?;
+            if raised.new {
+                self.metrics.episodes_opened.with_label_values(&[e.kind.code()]).inc();
+            }
+            episode = Some(raised.episode);
+        } else if e.kind == EventKind::Recovered
+            && let Some(cause) = e.cause
+        {
+            // Faults clear themselves; alarms stay latched until their hazard is handled.
+            episode = tel::clear(tx, det.id.as_uuid(), &e.channel.code(), cause.code(), e.at, cause.is_fault()).await?;
+        }
+        let remarks = Some(match (e.kind, e.cause) {
+            (EventKind::Recovered, Some(cause)) => {
+                format!("{} ended (reported by the device)", kind_label(cause, cause.category()))
+            }
+            (kind, _) => {
+                format!("{} (reported by the device)", describe(kind, category, &e.channel, e.value, e.setpoint))
+            }
+        });
+        tel::insert_event(
+            tx,
+            &event(
+                device,
+                Some(det),
+                episode,
+                e.kind,
+                category,
+                "device",
+                &e.channel,
+                e.at,
+                received_at,
+                e.value,
+                e.setpoint,
+                remarks,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that a device was heard from; a device that was offline comes back online.
+    async fn mark_seen(
+        &mut self,
+        tx: &DatabaseTransaction,
+        device: &Arc<DeviceInfo>,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let entry = self.liveness.entry(device.id).or_insert_with(|| Liveness {
+            device: device.clone(),
+            online: device.online,
+            last_seen: at,
+            dirty: true,
+        });
+        entry.last_seen = entry.last_seen.max(at);
+        entry.dirty = true;
+        entry.device = device.clone();
+        if entry.online {
+            return Ok(());
+        }
+        entry.online = true;
+        tel::set_device_seen(tx, device.id, true, Some(at)).await?;
+        let episode =
+            tel::clear(tx, device.id.as_uuid(), &Channel::DETECTOR.code(), EventKind::Offline.code(), at, true).await?;
+        let remarks = Some("device back online".to_owned());
+        tel::insert_event(
+            tx,
+            &event(
+                device,
+                None,
+                episode,
+                EventKind::Online,
+                EventCategory::Status,
+                "system",
+                &Channel::DETECTOR,
+                at,
+                now,
+                None,
+                None,
+                remarks,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn went_offline(
+        &mut self,
+        tx: &DatabaseTransaction,
+        device: &Arc<DeviceInfo>,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), sea_orm::DbErr> {
+        let entry = self.liveness.entry(device.id).or_insert_with(|| Liveness {
+            device: device.clone(),
+            online: true,
+            last_seen: at,
+            dirty: false,
+        });
+        if !entry.online {
+            return Ok(());
+        }
+        entry.online = false;
+        tel::set_device_seen(tx, device.id, false, None).await?;
+        let occ = occurrence(
+            device,
+            None,
+            &Channel::DETECTOR,
+            EventKind::Offline,
+            EventCategory::Fault,
+            "system",
+            at,
+            at,
+            now,
+            None,
+            None,
+        );
+        let raised = tel::raise(tx, &occ).await?;
+        if raised.new {
+            self.metrics.episodes_opened.with_label_values(&[EventKind::Offline.code()]).inc();
+        }
+        tel::insert_event(
+            tx,
+            &event(
+                device,
+                None,
+                Some(raised.episode),
+                EventKind::Offline,
+                EventCategory::Fault,
+                "system",
+                &Channel::DETECTOR,
+                at,
+                now,
+                None,
+                None,
+                Some(why.to_owned()),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn load_liveness(&mut self) -> Result<(), sea_orm::DbErr> {
+        let now = self.clock.now();
+        for d in tel::devices_by_transport(self.store.db(), DeviceTransport::Mqtt).await? {
+            let last_seen = d.last_seen_at.unwrap_or(now);
+            self.liveness.insert(d.id, Liveness { online: d.online, last_seen, dirty: false, device: Arc::new(d) });
+        }
+        Ok(())
+    }
+
+    /// Heartbeat timeouts (rule 5), `last_seen_at` write-back and rollup flushing.
+    pub async fn housekeeping(&mut self) {
+        if let Err(e) = self.try_housekeeping().await {
+            tracing::warn!(error = %e, "ingestion housekeeping failed; retrying on the next tick");
+        }
+    }
+
+    async fn try_housekeeping(&mut self) -> Result<(), sea_orm::DbErr> {
+        let now = self.clock.now();
+        let due: Vec<(Arc<DeviceInfo>, DateTime<Utc>)> = self
+            .liveness
+            .values()
+            .filter(|l| {
+                l.online
+                    && l.device.transport == DeviceTransport::Mqtt
+                    && alarm::offline_due(l.last_seen, l.device.interval_s, now)
+            })
+            .map(|l| (l.device.clone(), l.last_seen))
+            .collect();
+        let dirty: Vec<(DeviceId, DateTime<Utc>)> =
+            self.liveness.values().filter(|l| l.dirty).map(|l| (l.device.id, l.last_seen)).collect();
+        let cells: Vec<Rollup> = self.rollups.drain().map(|(_, v)| v).collect();
+        if due.is_empty() && dirty.is_empty() && cells.is_empty() {
+            return Ok(());
+        }
+        let tx = self.store.db().begin().await?;
+        for (device, last_seen) in due {
+            let why = format!("no message since {} (heartbeat timeout)", last_seen.format("%Y-%m-%d %H:%M:%S UTC"));
+            self.went_offline(&tx, &device, now, now, &why).await?;
+        }
+        for (id, at) in &dirty {
+            let online = self.liveness.get(id).is_some_and(|l| l.online);
+            tel::set_device_seen(&tx, *id, online, Some(*at)).await?;
+        }
+        tel::merge_rollups(&tx, &cells).await?;
+        tx.commit().await?;
+        for (id, _) in dirty {
+            if let Some(l) = self.liveness.get_mut(&id) {
+                l.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn accumulate(&mut self, detector: DetectorId, r: &Reading) {
+        let series: [(&str, &Vec<Option<f64>>); 4] =
+            [("leak", &r.leak_ma), ("temp", &r.temp_c), ("voltage", &r.voltage_v), ("current", &r.current_a)];
+        for (bucket, span) in [
+            ("minute", chrono::Duration::minutes(1)),
+            ("hour", chrono::Duration::hours(1)),
+            ("day", chrono::Duration::days(1)),
+        ] {
+            let Ok(start) = r.at.duration_trunc(span) else { continue };
+            for (q, values) in series {
+                for (i, v) in values.iter().enumerate() {
+                    let Some(v) = *v else { continue };
+                    let channel = format!("{q}:{}", i + 1);
+                    let cell = self.rollups.entry((detector, bucket, start, channel.clone())).or_insert(Rollup {
+                        detector,
+                        bucket,
+                        start,
+                        channel,
+                        min: v,
+                        max: v,
+                        sum: 0.0,
+                        count: 0,
+                    });
+                    cell.min = cell.min.min(v);
+                    cell.max = cell.max.max(v);
+                    cell.sum += v;
+                    cell.count += 1;
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn occurrence(
+    device: &DeviceInfo,
+    det: Option<&DetectorInfo>,
+    channel: &Channel,
+    kind: EventKind,
+    category: EventCategory,
+    source: &'static str,
+    at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    value: Option<f64>,
+    setpoint: Option<f64>,
+) -> Occurrence {
+    Occurrence {
+        tenant: device.tenant,
+        project: det.map_or(device.project, |d| d.project),
+        device: device.id,
+        detector: det.map(|d| d.id),
+        channel: channel.code(),
+        kind: kind.code(),
+        category: category.code(),
+        source,
+        at,
+        ingested_at,
+        processed_at: now,
+        value,
+        setpoint,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    device: &DeviceInfo,
+    det: Option<&DetectorInfo>,
+    episode: Option<uuid::Uuid>,
+    kind: EventKind,
+    category: EventCategory,
+    source: &'static str,
+    channel: &Channel,
+    at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    value: Option<f64>,
+    setpoint: Option<f64>,
+    remarks: Option<String>,
+) -> NewEvent {
+    NewEvent {
+        tenant: device.tenant,
+        project: det.map_or(device.project, |d| d.project),
+        device: device.id,
+        detector: det.map(|d| d.id),
+        episode,
+        kind: kind.code(),
+        category: category.code(),
+        source,
+        channel: channel.code(),
+        at,
+        received_at,
+        value,
+        setpoint,
+        remarks,
+    }
+}
+
+fn unit(channel: &Channel) -> &'static str {
+    match channel.quantity {
+        Quantity::Leak => "mA",
+        Quantity::Temp => "°C",
+        Quantity::Voltage => "V",
+        Quantity::Current => "A",
+        Quantity::Detector => "",
+    }
+}
+
+fn fmt_value(channel: &Channel, v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.1} {}", unit(channel)).trim_end().to_owned())
+}
+
+fn kind_label(kind: EventKind, category: EventCategory) -> String {
+    let base = match kind {
+        EventKind::LeakAlarm => "leakage current",
+        EventKind::TempAlarm => "temperature",
+        EventKind::Overvoltage => "over-voltage",
+        EventKind::Undervoltage => "under-voltage",
+        EventKind::Overcurrent => "over-current",
+        EventKind::PhaseLoss => "phase loss",
+        EventKind::ArcFault => "arc fault",
+        EventKind::SensorOpen => "sensor open circuit",
+        EventKind::SensorShort => "sensor short circuit",
+        EventKind::PowerFault => "power fault",
+        EventKind::Offline => "device offline",
+        EventKind::Online => "device online",
+        EventKind::Recovered => "recovery",
+        EventKind::Trip => "relay tripped",
+        EventKind::Command => "remote operation",
+    };
+    match category {
+        EventCategory::PreAlarm => format!("{base} pre-alarm"),
+        EventCategory::Alarm => format!("{base} alarm"),
+        _ => base.to_owned(),
+    }
+}
+
+/// "leakage current alarm on leak:1: 512.0 mA ≥ set-point 300.0 mA" — the event view's remarks.
+fn describe(
+    kind: EventKind,
+    category: EventCategory,
+    channel: &Channel,
+    value: Option<f64>,
+    setpoint: Option<f64>,
+) -> String {
+    let mut s = format!("{} on {}", kind_label(kind, category), channel.code());
+    if value.is_some() {
+        s.push_str(&format!(": {}", fmt_value(channel, value)));
+    }
+    if setpoint.is_some() {
+        s.push_str(&format!(" (set-point {})", fmt_value(channel, setpoint)));
+    }
+    s
+}
+
+/// Compact JSON of a reading's values, as stored in `readings.values`.
+pub fn values_json(r: &Reading) -> String {
+    serde_json::json!({"l": r.leak_ma, "t": r.temp_c, "u": r.voltage_v, "i": r.current_a, "di": r.digital_in, "do": r.digital_out})
+        .to_string()
+}
+
+/// Parses [`values_json`] back into a reading at `at`.
+pub fn reading_from_json(at: DateTime<Utc>, json: &str) -> Reading {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let list = |k: &str| -> Vec<Option<f64>> {
+        v[k].as_array().map(|a| a.iter().map(serde_json::Value::as_f64).collect()).unwrap_or_default()
+    };
+    let bits = |k: &str| v[k].as_u64().and_then(|b| u16::try_from(b).ok());
+    Reading {
+        at,
+        leak_ma: list("l"),
+        temp_c: list("t"),
+        voltage_v: list("u"),
+        current_a: list("i"),
+        digital_in: bits("di"),
+        digital_out: bits("do"),
+    }
+}

@@ -1,0 +1,79 @@
+//! Prometheus metrics, registered once and shared by the HTTP surface and ingestion.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric the server exports under the `sparkwatch_` prefix.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// GraphQL operations by transport and outcome.
+    pub graphql_requests: IntCounterVec,
+    /// GraphQL execution time by transport.
+    pub graphql_seconds: HistogramVec,
+    /// Device messages received, by topic kind.
+    pub messages: IntCounterVec,
+    /// Rejected device input (whole messages or detector entries), by reason.
+    pub rejected: IntCounterVec,
+    /// Duplicate deliveries ignored.
+    pub duplicates: IntCounter,
+    /// Readings stored.
+    pub readings_stored: IntCounter,
+    /// Time to process one ingestion batch.
+    pub batch_seconds: Histogram,
+    /// Messages waiting in the ingestion queue.
+    pub queue_depth: IntGauge,
+    /// Episodes opened, by kind.
+    pub episodes_opened: IntCounterVec,
+    /// Modbus polls by outcome.
+    pub modbus_polls: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers the metrics.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new_custom(Some("sparkwatch".into()), None)?;
+        let m = Metrics {
+            graphql_requests: IntCounterVec::new(
+                Opts::new("graphql_requests_total", "GraphQL operations by transport and outcome"),
+                &["transport", "outcome"],
+            )?,
+            graphql_seconds: HistogramVec::new(
+                HistogramOpts::new("graphql_request_seconds", "Time to execute a GraphQL request"),
+                &["transport"],
+            )?,
+            messages: IntCounterVec::new(
+                Opts::new("ingest_messages_total", "Device messages received by topic"),
+                &["topic"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new("ingest_rejected_total", "Rejected device input by reason (kept in the dead-letter log)"),
+                &["reason"],
+            )?,
+            duplicates: IntCounter::new("ingest_duplicates_total", "Redelivered device messages ignored")?,
+            readings_stored: IntCounter::new("ingest_readings_stored_total", "Readings stored")?,
+            batch_seconds: Histogram::with_opts(HistogramOpts::new(
+                "ingest_batch_seconds",
+                "Time to process one ingestion batch",
+            ))?,
+            queue_depth: IntGauge::new("ingest_queue_depth", "Device messages waiting to be processed")?,
+            episodes_opened: IntCounterVec::new(
+                Opts::new("episodes_opened_total", "Alarm and fault episodes opened"),
+                &["kind"],
+            )?,
+            modbus_polls: IntCounterVec::new(Opts::new("modbus_polls_total", "Modbus polls by outcome"), &["outcome"])?,
+            registry,
+        };
+        m.registry.register(Box::new(m.graphql_requests.clone()))?;
+        m.registry.register(Box::new(m.graphql_seconds.clone()))?;
+        m.registry.register(Box::new(m.messages.clone()))?;
+        m.registry.register(Box::new(m.rejected.clone()))?;
+        m.registry.register(Box::new(m.duplicates.clone()))?;
+        m.registry.register(Box::new(m.readings_stored.clone()))?;
+        m.registry.register(Box::new(m.batch_seconds.clone()))?;
+        m.registry.register(Box::new(m.queue_depth.clone()))?;
+        m.registry.register(Box::new(m.episodes_opened.clone()))?;
+        m.registry.register(Box::new(m.modbus_polls.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,652 @@
+//! Telemetry storage: device lookups for ingestion, batched readings, rollups, episodes,
+//! hazards, events and dead letters.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
+use sparkwatch_domain::site::DeviceTransport;
+use sparkwatch_entity::{dead_letter, detector, device, episode, event, hazard, reading, reading_rollup};
+use uuid::Uuid;
+
+use super::new_id;
+
+/// What ingestion needs to know about a detector.
+#[derive(Clone, Debug)]
+pub struct DetectorInfo {
+    /// Id.
+    pub id: DetectorId,
+    /// Bus address.
+    pub address: u8,
+    /// Project.
+    pub project: ProjectId,
+    /// Region, for the event view.
+    pub region: Option<String>,
+    /// Position, for the event view.
+    pub position: Option<String>,
+}
+
+/// What ingestion needs to know about a device and its detectors.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// Id.
+    pub id: DeviceId,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Project.
+    pub project: ProjectId,
+    /// Serial.
+    pub serial: String,
+    /// Transport.
+    pub transport: DeviceTransport,
+    /// Gateway host (Modbus).
+    pub host: Option<String>,
+    /// Gateway port (Modbus).
+    pub port: Option<u16>,
+    /// Reporting / polling interval, seconds.
+    pub interval_s: u32,
+    /// Online flag as stored.
+    pub online: bool,
+    /// Last time it was heard from.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Detectors on its bus.
+    pub detectors: Vec<DetectorInfo>,
+}
+
+impl DeviceInfo {
+    /// The detector at a bus address.
+    pub fn detector(&self, address: u8) -> Option<&DetectorInfo> {
+        self.detectors.iter().find(|d| d.address == address)
+    }
+}
+
+async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>) -> Result<Vec<DeviceInfo>, DbErr> {
+    if devices.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
+    let mut detectors = Vec::new();
+    for chunk in ids.chunks(500) {
+        detectors.extend(
+            detector::Entity::find()
+                .filter(detector::Column::DeviceId.is_in(chunk.iter().copied()))
+                .order_by_asc(detector::Column::Address)
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(devices
+        .into_iter()
+        .map(|d| DeviceInfo {
+            id: d.id.into(),
+            tenant: d.tenant_id.into(),
+            project: d.project_id.into(),
+            transport: DeviceTransport::parse("transport", &d.transport).unwrap_or(DeviceTransport::Mqtt),
+            host: d.host,
+            port: d.port.and_then(|p| u16::try_from(p).ok()),
+            interval_s: u32::try_from(d.interval_s).unwrap_or(10),
+            online: d.online,
+            last_seen_at: d.last_seen_at,
+            detectors: detectors
+                .iter()
+                .filter(|x| x.device_id == d.id)
+                .map(|x| DetectorInfo {
+                    id: x.id.into(),
+                    address: u8::try_from(x.address).unwrap_or(0),
+                    project: x.project_id.into(),
+                    region: x.region.clone(),
+                    position: x.position.clone(),
+                })
+                .collect(),
+            serial: d.serial,
+        })
+        .collect())
+}
+
+/// A device by serial, with its detectors.
+pub async fn device_by_serial<C: ConnectionTrait>(db: &C, serial: &str) -> Result<Option<DeviceInfo>, DbErr> {
+    let found = device::Entity::find().filter(device::Column::Serial.eq(serial)).all(db).await?;
+    Ok(with_detectors(db, found).await?.into_iter().next())
+}
+
+/// Every device of a transport (all tenants), with detectors; for pollers and heartbeats.
+pub async fn devices_by_transport<C: ConnectionTrait>(db: &C, t: DeviceTransport) -> Result<Vec<DeviceInfo>, DbErr> {
+    let found = device::Entity::find().filter(device::Column::Transport.eq(t.code())).all(db).await?;
+    with_detectors(db, found).await
+}
+
+/// Records that a device was heard from (or went offline).
+pub async fn set_device_seen<C: ConnectionTrait>(
+    db: &C,
+    id: DeviceId,
+    online: bool,
+    at: Option<DateTime<Utc>>,
+) -> Result<(), DbErr> {
+    let mut q = device::Entity::update_many().col_expr(device::Column::Online, Expr::value(online));
+    if let Some(at) = at {
+        q = q.col_expr(device::Column::LastSeenAt, Expr::value(at));
+    }
+    q.filter(device::Column::Id.eq(id.as_uuid())).exec(db).await.map(|_| ())
+}
+
+/// A reading row to store.
+#[derive(Clone, Debug)]
+pub struct NewReading {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Detector.
+    pub detector: DetectorId,
+    /// Device time.
+    pub at: DateTime<Utc>,
+    /// Ingest time.
+    pub received_at: DateTime<Utc>,
+    /// The values as compact JSON.
+    pub values: String,
+}
+
+/// Stores readings in multi-row inserts; rows already stored (same detector and device
+/// time: a redelivery) are skipped. Returns how many were new.
+pub async fn insert_readings<C: ConnectionTrait>(db: &C, rows: &[NewReading]) -> Result<u64, DbErr> {
+    let mut inserted = 0;
+    // 5 parameters per row; stay far below SQLite's and PostgreSQL's parameter limits.
+    for chunk in rows.chunks(1000) {
+        let models = chunk.iter().map(|r| reading::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            tenant_id: Set(r.tenant.as_uuid()),
+            detector_id: Set(r.detector.as_uuid()),
+            at: Set(r.at),
+            received_at: Set(r.received_at),
+            values: Set(r.values.clone()),
+        });
+        let res = reading::Entity::insert_many(models)
+            .on_conflict(
+                OnConflict::columns([reading::Column::DetectorId, reading::Column::At]).do_nothing().to_owned(),
+            )
+            .exec_without_returning(db)
+            .await;
+        match res {
+            Ok(n) => inserted += n,
+            Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(inserted)
+}
+
+/// Stored readings of a detector in `[from, to)`, oldest first, at most `limit`.
+pub async fn readings<C: ConnectionTrait>(
+    db: &C,
+    detector: DetectorId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<(DateTime<Utc>, String)>, DbErr> {
+    Ok(reading::Entity::find()
+        .filter(reading::Column::DetectorId.eq(detector.as_uuid()))
+        .filter(reading::Column::At.gte(from))
+        .filter(reading::Column::At.lt(to))
+        .order_by_asc(reading::Column::At)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| (r.at, r.values))
+        .collect())
+}
+
+/// The newest stored reading of a detector.
+pub async fn latest_reading<C: ConnectionTrait>(
+    db: &C,
+    detector: DetectorId,
+) -> Result<Option<(DateTime<Utc>, String)>, DbErr> {
+    Ok(reading::Entity::find()
+        .filter(reading::Column::DetectorId.eq(detector.as_uuid()))
+        .order_by_desc(reading::Column::At)
+        .one(db)
+        .await?
+        .map(|r| (r.at, r.values)))
+}
+
+/// Deletes raw readings older than `before` (retention); rollups are kept.
+pub async fn prune_readings<C: ConnectionTrait>(db: &C, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    Ok(reading::Entity::delete_many().filter(reading::Column::At.lt(before)).exec(db).await?.rows_affected)
+}
+
+/// One rollup cell to merge.
+#[derive(Clone, Debug)]
+pub struct Rollup {
+    /// Detector.
+    pub detector: DetectorId,
+    /// `minute`, `hour` or `day`.
+    pub bucket: &'static str,
+    /// Bucket start.
+    pub start: DateTime<Utc>,
+    /// Channel code.
+    pub channel: String,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Sum.
+    pub sum: f64,
+    /// Count.
+    pub count: i64,
+}
+
+/// Merges rollup cells into the stored ones (min of mins, max of maxes, sums added).
+pub async fn merge_rollups<C: ConnectionTrait>(db: &C, cells: &[Rollup]) -> Result<(), DbErr> {
+    use reading_rollup::Column as R;
+    for chunk in cells.chunks(500) {
+        let models = chunk.iter().map(|c| reading_rollup::ActiveModel {
+            detector_id: Set(c.detector.as_uuid()),
+            bucket: Set(c.bucket.to_owned()),
+            bucket_start: Set(c.start),
+            channel: Set(c.channel.clone()),
+            min: Set(c.min),
+            max: Set(c.max),
+            sum: Set(c.sum),
+            count: Set(c.count),
+        });
+        let table = "reading_rollups";
+        reading_rollup::Entity::insert_many(models)
+            .on_conflict(
+                OnConflict::columns([R::DetectorId, R::Bucket, R::BucketStart, R::Channel])
+                    .value(
+                        R::Min,
+                        Expr::cust(format!(
+                            "CASE WHEN {table}.min < excluded.min THEN {table}.min ELSE excluded.min END"
+                        )),
+                    )
+                    .value(
+                        R::Max,
+                        Expr::cust(format!(
+                            "CASE WHEN {table}.max > excluded.max THEN {table}.max ELSE excluded.max END"
+                        )),
+                    )
+                    .value(R::Sum, Expr::cust(format!("{table}.sum + excluded.sum")))
+                    .value(R::Count, Expr::cust(format!("{table}.count + excluded.count")))
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rollup cells of a detector in a range.
+pub async fn rollups<C: ConnectionTrait>(
+    db: &C,
+    detector: DetectorId,
+    bucket: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Rollup>, DbErr> {
+    Ok(reading_rollup::Entity::find()
+        .filter(reading_rollup::Column::DetectorId.eq(detector.as_uuid()))
+        .filter(reading_rollup::Column::Bucket.eq(bucket))
+        .filter(reading_rollup::Column::BucketStart.gte(from))
+        .filter(reading_rollup::Column::BucketStart.lt(to))
+        .order_by_asc(reading_rollup::Column::BucketStart)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| Rollup {
+            detector,
+            bucket: match m.bucket.as_str() {
+                "hour" => "hour",
+                "day" => "day",
+                _ => "minute",
+            },
+            start: m.bucket_start,
+            channel: m.channel,
+            min: m.min,
+            max: m.max,
+            sum: m.sum,
+            count: m.count,
+        })
+        .collect())
+}
+
+/// Something that opens or re-occurs an episode.
+#[derive(Clone, Debug)]
+pub struct Occurrence {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Project.
+    pub project: ProjectId,
+    /// Device.
+    pub device: DeviceId,
+    /// Detector, unless the condition is device-wide.
+    pub detector: Option<DetectorId>,
+    /// Channel code.
+    pub channel: String,
+    /// Event kind code.
+    pub kind: &'static str,
+    /// Category code (`ALARM`, `FAULT`).
+    pub category: &'static str,
+    /// `engine` (our rules) or `device` (its own logic) or `system` (heartbeat, polls).
+    pub source: &'static str,
+    /// Device time.
+    pub at: DateTime<Utc>,
+    /// Ingest time.
+    pub ingested_at: DateTime<Utc>,
+    /// When the pipeline processed it (the hazard's creation time).
+    pub processed_at: DateTime<Utc>,
+    /// Value.
+    pub value: Option<f64>,
+    /// Set-point.
+    pub setpoint: Option<f64>,
+}
+
+impl Occurrence {
+    fn subject(&self) -> Uuid {
+        self.detector.map_or(self.device.as_uuid(), |d| d.as_uuid())
+    }
+}
+
+/// The open episode of (subject, channel, kind), if any.
+pub async fn open_episode<C: ConnectionTrait>(
+    db: &C,
+    subject: Uuid,
+    channel: &str,
+    kind: &str,
+) -> Result<Option<episode::Model>, DbErr> {
+    episode::Entity::find()
+        .filter(episode::Column::SubjectId.eq(subject))
+        .filter(episode::Column::Channel.eq(channel))
+        .filter(episode::Column::Kind.eq(kind))
+        .filter(episode::Column::ClosedAt.is_null())
+        .one(db)
+        .await
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The outcome of [`raise`].
+#[derive(Clone, Copy, Debug)]
+pub struct Raised {
+    /// The episode.
+    pub episode: Uuid,
+    /// Its hazard.
+    pub hazard: Uuid,
+    /// Whether the episode (and hazard) were created now.
+    pub new: bool,
+}
+
+/// Opens the episode and its hazard, or — when one is open — counts another occurrence.
+/// The partial unique index makes concurrent raisers agree on one episode.
+pub async fn raise<C: ConnectionTrait>(db: &C, o: &Occurrence) -> Result<Raised, DbErr> {
+    let subject = o.subject();
+    if let Some(ep) = open_episode(db, subject, &o.channel, o.kind).await? {
+        return reoccur(db, ep, o).await;
+    }
+    let episode_id = new_id();
+    let row = episode::ActiveModel {
+        id: Set(episode_id),
+        tenant_id: Set(o.tenant.as_uuid()),
+        project_id: Set(o.project.as_uuid()),
+        device_id: Set(o.device.as_uuid()),
+        detector_id: Set(o.detector.map(|d| d.as_uuid())),
+        subject_id: Set(subject),
+        channel: Set(o.channel.clone()),
+        kind: Set(o.kind.to_owned()),
+        category: Set(o.category.to_owned()),
+        source: Set(o.source.to_owned()),
+        opened_at: Set(o.at),
+        ingested_at: Set(o.ingested_at),
+        last_at: Set(o.at),
+        cleared_at: Set(None),
+        closed_at: Set(None),
+        occurrences: Set(1),
+        peak_value: Set(o.value),
+        last_value: Set(o.value),
+        setpoint: Set(o.setpoint),
+    };
+    match episode::Entity::insert(row).exec_without_returning(db).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+            // Another writer opened it first: count ours as an occurrence of theirs.
+            let ep = open_episode(db, subject, &o.channel, o.kind).await?.ok_or(e)?;
+            return reoccur(db, ep, o).await;
+        }
+        Err(e) => return Err(e),
+    }
+    let hazard_id = new_id();
+    let h = hazard::ActiveModel {
+        id: Set(hazard_id),
+        tenant_id: Set(o.tenant.as_uuid()),
+        project_id: Set(o.project.as_uuid()),
+        device_id: Set(Some(o.device.as_uuid())),
+        detector_id: Set(o.detector.map(|d| d.as_uuid())),
+        episode_id: Set(Some(episode_id)),
+        kind: Set(o.kind.to_owned()),
+        category: Set(o.category.to_owned()),
+        channel: Set(o.channel.clone()),
+        status: Set("OPEN".to_owned()),
+        occurrences: Set(1),
+        peak_value: Set(o.value),
+        last_value: Set(o.value),
+        setpoint: Set(o.setpoint),
+        device_at: Set(o.at),
+        ingested_at: Set(o.ingested_at),
+        opened_at: Set(o.processed_at),
+        first_push_at: Set(None),
+        first_ack_at: Set(None),
+        updated_at: Set(o.processed_at),
+    };
+    hazard::Entity::insert(h).exec_without_returning(db).await?;
+    Ok(Raised { episode: episode_id, hazard: hazard_id, new: true })
+}
+
+async fn reoccur<C: ConnectionTrait>(db: &C, ep: episode::Model, o: &Occurrence) -> Result<Raised, DbErr> {
+    let peak = max_opt(ep.peak_value, o.value);
+    episode::Entity::update_many()
+        .col_expr(episode::Column::Occurrences, Expr::col(episode::Column::Occurrences).add(1))
+        .col_expr(episode::Column::PeakValue, Expr::value(peak))
+        .col_expr(episode::Column::LastValue, Expr::value(o.value))
+        .col_expr(episode::Column::LastAt, Expr::value(o.at))
+        .col_expr(episode::Column::ClearedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(episode::Column::Id.eq(ep.id))
+        .exec(db)
+        .await?;
+    let h = hazard::Entity::find().filter(hazard::Column::EpisodeId.eq(ep.id)).one(db).await?;
+    let hazard_id = h.as_ref().map_or(Uuid::nil(), |h| h.id);
+    if let Some(h) = h {
+        hazard::Entity::update_many()
+            .col_expr(hazard::Column::Occurrences, Expr::col(hazard::Column::Occurrences).add(1))
+            .col_expr(hazard::Column::PeakValue, Expr::value(max_opt(h.peak_value, o.value)))
+            .col_expr(hazard::Column::LastValue, Expr::value(o.value))
+            .col_expr(hazard::Column::UpdatedAt, Expr::value(o.processed_at))
+            .filter(hazard::Column::Id.eq(h.id))
+            .exec(db)
+            .await?;
+    }
+    Ok(Raised { episode: ep.id, hazard: hazard_id, new: false })
+}
+
+/// Updates the peak and last value of an open episode (and its hazard) while the
+/// condition continues. Returns false when no episode is open.
+pub async fn touch<C: ConnectionTrait>(
+    db: &C,
+    subject: Uuid,
+    channel: &str,
+    kind: &str,
+    value: f64,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let Some(ep) = open_episode(db, subject, channel, kind).await? else { return Ok(false) };
+    if ep.peak_value.is_some_and(|p| p >= value) && ep.last_value == Some(value) {
+        return Ok(true);
+    }
+    let peak = max_opt(ep.peak_value, Some(value));
+    episode::Entity::update_many()
+        .col_expr(episode::Column::PeakValue, Expr::value(peak))
+        .col_expr(episode::Column::LastValue, Expr::value(value))
+        .col_expr(episode::Column::LastAt, Expr::value(at))
+        .filter(episode::Column::Id.eq(ep.id))
+        .exec(db)
+        .await?;
+    hazard::Entity::update_many()
+        .col_expr(hazard::Column::PeakValue, Expr::value(peak))
+        .col_expr(hazard::Column::LastValue, Expr::value(value))
+        .filter(hazard::Column::EpisodeId.eq(ep.id))
+        .exec(db)
+        .await?;
+    Ok(true)
+}
+
+/// Marks the condition of an open episode as ended. Faults close (self-clearing); alarms
+/// only record the time and stay latched until their hazard is handled. Returns the
+/// episode id when one was open.
+pub async fn clear<C: ConnectionTrait>(
+    db: &C,
+    subject: Uuid,
+    channel: &str,
+    kind: &str,
+    at: DateTime<Utc>,
+    close: bool,
+) -> Result<Option<Uuid>, DbErr> {
+    let Some(ep) = open_episode(db, subject, channel, kind).await? else { return Ok(None) };
+    let mut q = episode::Entity::update_many().col_expr(episode::Column::ClearedAt, Expr::value(at));
+    if close {
+        q = q.col_expr(episode::Column::ClosedAt, Expr::value(at));
+    }
+    q.filter(episode::Column::Id.eq(ep.id)).exec(db).await?;
+    Ok(Some(ep.id))
+}
+
+/// Releases the latch of an episode (its hazard was acknowledged, reset or closed), so the
+/// next occurrence opens a new episode and hazard.
+pub async fn release_episode<C: ConnectionTrait>(db: &C, episode_id: Uuid, at: DateTime<Utc>) -> Result<(), DbErr> {
+    episode::Entity::update_many()
+        .col_expr(episode::Column::ClosedAt, Expr::value(at))
+        .filter(episode::Column::Id.eq(episode_id))
+        .filter(episode::Column::ClosedAt.is_null())
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+/// An event to record.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Project.
+    pub project: ProjectId,
+    /// Device.
+    pub device: DeviceId,
+    /// Detector, unless device-wide.
+    pub detector: Option<DetectorId>,
+    /// Episode it belongs to.
+    pub episode: Option<Uuid>,
+    /// Kind code.
+    pub kind: &'static str,
+    /// Category code.
+    pub category: &'static str,
+    /// `engine`, `device` or `system`.
+    pub source: &'static str,
+    /// Channel code.
+    pub channel: String,
+    /// Device time.
+    pub at: DateTime<Utc>,
+    /// Ingest time.
+    pub received_at: DateTime<Utc>,
+    /// Value.
+    pub value: Option<f64>,
+    /// Set-point.
+    pub setpoint: Option<f64>,
+    /// Remarks for the event view.
+    pub remarks: Option<String>,
+}
+
+/// Records an event; returns its id.
+pub async fn insert_event<C: ConnectionTrait>(db: &C, e: &NewEvent) -> Result<Uuid, DbErr> {
+    let id = new_id();
+    let row = event::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(e.tenant.as_uuid()),
+        project_id: Set(e.project.as_uuid()),
+        device_id: Set(e.device.as_uuid()),
+        detector_id: Set(e.detector.map(|d| d.as_uuid())),
+        episode_id: Set(e.episode),
+        kind: Set(e.kind.to_owned()),
+        category: Set(e.category.to_owned()),
+        source: Set(e.source.to_owned()),
+        channel: Set(e.channel.clone()),
+        at: Set(e.at),
+        received_at: Set(e.received_at),
+        value: Set(e.value),
+        setpoint: Set(e.setpoint),
+        remarks: Set(e.remarks.clone()),
+    };
+    event::Entity::insert(row).exec_without_returning(db).await?;
+    Ok(id)
+}
+
+/// Rejected device input, as kept in the dead-letter log.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadLetter<'a> {
+    /// Tenant of the device, when it is known.
+    pub tenant: Option<TenantId>,
+    /// Serial from the topic, when it was readable.
+    pub serial: Option<&'a str>,
+    /// Topic.
+    pub topic: &'a str,
+    /// Reason code (the metrics label).
+    pub reason: &'a str,
+    /// What exactly was wrong.
+    pub detail: &'a str,
+    /// The payload as received.
+    pub payload: &'a [u8],
+    /// When it was received.
+    pub at: DateTime<Utc>,
+}
+
+/// Keeps rejected input with its reason (payload truncated to 4 KiB).
+pub async fn insert_dead_letter<C: ConnectionTrait>(db: &C, d: DeadLetter<'_>) -> Result<(), DbErr> {
+    let text = String::from_utf8_lossy(&d.payload[..d.payload.len().min(4096)]).into_owned();
+    let row = dead_letter::ActiveModel {
+        id: Set(new_id()),
+        tenant_id: Set(d.tenant.map(|t| t.as_uuid())),
+        serial: Set(d.serial.map(str::to_owned)),
+        topic: Set(d.topic.to_owned()),
+        reason: Set(d.reason.to_owned()),
+        detail: Set(d.detail.to_owned()),
+        payload: Set(text),
+        received_at: Set(d.at),
+    };
+    dead_letter::Entity::insert(row).exec_without_returning(db).await.map(|_| ())
+}
+
+/// Ids of open episodes of a subject (used when a device comes back online).
+pub async fn open_episodes_of<C: ConnectionTrait>(
+    db: &C,
+    subject: Uuid,
+    kind: &str,
+) -> Result<Vec<episode::Model>, DbErr> {
+    episode::Entity::find()
+        .filter(Condition::all().add(episode::Column::SubjectId.eq(subject)).add(episode::Column::Kind.eq(kind)))
+        .filter(episode::Column::ClosedAt.is_null())
+        .all(db)
+        .await
+}
+
+/// Open engine-raised alarm episodes of a detector whose condition has not cleared.
+pub async fn active_conditions<C: ConnectionTrait>(db: &C, detector: Uuid) -> Result<Vec<episode::Model>, DbErr> {
+    episode::Entity::find()
+        .filter(episode::Column::SubjectId.eq(detector))
+        .filter(episode::Column::ClosedAt.is_null())
+        .filter(episode::Column::ClearedAt.is_null())
+        .filter(episode::Column::Category.eq("ALARM"))
+        .filter(episode::Column::Source.eq("engine"))
+        .all(db)
+        .await
+}

@@ -1,0 +1,23 @@
+//! `readings`: Raw readings, one row per detector per message.
+
+use sea_orm::entity::prelude::*;
+
+/// A row.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "readings")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub tenant_id: Uuid,
+    pub detector_id: Uuid,
+    pub at: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+    #[sea_orm(column_type = "Text")]
+    pub values: String,
+}
+
+/// No declared relations: queries join explicitly by id.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
