@@ -46,6 +46,25 @@ pub enum Command {
     /// Bulk-import data.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Run simulated devices against the broker (`--mqtt-url`, or the embedded broker's
+    /// `--mqtt-listen` address).
+    Simulate {
+        /// Number of simulated MQTT devices (serials SIM-0001, SIM-0002, …).
+        #[arg(long, default_value_t = 10)]
+        devices: u32,
+        /// Detectors per device.
+        #[arg(long, default_value_t = 2)]
+        detectors: u8,
+        /// normal, leak-creep, overheat, sensor-open, offline, flapping, malformed — or `mixed`.
+        #[arg(long, default_value = "mixed")]
+        scenario: String,
+        /// Seconds between messages of one device.
+        #[arg(long, default_value_t = 5)]
+        interval_s: u64,
+        /// Register the simulated devices in this tenant first (project "Simulated site").
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// `sparkwatch user …`
@@ -134,6 +153,9 @@ pub struct Settings {
     /// MQTT topic prefix of the device contract [default: sw].
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_PREFIX")]
     pub mqtt_prefix: Option<String>,
+    /// Days raw readings are kept (per-minute/hour/day rollups are kept regardless) [default: 90; 0 = forever].
+    #[arg(long, global = true, env = "SPARKWATCH_RAW_RETENTION_DAYS")]
+    pub raw_retention_days: Option<u32>,
     /// Secret for signing access tokens (≥ 32 characters) [default: generated into the data dir].
     #[arg(long, global = true, env = "SPARKWATCH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -194,6 +216,8 @@ pub struct Config {
     pub mqtt_shared_group: Option<String>,
     /// Topic prefix.
     pub mqtt_prefix: String,
+    /// How long raw readings are kept.
+    pub raw_retention: Option<chrono::Duration>,
     /// Access-token signing secret.
     pub jwt_secret: Secret,
     /// Access-token lifetime.
@@ -231,6 +255,7 @@ impl Settings {
             mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
             mqtt_shared: self.mqtt_shared || file.mqtt_shared,
             mqtt_prefix: self.mqtt_prefix.or(file.mqtt_prefix),
+            raw_retention_days: self.raw_retention_days.or(file.raw_retention_days),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
@@ -314,6 +339,16 @@ impl Settings {
             mqtt_client_id,
             mqtt_shared_group: s.mqtt_shared.then(|| "sparkwatch".to_owned()),
             mqtt_prefix,
+            raw_retention: match s.raw_retention_days.unwrap_or(90) {
+                0 => None,
+                d if d <= 36_500 => Some(chrono::Duration::days(i64::from(d))),
+                _ => {
+                    return Err(bad(
+                        "--raw-retention-days",
+                        "must be at most 36500 (100 years); 0 keeps readings forever",
+                    ));
+                }
+            },
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,

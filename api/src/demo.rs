@@ -115,3 +115,60 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
     s.create_user(&who_b, user("admin@demo-b.local", "Demo B admin", "tenant_admin", vec![])).await?;
     Ok(true)
 }
+
+/// Runs the demo's simulated devices in this process until `stop` turns true: the MQTT
+/// devices feed the ingestion queue directly (no broker needed) and the Modbus gateway
+/// `GW-DEMO-0001` is a simulated gateway on 127.0.0.1:5020 that the poller reads.
+pub async fn simulate(queue: crate::ingest::IngestQueue, prefix: String, stop: tokio::sync::watch::Receiver<bool>) {
+    use crate::simulate::scenarios::{Scenario, SimDevice};
+    let devices = vec![
+        SimDevice::new("SW-DEMO-0001", 3, Scenario::LeakCreep, 1),
+        SimDevice::new("SW-DEMO-0002", 2, Scenario::Overheat, 2),
+        SimDevice::new("SW-DEMO-0101", 2, Scenario::Flapping, 3),
+        SimDevice::new("SW-DEMO-0102", 1, Scenario::SensorOpen, 4),
+        SimDevice::new("SW-DEMOB-0001", 1, Scenario::Normal, 5),
+    ];
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], 5020).into();
+    match crate::simulate::modbus_server::start(addr).await {
+        Ok((sim, _)) => {
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                for unit in 1..=4 {
+                    sim.add_unit(unit);
+                }
+                let mut t: u64 = 0;
+                loop {
+                    for unit in 1..=4u8 {
+                        // Unit 2's leakage creeps past 300 mA every few minutes; the rest idle.
+                        let leak = if unit == 2 { 120.0 + (t % 60) as f64 * 4.0 } else { 35.0 + f64::from(unit) };
+                        let temp = 33.0 + f64::from(unit) + (t % 7) as f64 * 0.3;
+                        sim.set_reading(
+                            unit,
+                            leak,
+                            [Some(temp), Some(temp - 1.0), None, None],
+                            [220.4, 221.1, 219.6],
+                            [8.2, 7.9, 8.5],
+                        );
+                    }
+                    t += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {},
+                        _ = stop.changed() => break,
+                    }
+                }
+                sim.shutdown();
+            });
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "the demo's simulated Modbus gateway could not start; GW-DEMO-0001 will show a communication fault")
+        }
+    }
+    crate::simulate::run::run(
+        devices,
+        prefix,
+        std::time::Duration::from_secs(5),
+        crate::simulate::run::Sink::Queue(queue),
+        stop,
+    )
+    .await;
+}

@@ -24,6 +24,7 @@ pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod service;
+pub mod simulate;
 pub mod store;
 
 use std::future::Future;
@@ -48,7 +49,14 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         login_limits,
     };
     let metrics = metrics::Metrics::new().context("registering metrics")?;
-    Ok(Services::new(store, clock, settings, metrics))
+    let latest = match &config.redis_url {
+        Some(url) => {
+            tracing::info!(redis = %config::redact_url(url.expose()), "latest values are kept in Redis");
+            ingest::latest::LatestCache::redis(url.expose()).await.context("connecting to Redis (--redis-url)")?
+        }
+        None => ingest::latest::LatestCache::default(),
+    };
+    Ok(Services::new(store, clock, settings, metrics, latest))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -75,13 +83,24 @@ pub fn start_ingest(
     prefix: &str,
     mqtt: Option<ingest::mqtt::MqttSettings>,
 ) -> (ingest::IngestQueue, tokio::sync::watch::Sender<bool>) {
+    let config = ingest::pipeline::PipelineConfig { prefix: prefix.to_owned(), ..Default::default() };
+    start_ingest_with(services, config, mqtt)
+}
+
+/// [`start_ingest`] with every pipeline setting.
+pub fn start_ingest_with(
+    services: &Services,
+    config: ingest::pipeline::PipelineConfig,
+    mqtt: Option<ingest::mqtt::MqttSettings>,
+) -> (ingest::IngestQueue, tokio::sync::watch::Sender<bool>) {
     let (queue, rx) = ingest::IngestQueue::new(10_000);
     let pipeline = ingest::pipeline::Pipeline::new(
         services.store().clone(),
         services.metrics().clone(),
         services.latest().clone(),
         services.clock(),
-        ingest::pipeline::PipelineConfig { prefix: prefix.to_owned(), ..Default::default() },
+        config,
+        services.site_generation(),
     );
     tokio::spawn(pipeline.run(rx));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

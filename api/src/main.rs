@@ -10,6 +10,7 @@ use sparkwatch_api::auth::Principal;
 use sparkwatch_api::auth::rate_limit::Limits;
 use sparkwatch_api::config::{Broker, Cli, Command, ImportCommand, TenantCommand, UserCommand};
 use sparkwatch_api::ingest::mqtt::MqttSettings;
+use sparkwatch_api::ingest::pipeline::PipelineConfig;
 use sparkwatch_api::service::SystemClock;
 use sparkwatch_api::service::users::NewUser;
 use sparkwatch_api::{demo, graphql, import};
@@ -20,7 +21,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("SPARKWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+            EnvFilter::try_from_env("SPARKWATCH_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,rumqttd=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -68,11 +70,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.mqtt_shared_group.clone(),
                 )?),
                 Broker::Embedded(addr) => {
-                    tracing::warn!(%addr, "the embedded MQTT broker is not built yet; give --mqtt-url to ingest from Mosquitto or EMQX");
-                    None
+                    #[cfg(feature = "embedded-broker")]
+                    {
+                        if config.mqtt_shared_group.is_some() {
+                            tracing::warn!("--mqtt-shared is ignored with the embedded broker");
+                        }
+                        let broker = sparkwatch_api::ingest::broker::start(*addr, &config.mqtt_prefix)?;
+                        tracing::info!(addr = %broker.local_addr(), "embedded MQTT broker listening for devices");
+                        Some(broker.subscriber_settings(&config.mqtt_client_id, &config.mqtt_prefix))
+                    }
+                    #[cfg(not(feature = "embedded-broker"))]
+                    anyhow::bail!(
+                        "this build has no embedded MQTT broker (feature `embedded-broker`); give --mqtt-url {addr}"
+                    )
                 }
             };
-            let (_queue, stop_ingest) = sparkwatch_api::start_ingest(&services, &config.mqtt_prefix, mqtt);
+            let (queue, stop_ingest) = sparkwatch_api::start_ingest_with(
+                &services,
+                PipelineConfig {
+                    prefix: config.mqtt_prefix.clone(),
+                    raw_retention: config.raw_retention,
+                    ..Default::default()
+                },
+                mqtt,
+            );
+            tokio::spawn(sparkwatch_api::ingest::modbus::run(
+                services.store().clone(),
+                queue.clone(),
+                services.metrics().clone(),
+                sparkwatch_api::ingest::modbus::PollerConfig::default(),
+                stop_ingest.subscribe(),
+            ));
+            if with_demo {
+                tokio::spawn(demo::simulate(queue.clone(), config.mqtt_prefix.clone(), stop_ingest.subscribe()));
+            }
             let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                 format!(
                     "cannot listen on {} (--listen / SPARKWATCH_LISTEN); is another server using it?",
@@ -122,11 +153,121 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created user {} ({})", user.display_name, user.id);
             Ok(())
         }
+        Command::Simulate { devices, detectors, scenario, interval_s, tenant } => {
+            simulate(&services, &config, devices, detectors, &scenario, interval_s, tenant.as_deref()).await
+        }
         Command::Import(ImportCommand::Devices { file, tenant }) => {
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
             import::import_devices_file(&services, &Principal::system(tenant.id, "cli import"), &file).await
         }
     }
+}
+
+/// `sparkwatch simulate`: simulated devices publishing to the configured broker.
+async fn simulate(
+    services: &sparkwatch_api::service::Services,
+    config: &sparkwatch_api::config::Config,
+    count: u32,
+    detectors: u8,
+    scenario: &str,
+    interval_s: u64,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    use sparkwatch_api::simulate::scenarios::{Scenario, SimDevice};
+    let pick = |i: u32| -> anyhow::Result<Scenario> {
+        if scenario == "mixed" {
+            return Ok(Scenario::ALL[i as usize % Scenario::ALL.len()]);
+        }
+        Scenario::parse(scenario).with_context(|| {
+            let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            format!("--scenario must be `mixed` or one of {}", names.join(", "))
+        })
+    };
+    anyhow::ensure!((1..=100_000).contains(&count), "--devices must be between 1 and 100000");
+    anyhow::ensure!((1..=64).contains(&detectors), "--detectors must be between 1 and 64");
+    anyhow::ensure!((1..=3600).contains(&interval_s), "--interval-s must be between 1 and 3600");
+    let mut devices = Vec::new();
+    for i in 0..count {
+        devices.push(SimDevice::new(format!("SIM-{:04}", i + 1), detectors, pick(i)?, u64::from(i)));
+    }
+    if let Some(t) = tenant {
+        register_simulated(services, t, &devices).await?;
+    }
+    let url = match &config.broker {
+        Broker::External(url) => url.clone(),
+        // A broker listening on every interface is reached through loopback.
+        Broker::Embedded(addr) if addr.ip().is_unspecified() => format!("mqtt://127.0.0.1:{}", addr.port()),
+        Broker::Embedded(addr) => format!("mqtt://{addr}"),
+    };
+    let settings = MqttSettings::from_url(&url, "unused", &config.mqtt_prefix, None)?;
+    println!(
+        "simulating {count} devices against {} every {interval_s} s; Ctrl-C stops",
+        sparkwatch_api::config::redact_url(&url)
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let run = sparkwatch_api::simulate::run::run(
+        devices,
+        config.mqtt_prefix.clone(),
+        std::time::Duration::from_secs(interval_s),
+        sparkwatch_api::simulate::run::Sink::Mqtt(settings),
+        stop_rx,
+    );
+    tokio::pin!(run);
+    tokio::select! {
+        () = &mut run => {},
+        () = shutdown_signal() => {
+            let _ = stop.send(true);
+            run.await;
+        }
+    }
+    Ok(())
+}
+
+/// Registers simulated devices (and their project) in a tenant, skipping existing serials.
+async fn register_simulated(
+    services: &sparkwatch_api::service::Services,
+    tenant: &str,
+    devices: &[sparkwatch_api::simulate::scenarios::SimDevice],
+) -> anyhow::Result<()> {
+    use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
+    let t = services.tenant_by_name(tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
+    let who = Principal::system(t.id, "simulate");
+    let filter = sparkwatch_api::store::sites::ProjectFilter { search: Some("Simulated site".into()), region: None };
+    let existing = services.projects(&who, &filter, sparkwatch_api::service::page_request(Some(1), None)?).await?;
+    let project = match existing.items.into_iter().next() {
+        Some(p) => p,
+        None => {
+            services.create_project(&who, ProjectDraft { name: "Simulated site".into(), ..Default::default() }).await?
+        }
+    };
+    let mut created = 0;
+    for d in devices {
+        let input = DeviceInput {
+            serial: d.serial.clone(),
+            name: format!("Simulated {}", d.serial),
+            transport: "MQTT".into(),
+            interval_s: Some(10),
+            ..Default::default()
+        };
+        match services.create_device(&who, project.id, input).await {
+            Ok(device) => {
+                for addr in 1..=d.detectors {
+                    services
+                        .create_detector(
+                            &who,
+                            device.id,
+                            DetectorInput { address: i64::from(addr), ..Default::default() },
+                        )
+                        .await?;
+                }
+                created += 1;
+            }
+            Err(sparkwatch_api::error::AppError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("registered {created} new simulated devices in tenant {tenant}");
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -51,9 +51,12 @@ pub async fn config(backend: &Backend, dir: &std::path::Path) -> anyhow::Result<
         Backend::Sqlite => None,
         Backend::Postgres(url) => Some(fresh_postgres(url).await?),
     };
+    // With SPARKWATCH_TEST_REDIS_URL the latest-value cache lives in Redis, as in production.
+    let redis_url = std::env::var("SPARKWATCH_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
     Ok(Settings {
         data_dir: Some(dir.to_owned()),
         database_url,
+        redis_url,
         jwt_secret: Some("t".repeat(40)),
         ..Default::default()
     }
@@ -158,6 +161,7 @@ impl Feeder {
         let msg = sparkwatch_api::ingest::Inbound {
             topic: topic.to_owned(),
             payload: payload.as_bytes().to_vec(),
+            modbus: None,
             received_at: at,
             ack: Some(Box::new(move || {
                 acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -130,6 +130,13 @@ async fn bad_entries_are_rejected_with_reasons_and_good_ones_kept() -> anyhow::R
         feed.send("sw/bad serial/telemetry", "{}").await;
         feed.settle().await?;
         assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}: only the good entry");
+        // The latest-value cache (in process, or Redis with SPARKWATCH_TEST_REDIS_URL) has it.
+        let stored = reading::Entity::find().one(server.services.store().db()).await?.expect("one reading");
+        let latest = server.services.latest().get(stored.detector_id.into()).await.expect("latest value cached");
+        assert_eq!(
+            (latest.leak_ma.clone(), latest.temp_c.clone()),
+            (vec![Some(35.2)], vec![Some(41.5), Some(40.1), None, None])
+        );
         let letters =
             dead_letter::Entity::find().order_by_asc(dead_letter::Column::Id).all(server.services.store().db()).await?;
         let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();

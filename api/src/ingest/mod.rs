@@ -6,12 +6,18 @@
 //!   update episodes and hazards, record events, keep the latest values.
 //! - [`mqtt`] — the MQTT subscriber (persistent session, QoS 1, acknowledged only after the
 //!   batch holding the message is committed).
-//! - [`latest`] — the latest value per detector.
+//! - [`modbus`] — the Modbus TCP poller: one connection per gateway, polls spread over the
+//!   interval, bit edges as device events, three failed polls = communication fault.
+//! - `broker` — the embedded MQTT broker (rumqttd, feature `embedded-broker`, on by default).
+//! - [`latest`] — the latest value per detector (in process, or Redis).
 //!
 //! The receive side never waits on the database: it only pushes into the bounded queue,
 //! and when the queue is full the MQTT client stops reading, so the broker buffers.
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod latest;
+pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;
 
@@ -24,10 +30,13 @@ pub type Ack = Box<dyn FnOnce() + Send + Sync>;
 
 /// One message from a device.
 pub struct Inbound {
-    /// Topic it arrived on (`sw/{serial}/telemetry`, …).
+    /// Topic it arrived on (`sw/{serial}/telemetry`, …); for Modbus a descriptive
+    /// `modbus/{serial}/{address}` used in logs and the dead-letter log.
     pub topic: String,
-    /// Raw payload.
+    /// Raw payload (MQTT); empty for Modbus.
     pub payload: Vec<u8>,
+    /// Already-decoded input from the Modbus poller.
+    pub modbus: Option<ModbusReport>,
     /// When the server received it.
     pub received_at: DateTime<Utc>,
     /// Called after the message's batch is committed.
@@ -51,4 +60,36 @@ impl IngestQueue {
     pub async fn push(&self, msg: Inbound) -> bool {
         self.tx.send(msg).await.is_ok()
     }
+}
+
+/// What one Modbus poll of one detector produced.
+#[derive(Clone, Debug)]
+pub struct ModbusReport {
+    /// Device (gateway) serial.
+    pub serial: String,
+    /// Detector address (unit id).
+    pub address: u8,
+    /// The outcome.
+    pub outcome: ModbusOutcome,
+}
+
+/// The outcome of a Modbus poll.
+#[derive(Clone, Debug)]
+pub enum ModbusOutcome {
+    /// Measurements, plus events derived from alarm/fault/relay bit edges.
+    Polled {
+        /// The decoded measurements.
+        reading: sparkwatch_domain::reading::Reading,
+        /// Bit edges since the previous poll.
+        events: Vec<sparkwatch_domain::reading::DeviceEvent>,
+        /// Register values refused (out of range), each `(reason code, detail)`.
+        rejected: Vec<(String, String)>,
+    },
+    /// The third failed poll in a row: communication fault for this detector.
+    CommLost {
+        /// The last error, for the event's remarks.
+        detail: String,
+    },
+    /// A good poll after a communication fault.
+    CommRestored,
 }

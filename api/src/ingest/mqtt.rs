@@ -104,6 +104,7 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Re
                 let msg = Inbound {
                     topic: publish.topic.clone(),
                     payload: publish.payload.to_vec(),
+                    modbus: None,
                     received_at: chrono::Utc::now(),
                     ack: Some(Box::new(move || {
                         if let Err(e) = ack_client.try_ack(&ack_publish) {

@@ -25,8 +25,8 @@ use sparkwatch_domain::site::DeviceTransport;
 use sparkwatch_domain::thresholds::EffectiveThresholds;
 use tokio::sync::mpsc;
 
-use super::Inbound;
 use super::latest::LatestCache;
+use super::{Inbound, ModbusOutcome, ModbusReport};
 use crate::metrics::Metrics;
 use crate::service::Clock;
 use crate::store::Store;
@@ -46,6 +46,8 @@ pub struct PipelineConfig {
     pub cache_ttl: Duration,
     /// How often heartbeats are checked and `last_seen_at` is written back.
     pub housekeeping: Duration,
+    /// Raw readings older than this are deleted (rollups are kept); `None` keeps everything.
+    pub raw_retention: Option<chrono::Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -56,6 +58,7 @@ impl Default for PipelineConfig {
             batch_wait: Duration::from_millis(10),
             cache_ttl: Duration::from_secs(10),
             housekeeping: Duration::from_secs(2),
+            raw_retention: None,
         }
     }
 }
@@ -65,6 +68,8 @@ enum Work {
     Reading { device: Arc<DeviceInfo>, detector: DetectorInfo, reading: Reading, received_at: DateTime<Utc> },
     Event { device: Arc<DeviceInfo>, detector: DetectorInfo, event: DeviceEvent, received_at: DateTime<Utc> },
     Status { device: Arc<DeviceInfo>, online: bool, received_at: DateTime<Utc> },
+    CommLost { device: Arc<DeviceInfo>, detector: DetectorInfo, detail: String, received_at: DateTime<Utc> },
+    CommRestored { device: Arc<DeviceInfo>, detector: DetectorInfo, received_at: DateTime<Utc> },
 }
 
 /// What the pipeline knows about a device's liveness.
@@ -88,6 +93,9 @@ pub struct Pipeline {
     seqs: HashMap<String, VecDeque<(u64, DateTime<Utc>)>>,
     liveness: HashMap<DeviceId, Liveness>,
     rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
+    last_prune: Option<Instant>,
+    site_generation: Arc<std::sync::atomic::AtomicU64>,
+    seen_generation: u64,
 }
 
 /// Redeliveries are recognised for this long by `(serial, seq)`.
@@ -101,6 +109,7 @@ impl Pipeline {
         latest: Arc<LatestCache>,
         clock: Arc<dyn Clock>,
         config: PipelineConfig,
+        site_generation: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         Pipeline {
             store,
@@ -114,6 +123,9 @@ impl Pipeline {
             seqs: HashMap::new(),
             liveness: HashMap::new(),
             rollups: HashMap::new(),
+            last_prune: None,
+            site_generation,
+            seen_generation: 0,
         }
     }
 
@@ -152,6 +164,12 @@ impl Pipeline {
     /// unacknowledged so the broker redelivers it.
     pub async fn process(&mut self, batch: Vec<Inbound>) {
         let started = Instant::now();
+        // A device or detector was added, changed or removed: look everything up afresh.
+        let generation = self.site_generation.load(std::sync::atomic::Ordering::Relaxed);
+        if generation != self.seen_generation {
+            self.seen_generation = generation;
+            self.devices.clear();
+        }
         let mut work = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
         for msg in batch {
@@ -204,6 +222,9 @@ impl Pipeline {
     }
 
     async fn validate(&mut self, msg: &Inbound, work: &mut Vec<Work>) {
+        if let Some(report) = &msg.modbus {
+            return self.validate_modbus(msg, report, work).await;
+        }
         let (serial, kind) = match payload::parse_topic(&self.config.prefix, &msg.topic) {
             Ok((s, k)) => (s.to_owned(), k),
             Err(r) => return self.reject(None, None, msg, r.reason.code(), &r.detail).await,
@@ -277,6 +298,44 @@ impl Pipeline {
                 // The command ledger arrives with the remote-control issue; until then results are logged.
                 Ok(result) => tracing::info!(serial = %serial, id = %result.id, ok = result.ok, "command result"),
             },
+        }
+    }
+
+    async fn validate_modbus(&mut self, msg: &Inbound, report: &ModbusReport, work: &mut Vec<Work>) {
+        self.metrics.messages.with_label_values(&["modbus"]).inc();
+        let serial = report.serial.as_str();
+        let device = match self.device(serial).await {
+            Ok(Some(d)) => d,
+            // The gateway was deleted while being polled; the poller drops it on its next refresh.
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "device lookup failed"),
+        };
+        let Some(detector) = device.detector(report.address).cloned() else { return };
+        let received_at = msg.received_at;
+        match &report.outcome {
+            ModbusOutcome::Polled { reading, events, rejected } => {
+                for (reason, detail) in rejected {
+                    self.reject(Some(&device), Some(serial), msg, reason, detail).await;
+                }
+                work.push(Work::Reading {
+                    device: device.clone(),
+                    detector: detector.clone(),
+                    reading: reading.clone(),
+                    received_at,
+                });
+                for event in events {
+                    work.push(Work::Event {
+                        device: device.clone(),
+                        detector: detector.clone(),
+                        event: event.clone(),
+                        received_at,
+                    });
+                }
+            }
+            ModbusOutcome::CommLost { detail } => {
+                work.push(Work::CommLost { device, detector, detail: detail.clone(), received_at });
+            }
+            ModbusOutcome::CommRestored => work.push(Work::CommRestored { device, detector, received_at }),
         }
     }
 
@@ -400,6 +459,74 @@ impl Pipeline {
                     self.mark_seen(&tx, device, *received_at, now).await?;
                     self.apply_device_event(&tx, device, detector, event, *received_at, now).await?;
                 }
+                Work::CommLost { device, detector, detail, received_at } => {
+                    let occ = occurrence(
+                        device,
+                        Some(detector),
+                        &Channel::DETECTOR,
+                        EventKind::Offline,
+                        EventCategory::Fault,
+                        "system",
+                        *received_at,
+                        *received_at,
+                        now,
+                        None,
+                        None,
+                    );
+                    let raised = tel::raise(&tx, &occ).await?;
+                    if raised.new {
+                        self.metrics.episodes_opened.with_label_values(&[EventKind::Offline.code()]).inc();
+                    }
+                    let remarks = Some(format!("communication lost: 3 polls in a row failed ({detail})"));
+                    tel::insert_event(
+                        &tx,
+                        &event(
+                            device,
+                            Some(detector),
+                            Some(raised.episode),
+                            EventKind::Offline,
+                            EventCategory::Fault,
+                            "system",
+                            &Channel::DETECTOR,
+                            *received_at,
+                            *received_at,
+                            None,
+                            None,
+                            remarks,
+                        ),
+                    )
+                    .await?;
+                }
+                Work::CommRestored { device, detector, received_at } => {
+                    let episode = tel::clear(
+                        &tx,
+                        detector.id.as_uuid(),
+                        &Channel::DETECTOR.code(),
+                        EventKind::Offline.code(),
+                        *received_at,
+                        true,
+                    )
+                    .await?;
+                    let remarks = Some("communication restored".to_owned());
+                    tel::insert_event(
+                        &tx,
+                        &event(
+                            device,
+                            Some(detector),
+                            episode,
+                            EventKind::Online,
+                            EventCategory::Status,
+                            "system",
+                            &Channel::DETECTOR,
+                            *received_at,
+                            *received_at,
+                            None,
+                            None,
+                            remarks,
+                        ),
+                    )
+                    .await?;
+                }
                 Work::Status { device, online, received_at } => {
                     if *online {
                         self.mark_seen(&tx, device, *received_at, now).await?;
@@ -411,12 +538,14 @@ impl Pipeline {
             }
         }
         tx.commit().await?;
+        let mut latest = Vec::new();
         for w in fresh {
             if let Work::Reading { detector, reading, .. } = w {
                 self.accumulate(detector.id, &reading);
-                self.latest.put(detector.id, reading);
+                latest.push((detector.id, reading));
             }
         }
+        self.latest.put_all(latest).await;
         Ok(())
     }
 
@@ -622,7 +751,7 @@ impl Pipeline {
         tel::set_device_seen(tx, device.id, true, Some(at)).await?;
         let episode =
             tel::clear(tx, device.id.as_uuid(), &Channel::DETECTOR.code(), EventKind::Offline.code(), at, true).await?;
-        let remarks = Some("device back online".to_owned());
+        let remarks = Some("device online".to_owned());
         tel::insert_event(
             tx,
             &event(
@@ -719,6 +848,15 @@ impl Pipeline {
 
     async fn try_housekeeping(&mut self) -> Result<(), sea_orm::DbErr> {
         let now = self.clock.now();
+        if let Some(keep) = self.config.raw_retention
+            && self.last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
+        {
+            self.last_prune = Some(Instant::now());
+            let pruned = tel::prune_readings(self.store.db(), now - keep).await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "deleted raw readings past their retention (rollups are kept)");
+            }
+        }
         let due: Vec<(Arc<DeviceInfo>, DateTime<Utc>)> = self
             .liveness
             .values()

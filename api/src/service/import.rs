@@ -691,6 +691,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         progress.end(ImportStage::Inserting);
         Ok(summary)
     }

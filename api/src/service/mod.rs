@@ -84,6 +84,8 @@ pub struct Services {
 
 struct Inner {
     store: Store,
+    /// Bumped on every change to devices or detectors, so ingestion caches refresh at once.
+    site_generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: crate::metrics::Metrics,
     latest: Arc<crate::ingest::latest::LatestCache>,
     clock: Arc<dyn Clock>,
@@ -99,12 +101,14 @@ impl Services {
         clock: Arc<dyn Clock>,
         settings: ServiceSettings,
         metrics: crate::metrics::Metrics,
+        latest: crate::ingest::latest::LatestCache,
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
                 store,
+                site_generation: Arc::default(),
                 metrics,
-                latest: Arc::default(),
+                latest: Arc::new(latest),
                 clock,
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
@@ -117,6 +121,16 @@ impl Services {
     /// The store (for health checks).
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Counter of device/detector changes, watched by the ingestion caches.
+    pub fn site_generation(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.site_generation.clone()
+    }
+
+    /// Tells ingestion that devices or detectors changed.
+    pub(crate) fn sites_changed(&self) {
+        self.inner.site_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The metrics registry.

@@ -193,6 +193,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(d)
     }
 
@@ -235,6 +236,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(d)
     }
 
@@ -257,6 +259,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(true)
     }
 
@@ -307,6 +310,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(d)
     }
 
@@ -338,6 +342,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(d)
     }
 
@@ -360,6 +365,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(true)
     }
 }

@@ -1,0 +1,326 @@
+//! The embedded MQTT broker (rumqttd 0.20), so that one `sparkwatch` binary is a complete
+//! site installation: `serve` without `--mqtt-url` starts it on `--mqtt-listen` (default
+//! `127.0.0.1:1883`), devices connect to it with their serial as client id, and our
+//! subscriber ([`super::mqtt`]) connects to it like to any external broker.
+//!
+//! Configuration is programmatic: one MQTT 3.1.1 (v4) listener, no TLS, no websocket, no
+//! authentication (the default address is loopback; a site that exposes it with
+//! `--mqtt-listen 0.0.0.0:1883` relies on its network). rumqttd serves MQTT 5 only on a
+//! listener of its own, which would need a second port, so there is none. Limits: 10 000
+//! connections, payloads up to 256 KiB (a client sending more is disconnected), keep-alive
+//! must not be 0 (rumqttd refuses it). A second connection with a client id already
+//! connected replaces the first, so our subscriber's client id must not be a device serial.
+//!
+//! How rumqttd stores messages matters for delivery: every subscription filter has an
+//! in-memory commit log, and each session holds a cursor into it. The log keeps the newest
+//! messages up to its size whether or not they were delivered: `{prefix}/+/telemetry` keeps
+//! 64 MiB (8 × 8 MiB segments), `event`, `status` and `cmd/ack` 8 MiB each, any other filter
+//! (device command subscriptions) 2 MiB. That is the buffer for a subscriber that is away
+//! or behind (backpressure while the database is slow): a cursor that falls behind the
+//! oldest segment jumps forward and the skipped messages are lost (rumqttd warns "Read
+//! cursor start jumped"). Memory grows to those sizes over time. Our ingest filters exist
+//! from the start (`initialized_filters`), so device publishes never create stray per-topic
+//! logs; publishing to a topic nobody subscribes to creates a small log (`dynamic_filters`)
+//! instead of the rumqttd default of disconnecting the device.
+//!
+//! # What rumqttd does (checked by `tests/tests/broker.rs`)
+//! - **Persistent sessions work** within one broker lifetime: a subscriber with
+//!   `clean_session = false` that disconnects and reconnects with the same client id gets
+//!   `session_present = true`, keeps its subscriptions, and receives the QoS 1 messages
+//!   published while it was away — as far as they still fit in the log (see above).
+//! - **Unacknowledged QoS 1 deliveries are redelivered** after a reconnect, in order, before
+//!   the newer ones; acknowledged ones are not. So acknowledging only after the commit is
+//!   safe: a stop between receipt and commit means redelivery, which the pipeline
+//!   deduplicates. At most 100 deliveries are in flight per connection (fixed in rumqttd).
+//! - **A new subscription starts at the end of the log**: what was published before a
+//!   session first subscribed is not delivered to it (as with Mosquitto).
+//! - **Shared subscriptions** (`$share/group/filter`) work: members get the messages
+//!   round-robin, one at a time. Do **not** combine them with persistent sessions on this
+//!   broker: when the last member of a group disconnects with `clean_session = false` and
+//!   unacknowledged deliveries, rumqttd 0.20 panics in its router thread (`"group must
+//!   exists"` in `handle_disconnection`) and the broker stops working. Any client can cause
+//!   this; we notice it, log an error, and [`EmbeddedBroker::is_running`] turns false. The
+//!   embedded broker serves one Sparkwatch instance, so
+//!   [`EmbeddedBroker::subscriber_settings`] never sets a group.
+//! - **Nothing survives the process.** Sessions, logs and retained messages live in
+//!   memory, and the broker runs inside Sparkwatch.
+//!
+//! # Limitation
+//! The guarantee "a restart mid-stream loses no QoS 1 message" holds with the embedded
+//! broker only for restarts of the subscriber inside a running process (reconnects, the
+//! stop switch, backpressure within the log sizes above). A restart of the process —
+//! upgrade, crash, power loss — restarts the broker too, and loses (a) messages the broker
+//! had acknowledged to devices but Sparkwatch had not yet committed, and (b) messages
+//! devices publish after the restart before our subscriber has subscribed again (a new
+//! session starts at the end of the log). Devices that keep unacknowledged QoS 1 messages
+//! and resend them on reconnect lose nothing while the broker is down, only those windows.
+//! Installations that need the guarantee across process restarts use an external broker
+//! that persists sessions (Mosquitto with `persistence true`, EMQX) with `--mqtt-url`.
+//!
+//! # Operation
+//! rumqttd logs through `tracing` under the target `rumqttd`: every connection at info, and
+//! some ordinary events at error (a client that sends DISCONNECT: "router-drop"; a TCP
+//! connection without an MQTT CONNECT, e.g. a port check: "Error while handling MQTT
+//! connect packet"; a duplicate client id). The server's default filter should include
+//! [`LOG_DIRECTIVE`] so that only warnings and errors remain.
+//!
+//! rumqttd runs its router and listener on threads of its own, each with its own runtime,
+//! and reports a failed bind only in its log; [`start`] therefore binds the address once
+//! itself first, and returns only after an MQTT CONNECT got its CONNACK. A panicking
+//! rumqttd thread ends only that thread, never the process; a watch thread notices when
+//! the router is gone. rumqttd has no shutdown: the broker lives until the process exits.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+
+use super::mqtt::MqttSettings;
+
+/// The `tracing` filter directive that keeps rumqttd to warnings and errors; add it to the
+/// server's default filter (e.g. `info,rumqttd=warn`).
+pub const LOG_DIRECTIVE: &str = "rumqttd=warn";
+
+/// Largest accepted payload.
+pub const MAX_PAYLOAD: usize = 256 * 1024;
+
+const MAX_CONNECTIONS: usize = 10_000;
+const MAX_INFLIGHT: usize = 100;
+const MIB: usize = 1024 * 1024;
+/// Log per ingest filter: telemetry gets the most, the rest are small and rare.
+const TELEMETRY_SEGMENTS: SegmentConfig = SegmentConfig { max_segment_size: 8 * MIB, max_segment_count: 8 };
+const OTHER_INGEST_SEGMENTS: SegmentConfig = SegmentConfig { max_segment_size: 2 * MIB, max_segment_count: 4 };
+/// Any other filter (device command subscriptions, topics nobody subscribes to).
+const DEFAULT_SEGMENTS: SegmentConfig = SegmentConfig { max_segment_size: MIB, max_segment_count: 2 };
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_CLIENT_ID: &str = "sparkwatch-broker-probe";
+
+/// Why the embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Another process listens on the address.
+    #[error(
+        "cannot start the embedded MQTT broker on {addr}: the address is in use — stop the other broker, pass \
+         --mqtt-listen ADDR (SPARKWATCH_MQTT_LISTEN) to pick another address, or --mqtt-url to use an external broker"
+    )]
+    AddressInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The address cannot be bound for another reason (not local, no permission, …).
+    #[error(
+        "cannot start the embedded MQTT broker on {addr}: {cause} — pass --mqtt-listen ADDR (SPARKWATCH_MQTT_LISTEN) \
+         to pick another address, or --mqtt-url to use an external broker"
+    )]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's answer.
+        cause: io::Error,
+    },
+    /// The broker's threads did not come up (details are in the log).
+    #[error("the embedded MQTT broker on {addr} did not start: {detail}")]
+    NotStarted {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A running embedded broker. Dropping it does not stop the broker (rumqttd cannot be
+/// stopped); it runs until the process exits.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    listener: JoinHandle<()>,
+    router_alive: Arc<AtomicBool>,
+}
+
+impl EmbeddedBroker {
+    /// The address the broker listens on (port 0 in [`start`] is resolved to the real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where a client on this machine reaches the broker: the listen address, with an
+    /// unspecified IP (`0.0.0.0`, `::`) replaced by loopback.
+    pub fn connect_addr(&self) -> SocketAddr {
+        connect_addr(self.addr)
+    }
+
+    /// Whether the broker still works: its listener and router threads are running (a
+    /// router panic is noticed within a second).
+    pub fn is_running(&self) -> bool {
+        !self.listener.is_finished() && self.router_alive.load(Ordering::SeqCst)
+    }
+
+    /// Settings for our subscriber to connect to this broker: persistent session under
+    /// `client_id`, topics under `prefix`, no shared-subscription group (see the module
+    /// documentation), no credentials.
+    pub fn subscriber_settings(&self, client_id: &str, prefix: &str) -> MqttSettings {
+        let addr = self.connect_addr();
+        MqttSettings {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            client_id: client_id.to_owned(),
+            prefix: prefix.to_owned(),
+            shared_group: None,
+            credentials: None,
+        }
+    }
+}
+
+/// Starts the broker on `listen` with the ingest filters for the topic `prefix` (`sw`) and
+/// returns once it accepts MQTT connections. Port 0 picks a free port.
+pub fn start(listen: SocketAddr, prefix: &str) -> Result<EmbeddedBroker, BrokerError> {
+    let addr = check_free(listen)?;
+    let not_started = |detail: String| BrokerError::NotStarted { addr, detail };
+    let config = config(addr, prefix);
+    // `Broker::new` starts the router thread (and unwraps the spawn).
+    let mut broker = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rumqttd::Broker::new(config)))
+        .map_err(|_| not_started("its router thread could not start".to_owned()))?;
+    // The router keeps the sending side of this link; it never sends (no metrics timer is
+    // configured), so the link turns disconnected exactly when the router thread ends.
+    let router = broker.meters().map_err(|e| not_started(format!("its router does not answer: {e}")))?;
+    let listener = std::thread::Builder::new()
+        .name("mqtt-broker".to_owned())
+        .spawn(move || {
+            // Returns only when every listener thread has ended.
+            match broker.start() {
+                Ok(()) => tracing::error!(%addr, "the embedded MQTT broker stopped listening; devices cannot connect"),
+                Err(e) => tracing::error!(%addr, error = %e, "the embedded MQTT broker failed"),
+            }
+        })
+        .map_err(|e| not_started(format!("cannot start its thread: {e}")))?;
+    let router_alive = Arc::new(AtomicBool::new(true));
+    let alive = router_alive.clone();
+    std::thread::Builder::new()
+        .name("mqtt-broker-watch".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(WATCH_INTERVAL);
+                if let Some(Err(_)) = router.next().now_or_never() {
+                    alive.store(false, Ordering::SeqCst);
+                    tracing::error!(
+                        %addr,
+                        "the embedded MQTT broker's router thread ended (a rumqttd panic, see above): devices \
+                         and ingestion are cut off until Sparkwatch restarts"
+                    );
+                    return;
+                }
+            }
+        })
+        .map_err(|e| not_started(format!("cannot start its watch thread: {e}")))?;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if listener.is_finished() {
+            return Err(not_started("its listener ended; see the log above".to_owned()));
+        }
+        match probe(connect_addr(addr)) {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(not_started(format!("no MQTT answer within {} s: {e}", STARTUP_TIMEOUT.as_secs())));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    tracing::info!(%addr, "embedded MQTT broker listening (MQTT 3.1.1, no TLS)");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the embedded MQTT broker accepts connections beyond this machine without authentication");
+    }
+    Ok(EmbeddedBroker { addr, listener, router_alive })
+}
+
+/// Binds `listen` once to learn whether it is free (and which port 0 means), then releases
+/// it for rumqttd, which only logs bind failures from its own thread.
+fn check_free(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    match TcpListener::bind(listen) {
+        Ok(l) => l.local_addr().map_err(|cause| BrokerError::Bind { addr: listen, cause }),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BrokerError::AddressInUse { addr: listen }),
+        Err(cause) => Err(BrokerError::Bind { addr: listen, cause }),
+    }
+}
+
+fn connect_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
+}
+
+/// An MQTT 3.1.1 round trip: CONNECT (clean session), expect an accepting CONNACK, close.
+/// (Closing without DISCONNECT is what rumqttd logs quietest: a DISCONNECT followed by the
+/// close logs an error.)
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    let id = PROBE_CLIENT_ID.as_bytes();
+    // Variable header: protocol name, level 4, flags (clean session), keep-alive 10 s.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack[0] != 0x20 || connack[1] != 2 || connack[3] != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected CONNACK {connack:02x?}")));
+    }
+    Ok(())
+}
+
+fn config(addr: SocketAddr, prefix: &str) -> Config {
+    let ingest = MqttSettings {
+        host: String::new(),
+        port: 0,
+        client_id: String::new(),
+        prefix: prefix.to_owned(),
+        shared_group: None,
+        credentials: None,
+    }
+    .topics();
+    let custom_segment = ingest
+        .iter()
+        .map(|filter| {
+            let segments = if filter.ends_with("/telemetry") { TELEMETRY_SEGMENTS } else { OTHER_INGEST_SEGMENTS };
+            (filter.clone(), segments)
+        })
+        .collect();
+    let router = RouterConfig {
+        max_connections: MAX_CONNECTIONS,
+        max_outgoing_packet_count: 200,
+        max_segment_size: DEFAULT_SEGMENTS.max_segment_size,
+        max_segment_count: DEFAULT_SEGMENTS.max_segment_count,
+        custom_segment: Some(custom_segment),
+        initialized_filters: Some(ingest),
+        ..Default::default()
+    };
+    let server = ServerSettings {
+        name: "mqtt-v4".to_owned(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: MAX_PAYLOAD,
+            max_inflight_count: MAX_INFLIGHT,
+            auth: None,
+            external_auth: None,
+            // Publishing to a topic nobody subscribes to creates a small log instead of
+            // disconnecting the device.
+            dynamic_filters: true,
+        },
+    };
+    Config { router, v4: Some(HashMap::from([("v4".to_owned(), server)])), ..Default::default() }
+}

@@ -1,0 +1,767 @@
+//! The Modbus TCP poller (`shared/design/DEVICE-PROTOCOL.md` §2): the server side of devices
+//! of transport `MODBUS_TCP`, i.e. gateways with detectors behind them.
+//!
+//! Layout:
+//! - [`run`] — the supervisor: loads the Modbus devices from the store (again every
+//!   [`PollerConfig::refresh`], so added and removed gateways and detectors are picked up
+//!   without a restart) and runs one task per gateway endpoint (`host:port`).
+//! - A gateway task holds ONE TCP connection to its gateway, shared by every detector behind
+//!   it; its requests are sequential. Each detector is read every interval with one function
+//!   04 request for input registers 0–15 (unit id = detector address). Detector *i* of *n*
+//!   is polled at offset *i*/*n* of the interval, shifted by a per-gateway phase, so a large
+//!   site never bursts. The decoded poll, the events of its status-bit edges and its rejected
+//!   register values go into the ingestion queue as a [`ModbusReport`]; the third failed poll
+//!   in a row reports [`ModbusOutcome::CommLost`] once, and the next good poll
+//!   [`ModbusOutcome::CommRestored`] before its reading.
+//! - [`GatewayConnection`] — one Modbus TCP connection with a timeout on every request:
+//!   poll reads, coil writes and set-point writes with read-back (for remote commands).
+//!
+//! Failures: a timeout, an I/O error or a Modbus exception fails the poll. The connection is
+//! re-established lazily: after an I/O error or timeout it is dropped (a late answer would be
+//! mistaken for the next request's), the next poll connects again, and when the gateway itself
+//! is unreachable (cannot connect, or nothing on it answers) polls fail at once, without
+//! network traffic, until a back-off (doubling from [`PollerConfig::backoff_min`] to
+//! [`PollerConfig::backoff_max`]) has passed. So a dead gateway costs one connection attempt
+//! per back-off, and its detectors still reach their communication fault on schedule.
+//!
+//! Restarts: a detector's previous status bits are seeded from its open device-reported
+//! episodes and its communication fault from its open detector-level `OFFLINE` episode, so a
+//! restart neither reports standing conditions again nor leaves a fault that ended unclosed.
+//! The relay state is not persisted: a relay that is tripped at start is reported once more.
+//!
+//! Metrics: `sparkwatch_modbus_polls_total{outcome}` with outcome `ok`, `timeout`,
+//! `io_error`, `exception`, `unreachable` (failed at once while backing off) or `rejected`
+//! (an answer that is not a valid poll: wrong register count, relay value other than 0/1).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sparkwatch_domain::ids::DetectorId;
+use sparkwatch_domain::modbus::{
+    self as mb, BitStatus, FAILED_POLLS_FOR_COMM_FAULT, INPUT_REGISTER_COUNT, INPUT_REGISTER_START,
+    THRESHOLD_REGISTER_COUNT, THRESHOLD_REGISTER_START, ThresholdMismatch,
+};
+use sparkwatch_domain::payload::{CommandOp, SetThresholds};
+use sparkwatch_domain::reading::{Channel, EventKind};
+use sparkwatch_domain::site::DeviceTransport;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_modbus::client::{Context as ModbusContext, Reader, Writer};
+use tokio_modbus::slave::SlaveContext;
+use tokio_modbus::{ExceptionCode, Slave};
+
+use super::{Inbound, IngestQueue, ModbusOutcome, ModbusReport};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::telemetry::{self as tel, DeviceInfo};
+
+/// Tuning of the poller. The defaults suit production; tests shorten everything.
+#[derive(Clone, Debug)]
+pub struct PollerConfig {
+    /// How long one request (or reply) may take before the poll fails.
+    pub request_timeout: Duration,
+    /// How long connecting to a gateway may take.
+    pub connect_timeout: Duration,
+    /// How often the device list is reloaded from the store.
+    pub refresh: Duration,
+    /// First wait before reconnecting to an unreachable gateway.
+    pub backoff_min: Duration,
+    /// Longest wait before reconnecting; the wait doubles up to this.
+    pub backoff_max: Duration,
+    /// Polls every detector at this interval instead of its device's `interval_s` (tests and
+    /// the simulator); `None` in production.
+    pub interval_override: Option<Duration>,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            refresh: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            interval_override: None,
+        }
+    }
+}
+
+/// Shortest polling interval accepted, so a zero override cannot spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Why a Modbus request failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ModbusError {
+    /// The gateway is being backed off from after failures; nothing was sent.
+    #[error("gateway unreachable ({0})")]
+    Unreachable(String),
+    /// No answer in time (connecting or waiting for a reply).
+    #[error("{0}")]
+    Timeout(String),
+    /// The connection failed or was closed.
+    #[error("{0}")]
+    Io(String),
+    /// The gateway answered with a Modbus exception.
+    #[error("Modbus exception {code:#04X} ({text})")]
+    Exception {
+        /// The exception code, e.g. `0x0B` (gateway target device failed to respond).
+        code: u8,
+        /// Its meaning.
+        text: String,
+    },
+    /// The answer did not match the request (transaction id, function code or length).
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// The request cannot be made: invalid set-points, or an operation without a coil.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Set-points read back differently from what was written.
+    #[error("set-points read back differently: {}", describe_mismatches(.0))]
+    ReadBack(Vec<ThresholdMismatch>),
+}
+
+impl ModbusError {
+    /// The `outcome` label of `sparkwatch_modbus_polls_total` for a poll failing this way.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ModbusError::Unreachable(_) => "unreachable",
+            ModbusError::Timeout(_) => "timeout",
+            ModbusError::Exception { .. } => "exception",
+            ModbusError::Io(_) | ModbusError::Protocol(_) | ModbusError::Invalid(_) | ModbusError::ReadBack(_) => {
+                "io_error"
+            }
+        }
+    }
+
+    /// The Modbus exception code, when the gateway answered with one.
+    pub fn exception_code(&self) -> Option<u8> {
+        match self {
+            ModbusError::Exception { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn describe_mismatches(list: &[ThresholdMismatch]) -> String {
+    list.iter()
+        .map(|m| {
+            let read = m.read.map_or_else(|| "nothing".to_owned(), |r| r.to_string());
+            format!("register {} ({}) written {}, read {read}", m.register, m.field.unwrap_or("?"), m.written)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn exception(code: ExceptionCode) -> ModbusError {
+    ModbusError::Exception { code: u8::from(code), text: code.to_string() }
+}
+
+/// Maps the nested results of a timed tokio-modbus call.
+fn settle<T>(
+    r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+    what: &str,
+) -> Result<T, ModbusError> {
+    match r {
+        Err(_) => Err(ModbusError::Timeout(format!("no answer to {what} within {} ms", timeout.as_millis()))),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => {
+            // tokio-modbus reports a connection closed by the peer as the last OS error,
+            // which then reads "Success (os error 0)".
+            let detail =
+                if e.raw_os_error() == Some(0) { "connection closed by the gateway".to_owned() } else { e.to_string() };
+            Err(ModbusError::Io(format!("{what} failed: {detail}")))
+        }
+        Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(ModbusError::Protocol(e.to_string())),
+        Ok(Ok(Err(code))) => Err(exception(code)),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
+
+/// One Modbus TCP connection to a gateway. Requests are sequential (`&mut self`) and each
+/// is bounded by the timeout given at connect time. After a timeout or I/O error the
+/// connection must be dropped: a late answer would be taken for the next request's.
+pub struct GatewayConnection {
+    ctx: ModbusContext,
+    timeout: Duration,
+    peer: String,
+}
+
+impl std::fmt::Debug for GatewayConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConnection").field("peer", &self.peer).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl GatewayConnection {
+    /// Connects to `host:port` within `connect_timeout`; every later request gets
+    /// `request_timeout`.
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, ModbusError> {
+        let peer = format!("{host}:{port}");
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
+            Err(_) => {
+                return Err(ModbusError::Timeout(format!(
+                    "connecting to {peer} timed out after {} ms",
+                    connect_timeout.as_millis()
+                )));
+            }
+            Ok(Err(e)) => return Err(ModbusError::Io(format!("cannot connect to {peer}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        // Small request/response frames: send them at once.
+        let _ = stream.set_nodelay(true);
+        let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(1));
+        Ok(GatewayConnection { ctx, timeout: request_timeout, peer })
+    }
+
+    /// Reads input registers 0–15 of `unit` (function 04, quantity 16): one poll.
+    pub async fn read_inputs(&mut self, unit: u8) -> Result<Vec<u16>, ModbusError> {
+        self.ctx.set_slave(Slave(unit));
+        let r = tokio::time::timeout(
+            self.timeout,
+            self.ctx.read_input_registers(INPUT_REGISTER_START, INPUT_REGISTER_COUNT),
+        )
+        .await;
+        settle(r, self.timeout, &format!("reading unit {unit} at {}", self.peer))
+    }
+
+    /// Reads the set-points, holding registers 100–105 of `unit` (function 03).
+    pub async fn read_thresholds(&mut self, unit: u8) -> Result<[u16; 6], ModbusError> {
+        self.ctx.set_slave(Slave(unit));
+        let r = tokio::time::timeout(
+            self.timeout,
+            self.ctx.read_holding_registers(THRESHOLD_REGISTER_START, THRESHOLD_REGISTER_COUNT),
+        )
+        .await;
+        let regs = settle(r, self.timeout, &format!("reading the set-points of unit {unit} at {}", self.peer))?;
+        let n = regs.len();
+        regs.try_into().map_err(|_| ModbusError::Protocol(format!("{n} set-point registers instead of 6")))
+    }
+
+    /// Performs an operation by writing its coil ON (function 05); the write's answer is the
+    /// acknowledgement. `SetThresholds` has no coil: use [`Self::write_thresholds`].
+    pub async fn write_coil(&mut self, unit: u8, op: CommandOp) -> Result<(), ModbusError> {
+        let coil = mb::coil_for(op)
+            .ok_or_else(|| ModbusError::Invalid(format!("{} writes set-points, not a coil", op.code())))?;
+        self.ctx.set_slave(Slave(unit));
+        let r = tokio::time::timeout(self.timeout, self.ctx.write_single_coil(coil, true)).await;
+        settle(r, self.timeout, &format!("writing coil {coil} of unit {unit} at {}", self.peer))
+    }
+
+    /// Writes set-points (function 06 for a lone register, 16 for a run of adjacent ones),
+    /// then reads registers 100–105 back and fails with the differences if any written
+    /// register reads differently.
+    pub async fn write_thresholds(&mut self, unit: u8, thresholds: &SetThresholds) -> Result<(), ModbusError> {
+        let writes = mb::encode_thresholds(thresholds).map_err(|e| ModbusError::Invalid(e.to_string()))?;
+        self.ctx.set_slave(Slave(unit));
+        let mut i = 0;
+        while i < writes.len() {
+            let start = writes[i].0;
+            let mut run = vec![writes[i].1];
+            while let Some(&(register, value)) = writes.get(i + run.len()) {
+                if u32::from(register) != u32::from(start) + run.len() as u32 {
+                    break;
+                }
+                run.push(value);
+            }
+            i += run.len();
+            let what = format!("writing set-point registers from {start} of unit {unit} at {}", self.peer);
+            if let [value] = run.as_slice() {
+                let r = tokio::time::timeout(self.timeout, self.ctx.write_single_register(start, *value)).await;
+                settle(r, self.timeout, &what)?;
+            } else {
+                let r = tokio::time::timeout(self.timeout, self.ctx.write_multiple_registers(start, &run)).await;
+                settle(r, self.timeout, &what)?;
+            }
+        }
+        let back = self.read_thresholds(unit).await?;
+        mb::thresholds_match(&writes, &back).map_err(ModbusError::ReadBack)
+    }
+}
+
+/// One detector to poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    serial: String,
+    address: u8,
+    detector: DetectorId,
+    interval: Duration,
+}
+
+/// What the store says about a detector at the time it is first polled.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seed {
+    status: BitStatus,
+    lost: bool,
+}
+
+/// Polling state of one detector.
+struct Slot {
+    target: Target,
+    next_due: Instant,
+    previous: Option<BitStatus>,
+    failures: u32,
+    lost: bool,
+}
+
+/// The connection of a gateway task, with lazy reconnection and back-off.
+struct Link {
+    host: String,
+    port: u16,
+    config: PollerConfig,
+    conn: Option<GatewayConnection>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    last_error: String,
+    silent_in_row: usize,
+}
+
+impl Link {
+    fn new(host: String, port: u16, config: PollerConfig) -> Self {
+        let backoff = config.backoff_min;
+        Link { host, port, config, conn: None, backoff, retry_at: None, last_error: String::new(), silent_in_row: 0 }
+    }
+
+    /// The gateway answered: it is reachable.
+    fn up(&mut self) {
+        self.backoff = self.config.backoff_min;
+        self.retry_at = None;
+        self.silent_in_row = 0;
+    }
+
+    /// The gateway is unreachable: fail polls at once until the back-off has passed.
+    fn down(&mut self, e: &ModbusError) {
+        self.conn = None;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.config.backoff_max).max(self.config.backoff_min);
+        self.last_error = e.to_string();
+    }
+
+    /// One poll of `unit`; `units` is how many units the gateway has (when that many timeouts
+    /// come in a row, nothing on the gateway answers and it is backed off from).
+    async fn read(&mut self, unit: u8, units: usize) -> Result<Vec<u16>, ModbusError> {
+        for attempt in 0..2 {
+            let fresh = self.conn.is_none();
+            if fresh {
+                if let Some(at) = self.retry_at
+                    && Instant::now() < at
+                {
+                    return Err(ModbusError::Unreachable(self.last_error.clone()));
+                }
+                let (connect, request) = (self.config.connect_timeout, self.config.request_timeout);
+                match GatewayConnection::connect(&self.host, self.port, connect, request).await {
+                    Ok(conn) => {
+                        tracing::debug!(gateway = %conn.peer, "connected to the Modbus gateway");
+                        self.conn = Some(conn);
+                    }
+                    Err(e) => {
+                        self.down(&e);
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(conn) = self.conn.as_mut() else { break };
+            match conn.read_inputs(unit).await {
+                Ok(regs) => {
+                    self.up();
+                    return Ok(regs);
+                }
+                Err(e @ ModbusError::Exception { .. }) => {
+                    // The gateway answered; only this unit is in trouble.
+                    self.up();
+                    return Err(e);
+                }
+                Err(e @ ModbusError::Timeout(_)) => {
+                    self.conn = None;
+                    self.silent_in_row += 1;
+                    if self.silent_in_row >= units.max(1) {
+                        self.down(&e);
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if !fresh && attempt == 0 {
+                        // The kept connection went stale (gateway restarted or closed it):
+                        // connect again and retry once.
+                        continue;
+                    }
+                    self.down(&e);
+                    return Err(e);
+                }
+            }
+        }
+        Err(ModbusError::Unreachable(self.last_error.clone()))
+    }
+}
+
+/// The bit of every device-reported (kind, channel): `(kind code, channel code, is alarm, bit)`.
+fn bit_table() -> Vec<(&'static str, String, bool, u16)> {
+    let mut table = Vec::new();
+    for bit in 0..16 {
+        for alarm in [true, false] {
+            let status = if alarm {
+                BitStatus { alarms: 1 << bit, ..Default::default() }
+            } else {
+                BitStatus { faults: 1 << bit, ..Default::default() }
+            };
+            if let Some(e) = mb::status_events(Some(BitStatus::default()), status, 1, DateTime::UNIX_EPOCH).first() {
+                table.push((e.kind.code(), e.channel.code(), alarm, bit));
+            }
+        }
+    }
+    table
+}
+
+/// The state of newly polled detectors as the store records it: open device-reported
+/// episodes whose condition has not ended → status bits; an open detector-level `OFFLINE`
+/// episode → communication fault.
+async fn seeds(store: &Store, ids: &[DetectorId]) -> Result<HashMap<DetectorId, Seed>, sea_orm::DbErr> {
+    use sparkwatch_entity::episode;
+    let mut out: HashMap<DetectorId, Seed> = ids.iter().map(|id| (*id, Seed::default())).collect();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let table = bit_table();
+    let detector_channel = Channel::DETECTOR.code();
+    for chunk in ids.chunks(500) {
+        let open = episode::Entity::find()
+            .filter(episode::Column::SubjectId.is_in(chunk.iter().map(DetectorId::as_uuid)))
+            .filter(episode::Column::ClosedAt.is_null())
+            .filter(episode::Column::ClearedAt.is_null())
+            .filter(episode::Column::Source.is_in(["device", "system"]))
+            .all(store.db())
+            .await?;
+        for ep in open {
+            let Some(seed) = out.get_mut(&DetectorId::from(ep.subject_id)) else { continue };
+            if ep.source == "system" {
+                seed.lost |= ep.kind == EventKind::Offline.code() && ep.channel == detector_channel;
+                continue;
+            }
+            for (kind, channel, alarm, bit) in &table {
+                if *kind == ep.kind && *channel == ep.channel {
+                    if *alarm {
+                        seed.status.alarms |= 1 << bit;
+                    } else {
+                        seed.status.faults |= 1 << bit;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A stable phase in `[0, 1)` for a gateway (FNV-1a of its endpoint), so gateways with the
+/// same interval do not poll in step.
+fn phase(host: &str, port: u16) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.bytes().chain(port.to_be_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 10_000) as f64 / 10_000.0
+}
+
+/// The time of a poll as stored: milliseconds, like device timestamps.
+fn poll_time() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// One gateway's polling task.
+struct GatewayTask {
+    link: Link,
+    phase: f64,
+    slots: BTreeMap<(String, u8), Slot>,
+    units: usize,
+    store: Store,
+    queue: IngestQueue,
+    metrics: Metrics,
+}
+
+impl GatewayTask {
+    /// Takes a new list of detectors: keeps the state of those still listed, drops the others
+    /// and schedules new ones at their offset in the interval.
+    async fn apply_plan(&mut self, plan: Vec<Target>) {
+        let wanted: HashSet<(String, u8)> = plan.iter().map(|t| (t.serial.clone(), t.address)).collect();
+        self.slots.retain(|k, _| wanted.contains(k));
+        let new: Vec<DetectorId> = plan
+            .iter()
+            .filter(|t| !self.slots.contains_key(&(t.serial.clone(), t.address)))
+            .map(|t| t.detector)
+            .collect();
+        let seeds = match seeds(&self.store, &new).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(gateway = %self.link.host, error = %e, "could not load the detectors' open episodes; standing conditions may be reported again");
+                HashMap::new()
+            }
+        };
+        let now = Instant::now();
+        let n = plan.len().max(1) as f64;
+        for (i, t) in plan.into_iter().enumerate() {
+            let offset = t.interval.mul_f64((self.phase + i as f64 / n).fract());
+            let key = (t.serial.clone(), t.address);
+            match self.slots.get_mut(&key) {
+                Some(slot) => {
+                    if slot.target.interval != t.interval {
+                        slot.next_due = now + offset;
+                    }
+                    slot.target = t;
+                }
+                None => {
+                    let seed = seeds.get(&t.detector).copied();
+                    let slot = Slot {
+                        next_due: now + offset,
+                        previous: seed.map(|s| s.status),
+                        failures: 0,
+                        lost: seed.is_some_and(|s| s.lost),
+                        target: t,
+                    };
+                    self.slots.insert(key, slot);
+                }
+            }
+        }
+        self.units = self.slots.values().map(|s| s.target.address).collect::<HashSet<_>>().len();
+    }
+
+    fn next_due(&self) -> Option<((String, u8), Instant)> {
+        self.slots.iter().min_by_key(|(_, s)| s.next_due).map(|(k, s)| (k.clone(), s.next_due))
+    }
+
+    /// Polls one detector and queues what it produced; false when the queue is closed.
+    async fn poll(&mut self, key: &(String, u8)) -> bool {
+        let unit = key.1;
+        let result = self.link.read(unit, self.units).await;
+        let at = poll_time();
+        let Some(slot) = self.slots.get_mut(key) else { return true };
+        let now = Instant::now();
+        while slot.next_due <= now {
+            slot.next_due += slot.target.interval;
+        }
+        // (outcome label, detail) of a failed poll.
+        let decoded = match result {
+            Err(e) => Err((e.outcome(), e.to_string())),
+            Ok(regs) => mb::decode_input_registers(&regs, at)
+                .map_err(|r| ("rejected", format!("poll refused ({}): {}", r.reason.code(), r.detail))),
+        };
+        let serial = slot.target.serial.clone();
+        let mut outcomes = Vec::with_capacity(2);
+        match decoded {
+            Ok(poll) => {
+                self.metrics.modbus_polls.with_label_values(&["ok"]).inc();
+                if slot.lost {
+                    tracing::info!(serial = %serial, unit, "Modbus communication restored");
+                    outcomes.push(ModbusOutcome::CommRestored);
+                }
+                slot.lost = false;
+                slot.failures = 0;
+                let events = mb::status_events(slot.previous, poll.status, unit, at);
+                slot.previous = Some(poll.status);
+                let rejected = poll.rejected.into_iter().map(|r| (r.reason.code().to_owned(), r.detail)).collect();
+                outcomes.push(ModbusOutcome::Polled { reading: poll.reading, events, rejected });
+            }
+            Err((outcome, detail)) => {
+                self.metrics.modbus_polls.with_label_values(&[outcome]).inc();
+                slot.failures = slot.failures.saturating_add(1);
+                tracing::debug!(serial = %serial, unit, failures = slot.failures, error = %detail, "Modbus poll failed");
+                if slot.failures >= FAILED_POLLS_FOR_COMM_FAULT && !slot.lost {
+                    slot.lost = true;
+                    tracing::warn!(serial = %serial, unit, error = %detail, "Modbus communication lost");
+                    outcomes.push(ModbusOutcome::CommLost { detail });
+                }
+            }
+        }
+        for outcome in outcomes {
+            let msg = Inbound {
+                topic: format!("modbus/{serial}/{unit}"),
+                payload: Vec::new(),
+                modbus: Some(ModbusReport { serial: serial.clone(), address: unit, outcome }),
+                received_at: at,
+                ack: None,
+            };
+            // Waiting here is the backpressure: while the pipeline is behind, polls wait.
+            if !self.queue.push(msg).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Runs one gateway's task until its plan sender is dropped, `stop` fires or the queue closes.
+async fn run_gateway(
+    mut task: GatewayTask,
+    mut plans: watch::Receiver<Vec<Target>>,
+    mut stop: watch::Receiver<bool>,
+    closed: Arc<AtomicBool>,
+) {
+    let first = plans.borrow_and_update().clone();
+    task.apply_plan(first).await;
+    loop {
+        let next = task.next_due();
+        let wake = next.as_ref().map_or_else(|| Instant::now() + Duration::from_secs(3600), |(_, at)| *at);
+        tokio::select! {
+            _ = stop.changed() => break,
+            changed = plans.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let plan = plans.borrow_and_update().clone();
+                task.apply_plan(plan).await;
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let Some((key, _)) = next else { continue };
+                let open = tokio::select! {
+                    _ = stop.changed() => break,
+                    open = task.poll(&key) => open,
+                };
+                if !open {
+                    closed.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A running gateway task.
+struct Gateway {
+    plan: watch::Sender<Vec<Target>>,
+    task: JoinHandle<()>,
+}
+
+/// The detectors to poll per gateway endpoint (`host` lower-cased, port), in a stable order.
+fn plans(devices: &[DeviceInfo], config: &PollerConfig) -> HashMap<(String, u16), Vec<Target>> {
+    let mut out: HashMap<(String, u16), Vec<Target>> = HashMap::new();
+    for d in devices {
+        let (Some(host), Some(port)) = (&d.host, d.port) else {
+            tracing::debug!(serial = %d.serial, "a MODBUS_TCP device without host and port is not polled");
+            continue;
+        };
+        let interval = config
+            .interval_override
+            .unwrap_or_else(|| Duration::from_secs(u64::from(d.interval_s.max(1))))
+            .max(MIN_INTERVAL);
+        let targets = out.entry((host.trim().to_ascii_lowercase(), port)).or_default();
+        for det in &d.detectors {
+            // Unit ids 1–247 address devices; 0 is broadcast (never answered).
+            if (1..=247).contains(&det.address) {
+                targets.push(Target { serial: d.serial.clone(), address: det.address, detector: det.id, interval });
+            }
+        }
+    }
+    for targets in out.values_mut() {
+        targets.sort_by(|a, b| (&a.serial, a.address).cmp(&(&b.serial, b.address)));
+    }
+    out.retain(|_, t| !t.is_empty());
+    out
+}
+
+/// Polls every detector of every `MODBUS_TCP` device until `stop` turns true (or its sender
+/// is dropped) or the ingestion queue closes, pushing one [`Inbound`] with a [`ModbusReport`]
+/// per outcome into `queue`. Never fails: store and network problems are logged and retried.
+pub async fn run(
+    store: Store,
+    queue: IngestQueue,
+    metrics: Metrics,
+    config: PollerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut gateways: HashMap<(String, u16), Gateway> = HashMap::new();
+    loop {
+        if *stop.borrow() || closed.load(Ordering::SeqCst) {
+            break;
+        }
+        match tel::devices_by_transport(store.db(), DeviceTransport::ModbusTcp).await {
+            Ok(devices) => {
+                let wanted = plans(&devices, &config);
+                // Dropping a gateway's plan sender ends its task (and closes its connection).
+                gateways.retain(|endpoint, g| wanted.contains_key(endpoint) && !g.task.is_finished());
+                for (endpoint, targets) in wanted {
+                    if let Some(g) = gateways.get(&endpoint) {
+                        g.plan.send_if_modified(|current| {
+                            let changed = *current != targets;
+                            if changed {
+                                *current = targets;
+                            }
+                            changed
+                        });
+                        continue;
+                    }
+                    tracing::info!(gateway = %format!("{}:{}", endpoint.0, endpoint.1), detectors = targets.len(), "polling a Modbus gateway");
+                    let (plan, plan_rx) = watch::channel(targets);
+                    let task = GatewayTask {
+                        link: Link::new(endpoint.0.clone(), endpoint.1, config.clone()),
+                        phase: phase(&endpoint.0, endpoint.1),
+                        slots: BTreeMap::new(),
+                        units: 0,
+                        store: store.clone(),
+                        queue: queue.clone(),
+                        metrics: metrics.clone(),
+                    };
+                    let task = tokio::spawn(run_gateway(task, plan_rx, stop.clone(), closed.clone()));
+                    gateways.insert(endpoint, Gateway { plan, task });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not load the Modbus devices; polling continues with the last list")
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(config.refresh) => {}
+        }
+    }
+    for (_, g) in gateways.drain() {
+        drop(g.plan);
+        let _ = g.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_defined_bit_maps_back() {
+        let table = bit_table();
+        assert_eq!(table.iter().filter(|t| t.2).count(), 10);
+        assert_eq!(table.iter().filter(|t| !t.2).count(), 11);
+        assert!(table.contains(&("SENSOR_OPEN", "temp:2".to_owned(), false, 3)));
+        assert!(table.contains(&("LEAK_ALARM", "leak:1".to_owned(), true, 0)));
+    }
+
+    #[test]
+    fn phases_are_stable_and_in_range() {
+        let p = phase("10.0.0.5", 502);
+        assert_eq!(p, phase("10.0.0.5", 502));
+        assert!((0.0..1.0).contains(&p));
+        assert_ne!(p, phase("10.0.0.6", 502));
+    }
+
+    #[test]
+    fn errors_have_outcomes_and_codes() {
+        let e = exception(ExceptionCode::GatewayTargetDevice);
+        assert_eq!((e.outcome(), e.exception_code()), ("exception", Some(0x0B)));
+        assert_eq!(e.to_string(), "Modbus exception 0x0B (Gateway target device failed to respond)");
+        let m = ModbusError::ReadBack(vec![ThresholdMismatch {
+            register: 102,
+            field: Some("tempC"),
+            written: 85,
+            read: Some(80),
+        }]);
+        assert_eq!(m.to_string(), "set-points read back differently: register 102 (tempC) written 85, read 80");
+    }
+}

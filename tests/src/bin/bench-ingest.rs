@@ -1,0 +1,355 @@
+//! Ingestion benchmark (not a test): publishes single-detector telemetry through a private
+//! Mosquitto and reports, in one run, the broker's raw relay rate, Sparkwatch's sustained
+//! stored readings/s into SQLite and PostgreSQL, CPU per 1k messages, peak RSS and
+//! publish → hazard latency at half load.
+//!
+//! `cargo run --release -p sparkwatch-tests --bin bench-ingest -- [--devices N] [--seconds S]`
+//! PostgreSQL is measured when `SPARKWATCH_TEST_DATABASE_URL` is set. The publisher runs as
+//! a child process (`bench-ingest publish …`) so that CPU figures are the server's own.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sea_orm::{EntityTrait, PaginatorTrait};
+use sparkwatch_api::auth::Principal;
+use sparkwatch_api::ingest::mqtt::MqttSettings;
+use sparkwatch_api::service::thresholds::ThresholdTarget;
+use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of this process.
+fn usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A private Mosquitto whose queues are large enough not to drop QoS 1 bursts.
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> anyhow::Result<Broker> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000000\n\
+                 max_queued_bytes 0\nmax_inflight_messages 0\nmax_keepalive 600\nlog_type error\n"
+            ),
+        )?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (Debian package mosquitto)")?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Broker { child, port, _dir: dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("mosquitto did not start on port {port}")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Child-process publisher: `publish PORT PREFIX DEVICES RATE SECONDS START_SEQ [alarm]`.
+async fn publisher(args: &[String]) -> anyhow::Result<()> {
+    let port: u16 = args[2].parse()?;
+    let prefix = args[3].clone();
+    let devices: u64 = args[4].parse()?;
+    let rate: u64 = args[5].parse()?;
+    let seconds: u64 = args[6].parse()?;
+    let alarm = args.get(7).is_some_and(|a| a == "alarm");
+    let mut opts = MqttOptions::new(format!("bench-pub-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_inflight(1000).set_keep_alive(Duration::from_secs(60));
+    let (client, mut lp) = AsyncClient::new(opts, 10_000);
+    tokio::spawn(async move { while lp.poll().await.is_ok() {} });
+    let total = rate * seconds;
+    let start = Instant::now();
+    for i in 0..total {
+        // Pace to the target rate (0 = as fast as possible).
+        if rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let d = i % devices;
+        let now = Utc::now().timestamp_millis();
+        let leak = if alarm { 900.0 } else { 20.0 + (i % 50) as f64 };
+        let body = format!(
+            r#"{{"ts":{now},"seq":{i},"detectors":[{{"addr":1,"leak":[{leak}],"temp":[35.5,null,null,null]}}]}}"#
+        );
+        client.publish(format!("{prefix}/BENCH-{d}/telemetry"), QoS::AtLeastOnce, false, body).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn spawn_publisher(
+    port: u16,
+    prefix: &str,
+    devices: u64,
+    rate: u64,
+    seconds: u64,
+    alarm: bool,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["publish", &port.to_string(), prefix, &devices.to_string(), &rate.to_string(), &seconds.to_string()]);
+    if alarm {
+        cmd.arg("alarm");
+    }
+    Ok(cmd.stdout(Stdio::null()).spawn()?)
+}
+
+/// Baseline: how fast Mosquitto relays QoS 1 telemetry to one plain subscriber.
+async fn relay_rate(broker: &Broker, devices: u64, n: u64) -> anyhow::Result<f64> {
+    let mut opts = MqttOptions::new("bench-plain-sub", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(60));
+    let (client, mut lp) = AsyncClient::new(opts, 10_000);
+    client.subscribe("raw/+/telemetry", QoS::AtLeastOnce).await?;
+    // Wait for SUBACK before publishing.
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = lp.poll().await? {
+            break;
+        }
+    }
+    let mut child = spawn_publisher(broker.port, "raw", devices, 0, n, false)?;
+    let mut first = None;
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(20), lp.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                first.get_or_insert_with(Instant::now);
+                got += 1;
+            }
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let _ = child.wait();
+    let secs = first.map_or(1.0, |f| f.elapsed().as_secs_f64());
+    Ok(got as f64 / secs)
+}
+
+struct Outcome {
+    backend: String,
+    offered: u64,
+    stored_per_s: f64,
+    cpu_per_1k: f64,
+    peak_rss_mib: f64,
+}
+
+async fn setup(
+    database_url: Option<String>,
+    dir: &std::path::Path,
+    devices: u64,
+) -> anyhow::Result<sparkwatch_api::service::Services> {
+    let config = sparkwatch_api::config::Settings {
+        data_dir: Some(dir.to_owned()),
+        database_url,
+        jwt_secret: Some("b".repeat(40)),
+        ..Default::default()
+    }
+    .resolve()?;
+    let services =
+        sparkwatch_api::services(&config, Arc::new(sparkwatch_api::service::SystemClock), Default::default()).await?;
+    let tenant = services.create_tenant(&Principal::platform_system("bench"), "Bench").await?;
+    let who = Principal::system(tenant.id, "bench");
+    let project =
+        services.create_project(&who, ProjectDraft { name: "Bench site".into(), ..Default::default() }).await?;
+    // Alarms fire on the first reading over 300 mA, so latency is publish → hazard only.
+    services.set_thresholds(&who, ThresholdTarget::Tenant, |t| t.leak_delay_s = Some(0.0)).await?;
+    eprint!("  creating {devices} devices");
+    for d in 0..devices {
+        let dev = services
+            .create_device(
+                &who,
+                project.id,
+                DeviceInput {
+                    serial: format!("BENCH-{d}"),
+                    name: format!("Bench {d}"),
+                    transport: "MQTT".into(),
+                    interval_s: Some(60),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        services.create_detector(&who, dev.id, DetectorInput { address: 1, ..Default::default() }).await?;
+        if d % 500 == 0 {
+            eprint!(".");
+        }
+    }
+    eprintln!();
+    Ok(services)
+}
+
+async fn measure(
+    label: &str,
+    database_url: Option<String>,
+    broker: &Broker,
+    devices: u64,
+    seconds: u64,
+    rates: &[u64],
+) -> anyhow::Result<(Vec<Outcome>, Vec<f64>)> {
+    let dir = tempfile::tempdir()?;
+    eprintln!("{label}:");
+    let services = setup(database_url, dir.path(), devices).await?;
+    let prefix = "sw";
+    let settings = MqttSettings {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        client_id: format!("bench-{label}"),
+        prefix: prefix.into(),
+        shared_group: None,
+        credentials: None,
+    };
+    let (_queue, stop) = sparkwatch_api::start_ingest(&services, prefix, Some(settings));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = services.metrics().readings_stored.clone();
+    let mut outcomes = Vec::new();
+    for &rate in rates {
+        let before = stored.get();
+        let (cpu0, _) = usage();
+        let t0 = Instant::now();
+        let mut child = spawn_publisher(broker.port, prefix, devices, rate, seconds, false)?;
+        let _ = child.wait();
+        // Drain: wait until the pipeline has caught up (or 30 s).
+        let target = before + rate * seconds;
+        let mut last = stored.get();
+        let mut idle = Instant::now();
+        while stored.get() < target && idle.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stored.get() != last {
+                last = stored.get();
+                idle = Instant::now();
+            }
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (cpu1, rss) = usage();
+        let n = stored.get() - before;
+        let o = Outcome {
+            backend: label.into(),
+            offered: rate,
+            stored_per_s: n as f64 / elapsed,
+            cpu_per_1k: (cpu1 - cpu0) / (n.max(1) as f64) * 1000.0,
+            peak_rss_mib: rss as f64 / 1024.0,
+        };
+        eprintln!(
+            "  offered {rate:>6}/s → stored {:>8.0}/s ({n} of {}), CPU {:.3} s per 1k",
+            o.stored_per_s,
+            rate * seconds,
+            o.cpu_per_1k
+        );
+        outcomes.push(o);
+    }
+    // Latency at half the best sustained rate: background load plus one alarm per device.
+    let best = outcomes.iter().map(|o| o.stored_per_s).fold(0.0, f64::max);
+    let half = ((best / 2.0) as u64).max(100);
+    let mut load = spawn_publisher(broker.port, prefix, devices, half, seconds.max(5), false)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alarms = devices.min(500);
+    let mut burst = spawn_publisher(broker.port, prefix, alarms, 100, alarms.div_ceil(100), true)?;
+    let _ = burst.wait();
+    let _ = load.wait();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hazards = sparkwatch_entity::hazard::Entity::find().all(services.store().db()).await?;
+    let mut lat: Vec<f64> =
+        hazards.iter().map(|h| (h.opened_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    eprintln!("  latency sample: {} hazards at {half}/s background load", lat.len());
+    let total = sparkwatch_entity::reading::Entity::find().count(services.store().db()).await?;
+    eprintln!("  readings in the database: {total}");
+    let _ = stop.send(true);
+    Ok((outcomes, lat))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "publish") {
+        return publisher(&args).await;
+    }
+    let devices = arg("--devices", 2000);
+    let seconds = arg("--seconds", 10);
+    let rates = [5_000, 10_000, 20_000, 40_000];
+    let broker = Broker::start()?;
+    eprintln!("private mosquitto on 127.0.0.1:{}", broker.port);
+    let relay = relay_rate(&broker, devices, 200_000).await?;
+    eprintln!("baseline: mosquitto relays {relay:.0} msg/s (QoS 1, one plain subscriber)");
+    let mut results = Vec::new();
+    if let Ok(url) = std::env::var("SPARKWATCH_TEST_DATABASE_URL") {
+        let db = sparkwatch_tests::fresh_postgres(&url).await?;
+        results.push(measure("postgres", Some(db), &broker, devices, seconds, &rates).await?);
+    }
+    results.push(measure("sqlite", None, &broker, devices, seconds, &rates).await?);
+
+    println!(
+        "\n## bench-ingest ({} devices, {} s per step, {} cores)",
+        devices,
+        seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("baseline: mosquitto QoS 1 relay to a plain subscriber: {relay:.0} msg/s\n");
+    println!("| backend | offered msg/s | stored readings/s | CPU s per 1k msgs | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (outcomes, _) in &results {
+        for o in outcomes {
+            println!(
+                "| {} | {} | {:.0} | {:.3} | {:.0} |",
+                o.backend, o.offered, o.stored_per_s, o.cpu_per_1k, o.peak_rss_mib
+            );
+        }
+    }
+    println!("\n| backend | hazards | publish → hazard p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (outcomes, lat) in &results {
+        let name = outcomes.first().map_or("?", |o| o.backend.as_str());
+        println!("| {name} | {} | {:.1} | {:.1} |", lat.len(), pct(lat, 0.5), pct(lat, 0.99));
+    }
+    Ok(())
+}
