@@ -18,3 +18,16 @@ impl MigratorTrait for Migrator {
         vec![Box::new(m20261124_000001_foundation::Migration), Box::new(m20261124_000002_telemetry::Migration)]
     }
 }
+
+/// An index on `cols` of `table`, unique or not; the one spelling all migrations share.
+pub(crate) fn index(table: &'static str, name: &str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
+    let mut stmt = Index::create();
+    stmt.name(name).table(table);
+    for c in cols {
+        stmt.col(*c);
+    }
+    if unique {
+        stmt.unique();
+    }
+    stmt.take()
+}
