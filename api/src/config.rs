@@ -64,6 +64,10 @@ pub enum Command {
         /// Register the simulated devices in this tenant first (project "Simulated site").
         #[arg(long)]
         tenant: Option<String>,
+        /// Also run a simulated Modbus TCP gateway (register map of the device contract) on
+        /// this address, with one unit per detector; with `--tenant` it is registered as SIM-GW-1.
+        #[arg(long)]
+        modbus_listen: Option<std::net::SocketAddr>,
     },
 }
 

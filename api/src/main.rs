@@ -153,8 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created user {} ({})", user.display_name, user.id);
             Ok(())
         }
-        Command::Simulate { devices, detectors, scenario, interval_s, tenant } => {
-            simulate(&services, &config, devices, detectors, &scenario, interval_s, tenant.as_deref()).await
+        Command::Simulate { devices, detectors, scenario, interval_s, tenant, modbus_listen } => {
+            let opts = SimulateOptions { count: devices, detectors, scenario, interval_s, tenant, modbus_listen };
+            simulate(&services, &config, opts).await
         }
         Command::Import(ImportCommand::Devices { file, tenant }) => {
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
@@ -163,16 +164,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `sparkwatch simulate`: simulated devices publishing to the configured broker.
+/// What `sparkwatch simulate` was asked to run.
+struct SimulateOptions {
+    count: u32,
+    detectors: u8,
+    scenario: String,
+    interval_s: u64,
+    tenant: Option<String>,
+    modbus_listen: Option<std::net::SocketAddr>,
+}
+
+/// `sparkwatch simulate`: simulated devices publishing to the configured broker, and
+/// optionally a simulated Modbus gateway.
 async fn simulate(
     services: &sparkwatch_api::service::Services,
     config: &sparkwatch_api::config::Config,
-    count: u32,
-    detectors: u8,
-    scenario: &str,
-    interval_s: u64,
-    tenant: Option<&str>,
+    opts: SimulateOptions,
 ) -> anyhow::Result<()> {
+    let SimulateOptions { count, detectors, scenario, interval_s, tenant, modbus_listen } = opts;
+    let (scenario, tenant) = (scenario.as_str(), tenant.as_deref());
     use sparkwatch_api::simulate::scenarios::{Scenario, SimDevice};
     let pick = |i: u32| -> anyhow::Result<Scenario> {
         if scenario == "mixed" {
@@ -192,6 +202,37 @@ async fn simulate(
     }
     if let Some(t) = tenant {
         register_simulated(services, t, &devices).await?;
+    }
+    if let Some(addr) = modbus_listen {
+        let (sim, bound) = sparkwatch_api::simulate::modbus_server::start(addr)
+            .await
+            .with_context(|| format!("cannot start the simulated Modbus gateway on {addr} (--modbus-listen)"))?;
+        for unit in 1..=detectors {
+            sim.add_unit(unit);
+        }
+        if let Some(t) = tenant {
+            register_gateway(services, t, bound, detectors).await?;
+        }
+        println!("simulated Modbus gateway on {bound} with units 1..={detectors}");
+        tokio::spawn(async move {
+            let mut tick: u64 = 0;
+            loop {
+                for unit in 1..=detectors {
+                    // Unit 1 creeps past the 300 mA set-point every few minutes; the others idle.
+                    let leak = if unit == 1 { 100.0 + (tick % 80) as f64 * 3.5 } else { 30.0 + f64::from(unit) };
+                    let temp = 32.0 + f64::from(unit % 5) + (tick % 9) as f64 * 0.4;
+                    sim.set_reading(
+                        unit,
+                        leak,
+                        [Some(temp), Some(temp + 0.5), None, None],
+                        [220.5, 219.8, 221.2],
+                        [6.1, 5.9, 6.4],
+                    );
+                }
+                tick += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(interval_s)).await;
+            }
+        });
     }
     let url = match &config.broker {
         Broker::External(url) => url.clone(),
@@ -268,6 +309,42 @@ async fn register_simulated(
     }
     println!("registered {created} new simulated devices in tenant {tenant}");
     Ok(())
+}
+
+/// Registers the simulated gateway as a MODBUS_TCP device (skipped when it exists).
+async fn register_gateway(
+    services: &sparkwatch_api::service::Services,
+    tenant: &str,
+    addr: std::net::SocketAddr,
+    detectors: u8,
+) -> anyhow::Result<()> {
+    use sparkwatch_domain::site::{DetectorInput, DeviceInput};
+    let t = services.tenant_by_name(tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
+    let who = Principal::system(t.id, "simulate");
+    let filter = sparkwatch_api::store::sites::ProjectFilter { search: Some("Simulated site".into()), region: None };
+    let page = services.projects(&who, &filter, sparkwatch_api::service::page_request(Some(1), None)?).await?;
+    let Some(project) = page.items.into_iter().next() else { return Ok(()) };
+    let input = DeviceInput {
+        serial: "SIM-GW-1".into(),
+        name: "Simulated Modbus gateway".into(),
+        transport: "MODBUS_TCP".into(),
+        host: Some(addr.ip().to_string()),
+        port: Some(i64::from(addr.port())),
+        interval_s: Some(10),
+        ..Default::default()
+    };
+    match services.create_device(&who, project.id, input).await {
+        Ok(device) => {
+            for a in 1..=detectors {
+                services
+                    .create_detector(&who, device.id, DetectorInput { address: i64::from(a), ..Default::default() })
+                    .await?;
+            }
+            Ok(())
+        }
+        Err(sparkwatch_api::error::AppError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

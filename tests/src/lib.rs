@@ -83,9 +83,18 @@ impl TestServer {
 
     /// Starts a server with the given login limits.
     pub async fn start_with(backend: &Backend, limits: Limits) -> anyhow::Result<TestServer> {
+        Self::start_full(backend, limits, Arc::new(SystemClock)).await
+    }
+
+    /// Starts a server whose services read time from `clock` (heartbeats, token expiry).
+    pub async fn start_full(
+        backend: &Backend,
+        limits: Limits,
+        clock: Arc<dyn sparkwatch_api::service::Clock>,
+    ) -> anyhow::Result<TestServer> {
         let dir = tempfile::tempdir()?;
         let config = config(backend, dir.path()).await?;
-        let services = sparkwatch_api::services(&config, Arc::new(SystemClock), limits).await?;
+        let services = sparkwatch_api::services(&config, clock, limits).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel();

@@ -200,6 +200,37 @@ async fn device_events_faults_and_online_status() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_silent_device_goes_offline_after_its_heartbeat_timeout() -> anyhow::Result<()> {
+    for backend in backends() {
+        let clock = std::sync::Arc::new(sparkwatch_api::service::ManualClock::new(Utc::now()));
+        let server = TestServer::start_full(&backend, Default::default(), clock.clone()).await?;
+        sparkwatch_api::demo::seed(&server.services).await?;
+        let mut feed = Feeder::start(&server.services);
+        feed.send(TOPIC, &telemetry(Utc::now(), Some(1), leak(1, 20.0))).await;
+        feed.settle().await?;
+        let offline = || episode::Entity::find().filter(episode::Column::Kind.eq("OFFLINE"));
+        // Interval 10 s → timeout 30 s (3 intervals). At 25 s nothing; at 31 s a fault.
+        clock.advance(Duration::seconds(25));
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        assert_eq!(count(&server, offline()).await, 0, "{backend:?}");
+        clock.advance(Duration::seconds(6));
+        let mut faults = 0;
+        for _ in 0..40 {
+            faults = count(&server, offline()).await;
+            if faults > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(faults, 1, "{backend:?}: one OFFLINE fault for the silent device");
+        let ev =
+            event::Entity::find().filter(event::Column::Kind.eq("OFFLINE")).one(server.services.store().db()).await?;
+        assert!(ev.and_then(|e| e.remarks).unwrap_or_default().contains("heartbeat timeout"));
+    }
+    Ok(())
+}
+
 /// Publishes `n` telemetry messages with QoS 1 to `url`, waiting for every PUBACK.
 async fn publish(url: &str, prefix: &str, from: usize, n: usize, t0: DateTime<Utc>) -> anyhow::Result<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
