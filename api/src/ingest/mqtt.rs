@@ -79,7 +79,8 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Re
     if let Some((u, p)) = &settings.credentials {
         options.set_credentials(u.clone(), p.clone());
     }
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Acknowledgements of a whole batch are queued at once; the request channel must hold them.
+    let (client, mut eventloop) = AsyncClient::new(options, 32_768);
     let topics = settings.topics();
     let mut backoff = Duration::from_secs(1);
     loop {

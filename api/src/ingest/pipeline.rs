@@ -387,47 +387,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Drops readings already stored (a redelivery after a restart).
-    async fn already_stored(&self, work: &[Work]) -> Result<HashSet<(DetectorId, DateTime<Utc>)>, sea_orm::DbErr> {
-        let keys: Vec<(DetectorId, DateTime<Utc>)> = work
-            .iter()
-            .filter_map(|w| match w {
-                Work::Reading { detector, reading, .. } => Some((detector.id, reading.at)),
-                _ => None,
-            })
-            .collect();
-        let (Some(min), Some(max)) = (keys.iter().map(|k| k.1).min(), keys.iter().map(|k| k.1).max()) else {
-            return Ok(HashSet::new());
-        };
-        let ids: HashSet<uuid::Uuid> = keys.iter().map(|k| k.0.as_uuid()).collect();
-        use sparkwatch_entity::reading;
-        let mut found = HashSet::new();
-        let ids: Vec<uuid::Uuid> = ids.into_iter().collect();
-        for chunk in ids.chunks(500) {
-            let rows = reading::Entity::find()
-                .filter(reading::Column::DetectorId.is_in(chunk.iter().copied()))
-                .filter(reading::Column::At.gte(min))
-                .filter(reading::Column::At.lte(max))
-                .all(self.store.db())
-                .await?;
-            found.extend(rows.into_iter().map(|r| (DetectorId::from(r.detector_id), r.at)));
-        }
-        Ok(found)
-    }
-
     async fn apply(&mut self, work: Vec<Work>) -> Result<(), sea_orm::DbErr> {
         if work.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
-        let stored = self.already_stored(&work).await?;
         let mut rows = Vec::new();
         let mut seen_in_batch = HashSet::new();
         let mut fresh = Vec::with_capacity(work.len());
         for w in work {
             if let Work::Reading { detector, reading, received_at, device } = &w {
-                let key = (detector.id, reading.at);
-                if stored.contains(&key) || !seen_in_batch.insert(key) {
+                if !seen_in_batch.insert((detector.id, reading.at)) {
                     self.metrics.duplicates.inc();
                     continue;
                 }
@@ -443,7 +413,19 @@ impl Pipeline {
         }
         let tx = self.store.db().begin().await?;
         let inserted = tel::insert_readings(&tx, &rows).await?;
-        self.metrics.readings_stored.inc_by(inserted);
+        self.metrics.readings_stored.inc_by(inserted.len() as u64);
+        // A reading that was already stored is a redelivery (e.g. after a restart): it was
+        // evaluated the first time, so it must not count again.
+        fresh.retain(|w| match w {
+            Work::Reading { detector, reading, .. } => {
+                let new = inserted.contains(&(detector.id, reading.at));
+                if !new {
+                    self.metrics.duplicates.inc();
+                }
+                new
+            }
+            _ => true,
+        });
         for w in &fresh {
             match w {
                 Work::Reading { device, detector, reading, received_at } => {

@@ -147,9 +147,13 @@ pub struct NewReading {
 }
 
 /// Stores readings in multi-row inserts; rows already stored (same detector and device
-/// time: a redelivery) are skipped. Returns how many were new.
-pub async fn insert_readings<C: ConnectionTrait>(db: &C, rows: &[NewReading]) -> Result<u64, DbErr> {
-    let mut inserted = 0;
+/// time: a redelivery) are skipped. Returns the keys of the rows that were new, so that only
+/// those are evaluated — one statement both stores and deduplicates.
+pub async fn insert_readings<C: ConnectionTrait>(
+    db: &C,
+    rows: &[NewReading],
+) -> Result<std::collections::HashSet<(DetectorId, DateTime<Utc>)>, DbErr> {
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
     // 5 parameters per row; stay far below SQLite's and PostgreSQL's parameter limits.
     for chunk in rows.chunks(1000) {
         let models = chunk.iter().map(|r| reading::ActiveModel {
@@ -164,10 +168,10 @@ pub async fn insert_readings<C: ConnectionTrait>(db: &C, rows: &[NewReading]) ->
             .on_conflict(
                 OnConflict::columns([reading::Column::DetectorId, reading::Column::At]).do_nothing().to_owned(),
             )
-            .exec_without_returning(db)
+            .exec_with_returning(db)
             .await;
         match res {
-            Ok(n) => inserted += n,
+            Ok(models) => inserted.extend(models.into_iter().map(|m| (DetectorId::from(m.detector_id), m.at))),
             Err(DbErr::RecordNotInserted) => {}
             Err(e) => return Err(e),
         }

@@ -100,7 +100,8 @@ async fn publisher(args: &[String]) -> anyhow::Result<()> {
     opts.set_inflight(1000).set_keep_alive(Duration::from_secs(60));
     let (client, mut lp) = AsyncClient::new(opts, 10_000);
     tokio::spawn(async move { while lp.poll().await.is_ok() {} });
-    let total = rate * seconds;
+    // Rate 0 means "as fast as possible", and then `seconds` is the message count.
+    let total = if rate == 0 { seconds } else { rate * seconds };
     let start = Instant::now();
     for i in 0..total {
         // Pace to the target rate (0 = as fast as possible).
@@ -280,6 +281,15 @@ async fn measure(
         );
         outcomes.push(o);
     }
+    // Let the pipeline finish any backlog so latency is measured at the intended load.
+    let mut last = stored.get();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if stored.get() == last {
+            break;
+        }
+        last = stored.get();
+    }
     // Latency at half the best sustained rate: background load plus one alarm per device.
     let best = outcomes.iter().map(|o| o.stored_per_s).fold(0.0, f64::max);
     let half = ((best / 2.0) as u64).max(100);
@@ -289,7 +299,13 @@ async fn measure(
     let mut burst = spawn_publisher(broker.port, prefix, alarms, 100, alarms.div_ceil(100), true)?;
     let _ = burst.wait();
     let _ = load.wait();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..30 {
+        let n = sparkwatch_entity::hazard::Entity::find().count(services.store().db()).await?;
+        if n >= alarms {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let hazards = sparkwatch_entity::hazard::Entity::find().all(services.store().db()).await?;
     let mut lat: Vec<f64> =
         hazards.iter().map(|h| (h.opened_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
