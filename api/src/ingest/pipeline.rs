@@ -1,7 +1,7 @@
 //! The ingestion pipeline: one task that drains the inbound queue in batches.
 //!
 //! Per batch: decode and validate every message (rejections go to the dead-letter log and
-//! are counted by reason), drop redeliveries (same `(serial, seq)` within 10 minutes, or a
+//! are counted by reason), drop redeliveries (same `(serial, seq, ts)` within 10 minutes, or a
 //! reading already stored for the same detector and device time), then in ONE transaction
 //! store the readings with multi-row inserts and apply what they mean — alarm signals,
 //! device-reported events, online/offline changes — to episodes, hazards and events.
@@ -90,7 +90,7 @@ pub struct Pipeline {
     devices: HashMap<String, (Instant, Option<Arc<DeviceInfo>>)>,
     thresholds: HashMap<DetectorId, (Instant, EffectiveThresholds)>,
     states: HashMap<DetectorId, DetectorState>,
-    seqs: HashMap<String, VecDeque<(u64, DateTime<Utc>)>>,
+    seqs: HashMap<String, VecDeque<(u64, DateTime<Utc>, DateTime<Utc>)>>,
     liveness: HashMap<DeviceId, Liveness>,
     rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
     last_prune: Option<Instant>,
@@ -254,7 +254,7 @@ impl Pipeline {
                 Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
                 Ok(t) => {
                     if let Some(seq) = t.seq
-                        && self.seen_seq(&serial, seq, msg.received_at)
+                        && self.seen_seq(&serial, seq, t.at, msg.received_at)
                     {
                         self.metrics.duplicates.inc();
                         return;
@@ -339,16 +339,19 @@ impl Pipeline {
         }
     }
 
-    /// Whether `(serial, seq)` was seen within the window; remembers it otherwise.
-    fn seen_seq(&mut self, serial: &str, seq: u64, now: DateTime<Utc>) -> bool {
+    /// Whether `(serial, seq)` was seen within the window with the same device time;
+    /// remembers it otherwise. A QoS 1 redelivery repeats the whole payload, so seq *and*
+    /// timestamp match; a device that rebooted and restarted its counter sends new times, and
+    /// its readings must not be thrown away as duplicates.
+    fn seen_seq(&mut self, serial: &str, seq: u64, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let q = self.seqs.entry(serial.to_owned()).or_default();
-        while q.front().is_some_and(|(_, at)| *at < now - SEQ_WINDOW) {
+        while q.front().is_some_and(|(_, _, seen)| *seen < now - SEQ_WINDOW) {
             q.pop_front();
         }
-        if q.iter().any(|(s, _)| *s == seq) {
+        if q.iter().any(|(s, t, _)| *s == seq && *t == at) {
             return true;
         }
-        q.push_back((seq, now));
+        q.push_back((seq, at, now));
         false
     }
 

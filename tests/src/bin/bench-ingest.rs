@@ -102,6 +102,8 @@ async fn publisher(args: &[String]) -> anyhow::Result<()> {
     tokio::spawn(async move { while lp.poll().await.is_ok() {} });
     // Rate 0 means "as fast as possible", and then `seconds` is the message count.
     let total = if rate == 0 { seconds } else { rate * seconds };
+    // Like real devices, counters keep increasing across runs.
+    let base = Utc::now().timestamp_micros() as u64;
     let start = Instant::now();
     for i in 0..total {
         // Pace to the target rate (0 = as fast as possible).
@@ -114,8 +116,9 @@ async fn publisher(args: &[String]) -> anyhow::Result<()> {
         let d = i % devices;
         let now = Utc::now().timestamp_millis();
         let leak = if alarm { 900.0 } else { 20.0 + (i % 50) as f64 };
+        let seq = base + i;
         let body = format!(
-            r#"{{"ts":{now},"seq":{i},"detectors":[{{"addr":1,"leak":[{leak}],"temp":[35.5,null,null,null]}}]}}"#
+            r#"{{"ts":{now},"seq":{seq},"detectors":[{{"addr":1,"leak":[{leak}],"temp":[35.5,null,null,null]}}]}}"#
         );
         client.publish(format!("{prefix}/BENCH-{d}/telemetry"), QoS::AtLeastOnce, false, body).await?;
     }
@@ -273,11 +276,14 @@ async fn measure(
             cpu_per_1k: (cpu1 - cpu0) / (n.max(1) as f64) * 1000.0,
             peak_rss_mib: rss as f64 / 1024.0,
         };
+        let m = services.metrics();
         eprintln!(
-            "  offered {rate:>6}/s → stored {:>8.0}/s ({n} of {}), CPU {:.3} s per 1k",
+            "  offered {rate:>6}/s → stored {:>8.0}/s ({n} of {}), CPU {:.3} s per 1k [received {}, duplicates {}]",
             o.stored_per_s,
             rate * seconds,
-            o.cpu_per_1k
+            o.cpu_per_1k,
+            m.messages.with_label_values(&["telemetry"]).get(),
+            m.duplicates.get()
         );
         outcomes.push(o);
     }
