@@ -56,7 +56,9 @@ impl Default for PipelineConfig {
             prefix: "sw".into(),
             batch_max: 1000,
             batch_wait: Duration::from_millis(10),
-            cache_ttl: Duration::from_secs(10),
+            // Local changes invalidate at once (see `site_generation`); the TTL only bounds how
+            // long a change made through another instance takes to apply.
+            cache_ttl: Duration::from_secs(60),
             housekeeping: Duration::from_secs(2),
             raw_retention: None,
         }
@@ -169,6 +171,7 @@ impl Pipeline {
         if generation != self.seen_generation {
             self.seen_generation = generation;
             self.devices.clear();
+            self.thresholds.clear();
         }
         let mut work = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());

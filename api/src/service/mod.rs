@@ -84,7 +84,8 @@ pub struct Services {
 
 struct Inner {
     store: Store,
-    /// Bumped on every change to devices or detectors, so ingestion caches refresh at once.
+    /// Bumped on every change to devices, detectors or thresholds, so ingestion caches
+    /// refresh at once.
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: crate::metrics::Metrics,
     latest: Arc<crate::ingest::latest::LatestCache>,

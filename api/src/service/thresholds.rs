@@ -87,6 +87,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.sites_changed();
         for w in &warnings {
             tracing::info!(field = %w.field, message = %w.message, "threshold warning");
         }
