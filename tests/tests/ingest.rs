@@ -125,13 +125,19 @@ async fn bad_entries_are_rejected_with_reasons_and_good_ones_kept() -> anyhow::R
         ]);
         feed.send(TOPIC, &telemetry(now, Some(1), entries)).await;
         feed.send(TOPIC, "not json").await;
+        // No ts: the receive time (nanoseconds here, microseconds in PostgreSQL) is used.
+        feed.send(TOPIC, r#"{"detectors": [{"addr": 2, "leak": [12.5]}]}"#).await;
         feed.send("sw/NO-SUCH-DEVICE/telemetry", &telemetry(now, None, leak(1, 10.0))).await;
         feed.send(TOPIC, &json!({"ts": now.timestamp_millis()}).to_string()).await;
         feed.send("sw/bad serial/telemetry", "{}").await;
         feed.settle().await?;
-        assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}: only the good entry");
-        // The latest-value cache (in process, or Redis with SPARKWATCH_TEST_REDIS_URL) has it.
-        let stored = reading::Entity::find().one(server.services.store().db()).await?.expect("one reading");
+        assert_eq!(count(&server, reading::Entity::find()).await, 2, "{backend:?}: only the good entries");
+        // The latest-value cache (in process, or Redis with SPARKWATCH_TEST_REDIS_URL) has them.
+        let stored = reading::Entity::find()
+            .order_by_asc(reading::Column::Id)
+            .one(server.services.store().db())
+            .await?
+            .expect("a reading");
         let latest = server.services.latest().get(stored.detector_id.into()).await.expect("latest value cached");
         assert_eq!(
             (latest.leak_ma.clone(), latest.temp_c.clone()),

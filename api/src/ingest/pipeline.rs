@@ -418,13 +418,14 @@ impl Pipeline {
             fresh.push(w);
         }
         let tx = self.store.db().begin().await?;
-        let inserted = tel::insert_readings(&tx, &rows).await?;
+        let inserted: HashSet<(DetectorId, DateTime<Utc>)> =
+            tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect();
         self.metrics.readings_stored.inc_by(inserted.len() as u64);
         // A reading that was already stored is a redelivery (e.g. after a restart): it was
         // evaluated the first time, so it must not count again.
         fresh.retain(|w| match w {
             Work::Reading { detector, reading, .. } => {
-                let new = inserted.contains(&(detector.id, reading.at));
+                let new = inserted.contains(&(detector.id, micros(reading.at)));
                 if !new {
                     self.metrics.duplicates.inc();
                 }
@@ -911,6 +912,11 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// PostgreSQL keeps microseconds; compare stored keys at that precision on every backend.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::Duration::microseconds(1)).unwrap_or(at)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -153,8 +153,11 @@ pub async fn insert_readings<C: ConnectionTrait>(
     db: &C,
     rows: &[NewReading],
 ) -> Result<std::collections::HashSet<(DetectorId, DateTime<Utc>)>, DbErr> {
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        return insert_readings_postgres(db, rows).await;
+    }
     let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    // 5 parameters per row; stay far below SQLite's and PostgreSQL's parameter limits.
+    // 5 parameters per row; stay far below SQLite's parameter limit.
     for chunk in rows.chunks(1000) {
         let models = chunk.iter().map(|r| reading::ActiveModel {
             id: sea_orm::ActiveValue::NotSet,
@@ -174,6 +177,46 @@ pub async fn insert_readings<C: ConnectionTrait>(
             Ok(models) => inserted.extend(models.into_iter().map(|m| (DetectorId::from(m.detector_id), m.at))),
             Err(DbErr::RecordNotInserted) => {}
             Err(e) => return Err(e),
+        }
+    }
+    Ok(inserted)
+}
+
+/// PostgreSQL: the whole batch as ONE JSON parameter expanded by `jsonb_to_recordset`. The
+/// statement text never changes with the batch size, so it is prepared once per connection;
+/// a multi-row VALUES list would be a new 5000-parameter statement to parse and plan for
+/// every batch size (measured: that, not the insert, capped ingestion at ~5k readings/s).
+async fn insert_readings_postgres<C: ConnectionTrait>(
+    db: &C,
+    rows: &[NewReading],
+) -> Result<std::collections::HashSet<(DetectorId, DateTime<Utc>)>, DbErr> {
+    const SQL: &str = "INSERT INTO readings (tenant_id, detector_id, at, received_at, \"values\") \
+        SELECT tenant_id, detector_id, at, received_at, \"values\" FROM jsonb_to_recordset($1::jsonb) \
+        AS x(tenant_id uuid, detector_id uuid, at timestamptz, received_at timestamptz, \"values\" text) \
+        ON CONFLICT (detector_id, at) DO NOTHING RETURNING detector_id, at";
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(5000) {
+        let batch: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "tenant_id": r.tenant.as_uuid(),
+                    "detector_id": r.detector.as_uuid(),
+                    "at": r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "received_at": r.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "values": r.values,
+                })
+            })
+            .collect();
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            SQL,
+            [serde_json::Value::Array(batch).to_string().into()],
+        );
+        for row in db.query_all_raw(stmt).await? {
+            let detector: Uuid = row.try_get("", "detector_id")?;
+            let at: DateTime<Utc> = row.try_get("", "at")?;
+            inserted.insert((DetectorId::from(detector), at));
         }
     }
     Ok(inserted)
