@@ -92,7 +92,7 @@ pub struct Pipeline {
     devices: HashMap<String, (Instant, Option<Arc<DeviceInfo>>)>,
     thresholds: HashMap<DetectorId, (Instant, EffectiveThresholds)>,
     states: HashMap<DetectorId, DetectorState>,
-    seqs: HashMap<String, VecDeque<(u64, DateTime<Utc>, DateTime<Utc>)>>,
+    seqs: HashMap<String, RecentSeqs>,
     liveness: HashMap<DeviceId, Liveness>,
     rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
     last_prune: Option<Instant>,
@@ -100,7 +100,10 @@ pub struct Pipeline {
     seen_generation: u64,
 }
 
-/// Redeliveries are recognised for this long by `(serial, seq)`.
+/// Recently seen `(seq, device time, receive time)` of one device.
+type RecentSeqs = VecDeque<(u64, DateTime<Utc>, DateTime<Utc>)>;
+
+/// Redeliveries are recognised for this long by `(serial, seq, ts)`.
 const SEQ_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Pipeline {
