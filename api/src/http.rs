@@ -121,16 +121,24 @@ async fn graphql_ws(
         .into_response()
 }
 
-/// Ready when the database answers.
+/// Ready when the database and the latest-value cache (Redis, when configured) answer.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.services.store().ping().await {
-        Ok(()) => Json(json!({"status": "ready", "database": "ok"})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "database": "unreachable"})))
-                .into_response()
+    let database = state.services.store().ping().await.map_err(|e| e.to_string());
+    let cache = state.services.latest().ping().await;
+    for (what, result) in [("database", &database), ("cache", &cache)] {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "readiness: {what} unreachable");
         }
     }
+    let word = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unreachable" };
+    let ready = database.is_ok() && cache.is_ok();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "database": word(&database),
+        "cache": word(&cache),
+    });
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

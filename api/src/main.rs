@@ -75,9 +75,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         if config.mqtt_shared_group.is_some() {
                             tracing::warn!("--mqtt-shared is ignored with the embedded broker");
                         }
-                        let broker = sparkwatch_api::ingest::broker::start(*addr, &config.mqtt_prefix)?;
-                        tracing::info!(addr = %broker.local_addr(), "embedded MQTT broker listening for devices");
-                        Some(broker.subscriber_settings(&config.mqtt_client_id, &config.mqtt_prefix))
+                        match sparkwatch_api::ingest::broker::start(*addr, &config.mqtt_prefix) {
+                            Ok(broker) => {
+                                tracing::info!(addr = %broker.local_addr(), "embedded MQTT broker listening for devices");
+                                Some(broker.subscriber_settings(&config.mqtt_client_id, &config.mqtt_prefix))
+                            }
+                            // The demo's simulated devices feed ingestion directly, so a port
+                            // taken by another broker must not stop the first command a new
+                            // user runs; a real site still fails loudly.
+                            Err(e) if with_demo => {
+                                tracing::warn!(
+                                    "{e}; the demo runs without an MQTT broker (its simulated devices do not need one)"
+                                );
+                                None
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                     #[cfg(not(feature = "embedded-broker"))]
                     anyhow::bail!(

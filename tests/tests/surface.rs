@@ -15,6 +15,7 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     assert_eq!(get("/healthz").await?.text().await?, "ok");
     let ready: Value = get("/readyz").await?.json().await?;
     assert_eq!(ready["database"], "ok");
+    assert_eq!(ready["cache"], "ok");
     server.anonymous().run("{ __typename }", json!({})).await?;
     let metrics = get("/metrics").await?.text().await?;
     assert!(metrics.contains("sparkwatch_graphql_requests_total{outcome=\"ok\",transport=\"http\"}"), "{metrics}");
