@@ -44,8 +44,12 @@ pub struct PipelineConfig {
     pub batch_wait: Duration,
     /// How long device and threshold lookups are cached.
     pub cache_ttl: Duration,
-    /// How often heartbeats are checked and `last_seen_at` is written back.
+    /// How often heartbeats are checked.
     pub housekeeping: Duration,
+    /// How often `last_seen_at` and the rollups are written back. Each write-back is a few
+    /// statements per device/cell, so doing it every heartbeat tick cost PostgreSQL more
+    /// round trips than the readings themselves.
+    pub flush_every: Duration,
     /// Raw readings older than this are deleted (rollups are kept); `None` keeps everything.
     pub raw_retention: Option<chrono::Duration>,
 }
@@ -60,6 +64,7 @@ impl Default for PipelineConfig {
             // long a change made through another instance takes to apply.
             cache_ttl: Duration::from_secs(60),
             housekeeping: Duration::from_secs(2),
+            flush_every: Duration::from_secs(15),
             raw_retention: None,
         }
     }
@@ -96,6 +101,7 @@ pub struct Pipeline {
     liveness: HashMap<DeviceId, Liveness>,
     rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
     last_prune: Option<Instant>,
+    last_flush: Instant,
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     seen_generation: u64,
 }
@@ -129,6 +135,7 @@ impl Pipeline {
             liveness: HashMap::new(),
             rollups: HashMap::new(),
             last_prune: None,
+            last_flush: Instant::now(),
             site_generation,
             seen_generation: 0,
         }
@@ -159,10 +166,10 @@ impl Pipeline {
                     self.metrics.queue_depth.set(rx.len() as i64);
                     self.process(batch).await;
                 }
-                _ = tick.tick() => self.housekeeping().await,
+                _ = tick.tick() => self.housekeeping(false).await,
             }
         }
-        self.housekeeping().await;
+        self.housekeeping(true).await;
     }
 
     /// Processes one batch; never fails as a whole — a database error leaves the batch
@@ -832,14 +839,15 @@ impl Pipeline {
     }
 
     /// Heartbeat timeouts (rule 5), `last_seen_at` write-back and rollup flushing.
-    pub async fn housekeeping(&mut self) {
-        if let Err(e) = self.try_housekeeping().await {
+    pub async fn housekeeping(&mut self, flush: bool) {
+        if let Err(e) = self.try_housekeeping(flush).await {
             tracing::warn!(error = %e, "ingestion housekeeping failed; retrying on the next tick");
         }
     }
 
-    async fn try_housekeeping(&mut self) -> Result<(), sea_orm::DbErr> {
+    async fn try_housekeeping(&mut self, force_flush: bool) -> Result<(), sea_orm::DbErr> {
         let now = self.clock.now();
+        let flush = force_flush || self.last_flush.elapsed() >= self.config.flush_every;
         if let Some(keep) = self.config.raw_retention
             && self.last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
         {
@@ -859,9 +867,15 @@ impl Pipeline {
             })
             .map(|l| (l.device.clone(), l.last_seen))
             .collect();
-        let dirty: Vec<(DeviceId, DateTime<Utc>)> =
-            self.liveness.values().filter(|l| l.dirty).map(|l| (l.device.id, l.last_seen)).collect();
-        let cells: Vec<Rollup> = self.rollups.drain().map(|(_, v)| v).collect();
+        let dirty: Vec<(DeviceId, DateTime<Utc>)> = if flush {
+            self.liveness.values().filter(|l| l.dirty).map(|l| (l.device.id, l.last_seen)).collect()
+        } else {
+            Vec::new()
+        };
+        let cells: Vec<Rollup> = if flush { self.rollups.drain().map(|(_, v)| v).collect() } else { Vec::new() };
+        if flush {
+            self.last_flush = Instant::now();
+        }
         if due.is_empty() && dirty.is_empty() && cells.is_empty() {
             return Ok(());
         }
@@ -870,10 +884,9 @@ impl Pipeline {
             let why = format!("no message since {} (heartbeat timeout)", last_seen.format("%Y-%m-%d %H:%M:%S UTC"));
             self.went_offline(&tx, &device, now, now, &why).await?;
         }
-        for (id, at) in &dirty {
-            let online = self.liveness.get(id).is_some_and(|l| l.online);
-            tel::set_device_seen(&tx, *id, online, Some(*at)).await?;
-        }
+        let seen: Vec<(DeviceId, bool, DateTime<Utc>)> =
+            dirty.iter().map(|(id, at)| (*id, self.liveness.get(id).is_some_and(|l| l.online), *at)).collect();
+        tel::set_devices_seen(&tx, &seen).await?;
         tel::merge_rollups(&tx, &cells).await?;
         tx.commit().await?;
         for (id, _) in dirty {

@@ -131,6 +131,36 @@ pub async fn set_device_seen<C: ConnectionTrait>(
     q.filter(device::Column::Id.eq(id.as_uuid())).exec(db).await.map(|_| ())
 }
 
+/// Writes back liveness of many devices: one statement on PostgreSQL, one per device on
+/// SQLite (where a statement costs no round trip).
+pub async fn set_devices_seen<C: ConnectionTrait>(
+    db: &C,
+    seen: &[(DeviceId, bool, DateTime<Utc>)],
+) -> Result<(), DbErr> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        for (id, online, at) in seen {
+            set_device_seen(db, *id, *online, Some(*at)).await?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|(id, online, at)| {
+            serde_json::json!({"id": id.as_uuid(), "online": online, "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})
+        })
+        .collect();
+    let stmt = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "UPDATE devices SET online = v.online, last_seen_at = v.at \
+         FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, online boolean, at timestamptz) WHERE devices.id = v.id",
+        [serde_json::Value::Array(rows).to_string().into()],
+    );
+    db.execute_raw(stmt).await.map(|_| ())
+}
+
 /// A reading row to store.
 #[derive(Clone, Debug)]
 pub struct NewReading {
