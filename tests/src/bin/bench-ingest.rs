@@ -254,19 +254,25 @@ async fn measure(
         let (cpu0, _) = usage();
         let t0 = Instant::now();
         let mut child = spawn_publisher(broker.port, prefix, devices, rate, seconds, false)?;
-        let _ = child.wait();
-        // Drain: wait until the pipeline has caught up (or 30 s).
+        // Rate = readings stored ÷ time from the first publish to the last reading stored
+        // (the publisher lingers 2 s after its last message; that is not ingestion time).
         let target = before + rate * seconds;
         let mut last = stored.get();
-        let mut idle = Instant::now();
-        while stored.get() < target && idle.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if stored.get() != last {
-                last = stored.get();
-                idle = Instant::now();
+        let mut last_progress = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = stored.get();
+            if now != last {
+                last = now;
+                last_progress = Instant::now();
+            }
+            let publisher_done = child.try_wait().ok().flatten().is_some();
+            if now >= target || (publisher_done && last_progress.elapsed() > Duration::from_secs(5)) {
+                break;
             }
         }
-        let elapsed = t0.elapsed().as_secs_f64();
+        let _ = child.wait();
+        let elapsed = (last_progress - t0).as_secs_f64();
         let (cpu1, rss) = usage();
         let n = stored.get() - before;
         let o = Outcome {
