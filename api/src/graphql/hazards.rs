@@ -26,7 +26,7 @@ use crate::store::hazards::{self as st, DeadLetter, EventView, Hazard, Transitio
 
 /// Where a hazard is in its lifecycle.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "HazardStatus")]
+#[graphql(name = "HazardStatus", remote = "HazardStatus")]
 pub enum HazardStatusGql {
     /// Raised and not yet looked at; its alarm is latched.
     Open,
@@ -44,37 +44,9 @@ pub enum HazardStatusGql {
     Ignored,
 }
 
-impl From<HazardStatus> for HazardStatusGql {
-    fn from(s: HazardStatus) -> Self {
-        match s {
-            HazardStatus::Open => HazardStatusGql::Open,
-            HazardStatus::Acknowledged => HazardStatusGql::Acknowledged,
-            HazardStatus::Dispatched => HazardStatusGql::Dispatched,
-            HazardStatus::Rectified => HazardStatusGql::Rectified,
-            HazardStatus::Closed => HazardStatusGql::Closed,
-            HazardStatus::FalseAlarm => HazardStatusGql::FalseAlarm,
-            HazardStatus::Ignored => HazardStatusGql::Ignored,
-        }
-    }
-}
-
-impl From<HazardStatusGql> for HazardStatus {
-    fn from(s: HazardStatusGql) -> Self {
-        match s {
-            HazardStatusGql::Open => HazardStatus::Open,
-            HazardStatusGql::Acknowledged => HazardStatus::Acknowledged,
-            HazardStatusGql::Dispatched => HazardStatus::Dispatched,
-            HazardStatusGql::Rectified => HazardStatus::Rectified,
-            HazardStatusGql::Closed => HazardStatus::Closed,
-            HazardStatusGql::FalseAlarm => HazardStatus::FalseAlarm,
-            HazardStatusGql::Ignored => HazardStatus::Ignored,
-        }
-    }
-}
-
 /// What happened on a detector or device.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "EventKind")]
+#[graphql(name = "EventKind", remote = "EventKind")]
 pub enum EventKindGql {
     /// Residual current beyond its set-point.
     LeakAlarm,
@@ -108,53 +80,9 @@ pub enum EventKindGql {
     Command,
 }
 
-impl From<EventKind> for EventKindGql {
-    fn from(k: EventKind) -> Self {
-        match k {
-            EventKind::LeakAlarm => EventKindGql::LeakAlarm,
-            EventKind::TempAlarm => EventKindGql::TempAlarm,
-            EventKind::Overvoltage => EventKindGql::Overvoltage,
-            EventKind::Undervoltage => EventKindGql::Undervoltage,
-            EventKind::Overcurrent => EventKindGql::Overcurrent,
-            EventKind::PhaseLoss => EventKindGql::PhaseLoss,
-            EventKind::ArcFault => EventKindGql::ArcFault,
-            EventKind::SensorOpen => EventKindGql::SensorOpen,
-            EventKind::SensorShort => EventKindGql::SensorShort,
-            EventKind::PowerFault => EventKindGql::PowerFault,
-            EventKind::Offline => EventKindGql::Offline,
-            EventKind::Online => EventKindGql::Online,
-            EventKind::Recovered => EventKindGql::Recovered,
-            EventKind::Trip => EventKindGql::Trip,
-            EventKind::Command => EventKindGql::Command,
-        }
-    }
-}
-
-impl From<EventKindGql> for EventKind {
-    fn from(k: EventKindGql) -> Self {
-        match k {
-            EventKindGql::LeakAlarm => EventKind::LeakAlarm,
-            EventKindGql::TempAlarm => EventKind::TempAlarm,
-            EventKindGql::Overvoltage => EventKind::Overvoltage,
-            EventKindGql::Undervoltage => EventKind::Undervoltage,
-            EventKindGql::Overcurrent => EventKind::Overcurrent,
-            EventKindGql::PhaseLoss => EventKind::PhaseLoss,
-            EventKindGql::ArcFault => EventKind::ArcFault,
-            EventKindGql::SensorOpen => EventKind::SensorOpen,
-            EventKindGql::SensorShort => EventKind::SensorShort,
-            EventKindGql::PowerFault => EventKind::PowerFault,
-            EventKindGql::Offline => EventKind::Offline,
-            EventKindGql::Online => EventKind::Online,
-            EventKindGql::Recovered => EventKind::Recovered,
-            EventKindGql::Trip => EventKind::Trip,
-            EventKindGql::Command => EventKind::Command,
-        }
-    }
-}
-
 /// How an event is classified in the event view and for notifications.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "EventCategory")]
+#[graphql(name = "EventCategory", remote = "EventCategory")]
 pub enum EventCategoryGql {
     /// An alarm, latched until acknowledged.
     Alarm,
@@ -170,35 +98,9 @@ pub enum EventCategoryGql {
     Status,
 }
 
-impl From<EventCategory> for EventCategoryGql {
-    fn from(c: EventCategory) -> Self {
-        match c {
-            EventCategory::Alarm => EventCategoryGql::Alarm,
-            EventCategory::PreAlarm => EventCategoryGql::PreAlarm,
-            EventCategory::Fault => EventCategoryGql::Fault,
-            EventCategory::Recovery => EventCategoryGql::Recovery,
-            EventCategory::Operation => EventCategoryGql::Operation,
-            EventCategory::Status => EventCategoryGql::Status,
-        }
-    }
-}
-
-impl From<EventCategoryGql> for EventCategory {
-    fn from(c: EventCategoryGql) -> Self {
-        match c {
-            EventCategoryGql::Alarm => EventCategory::Alarm,
-            EventCategoryGql::PreAlarm => EventCategory::PreAlarm,
-            EventCategoryGql::Fault => EventCategory::Fault,
-            EventCategoryGql::Recovery => EventCategory::Recovery,
-            EventCategoryGql::Operation => EventCategory::Operation,
-            EventCategoryGql::Status => EventCategory::Status,
-        }
-    }
-}
-
 /// The time bucket of a reading curve.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "ReadingBucket")]
+#[graphql(name = "ReadingBucket", remote = "ReadingBucket")]
 pub enum ReadingBucketGql {
     /// One minute.
     Minute,
@@ -206,26 +108,6 @@ pub enum ReadingBucketGql {
     Hour,
     /// One UTC day.
     Day,
-}
-
-impl From<ReadingBucketGql> for ReadingBucket {
-    fn from(b: ReadingBucketGql) -> Self {
-        match b {
-            ReadingBucketGql::Minute => ReadingBucket::Minute,
-            ReadingBucketGql::Hour => ReadingBucket::Hour,
-            ReadingBucketGql::Day => ReadingBucket::Day,
-        }
-    }
-}
-
-impl From<ReadingBucket> for ReadingBucketGql {
-    fn from(b: ReadingBucket) -> Self {
-        match b {
-            ReadingBucket::Minute => ReadingBucketGql::Minute,
-            ReadingBucket::Hour => ReadingBucketGql::Hour,
-            ReadingBucket::Day => ReadingBucketGql::Day,
-        }
-    }
 }
 
 // ---- inputs ----

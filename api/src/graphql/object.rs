@@ -43,30 +43,12 @@ where
 
 /// How the server talks to a device.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-#[graphql(name = "DeviceTransport")]
+#[graphql(name = "DeviceTransport", remote = "site::DeviceTransport")]
 pub enum TransportGql {
     /// The device publishes over MQTT.
     Mqtt,
     /// The server polls the gateway over Modbus TCP.
     ModbusTcp,
-}
-
-impl From<site::DeviceTransport> for TransportGql {
-    fn from(t: site::DeviceTransport) -> Self {
-        match t {
-            site::DeviceTransport::Mqtt => TransportGql::Mqtt,
-            site::DeviceTransport::ModbusTcp => TransportGql::ModbusTcp,
-        }
-    }
-}
-
-impl From<TransportGql> for site::DeviceTransport {
-    fn from(t: TransportGql) -> Self {
-        match t {
-            TransportGql::Mqtt => site::DeviceTransport::Mqtt,
-            TransportGql::ModbusTcp => site::DeviceTransport::ModbusTcp,
-        }
-    }
 }
 
 /// A customer organisation.
