@@ -29,6 +29,13 @@ pub enum AppError {
         /// Seconds until another attempt is allowed.
         retry_after_s: u64,
     },
+    /// A subscriber fell so far behind that events were skipped; it must subscribe again
+    /// (and may reload what it missed with a query).
+    #[error("this subscription fell {missed} events behind and was ended; subscribe again")]
+    SlowConsumer {
+        /// Events it missed.
+        missed: u64,
+    },
     /// A dependency (database, broker) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
@@ -50,6 +57,7 @@ impl AppError {
             AppError::Validation(_) => "VALIDATION",
             AppError::Conflict(_) => "CONFLICT",
             AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::SlowConsumer { .. } => "SLOW_CONSUMER",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::{BatchResponse, Data};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::BatchResponse;
+use async_graphql_axum::GraphQLBatchRequest;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,9 +19,9 @@ use prometheus::{Encoder, TextEncoder};
 use crate::metrics::Metrics;
 use serde_json::json;
 
-use crate::auth::Auth;
 use crate::graphql::{AppSchema, ClientAddr};
 use crate::service::Services;
+use crate::ws::{self, Protocol, WsLimits};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub struct AppState {
     pub services: Services,
     /// Metrics.
     pub metrics: Metrics,
+    /// Limits of WebSocket connections.
+    pub ws_limits: WsLimits,
 }
 
 /// The full router.
@@ -82,13 +84,15 @@ fn is_request_error(response: &BatchResponse) -> bool {
     }
 }
 
-/// Subscriptions over WebSocket. The access token comes in the `connection_init` payload.
+/// Subscriptions over WebSocket (see [`crate::ws`]). The access token comes in the
+/// `connection_init` payload.
 async fn graphql_ws(
     State(state): State<AppState>,
-    protocol: Result<GraphQLProtocol, StatusCode>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (Ok(protocol), Ok(ws)) = (protocol, ws) else {
+    let Ok(ws) = ws else {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "POST")],
@@ -96,46 +100,48 @@ async fn graphql_ws(
         )
             .into_response();
     };
+    let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
     let services = state.services.clone();
     let schema = state.schema.clone();
-    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    // Clients differ in the key's case (`authorization`, `Authorization`).
-                    let token = payload
-                        .as_object()
-                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
-                        .and_then(|(_, v)| v.as_str().map(str::to_owned));
-                    let auth = services.authenticate(token.as_deref()).await;
-                    if let Auth::Invalid(reason) = &auth {
-                        return Err(async_graphql::Error::new(reason.clone()));
-                    }
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    Ok(data)
-                })
-                .serve()
-                .await
+    let limits = state.ws_limits;
+    // Small buffers: most connections carry a few small messages a minute, and there may be
+    // tens of thousands of them.
+    ws.protocols(Protocol::NAMES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |mut socket| async move {
+            let protocol = match socket.protocol().and_then(|p| p.to_str().ok()).and_then(Protocol::from_name) {
+                Some(p) => p,
+                None if !offered => Protocol::TransportWs,
+                None => {
+                    let reason = "subprotocol not acceptable: use graphql-transport-ws (or the legacy graphql-ws)";
+                    let frame = CloseFrame { code: 4406, reason: reason.into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            };
+            ws::serve(socket, protocol, schema, services, ClientAddr(peer.ip().to_string()), limits).await
         })
         .into_response()
 }
 
-/// Ready when the database and the latest-value cache (Redis, when configured) answer.
+/// Ready when the database, the latest-value cache and the bus (Redis, when configured) answer.
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.services.store().ping().await.map_err(|e| e.to_string());
     let cache = state.services.latest().ping().await;
-    for (what, result) in [("database", &database), ("cache", &cache)] {
+    let bus = state.services.bus().ping().await;
+    for (what, result) in [("database", &database), ("cache", &cache), ("bus", &bus)] {
         if let Err(e) = result {
             tracing::warn!(error = %e, "readiness: {what} unreachable");
         }
     }
     let word = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unreachable" };
-    let ready = database.is_ok() && cache.is_ok();
+    let ready = database.is_ok() && cache.is_ok() && bus.is_ok();
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "database": word(&database),
         "cache": word(&cache),
+        "bus": word(&bus),
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()

@@ -5,15 +5,18 @@
 //! - `config` — flags, environment and TOML file → validated [`config::Config`].
 //! - `error` — [`error::AppError`] and its single mapping to GraphQL errors.
 //! - `auth` — passwords, tokens, API keys, login rate limiting, the [`auth::Principal`].
+//! - `bus` — events, readings and hazard changes to subscribers (in process or Redis).
 //! - `store` — SeaORM queries (SQLite or PostgreSQL) and row ↔ domain mapping.
 //! - `service` — use cases: scope, validation, transactions, operation log.
 //! - `graphql` — schema, guards, objects, inputs, query and mutation roots.
 //! - `http` — axum routes: `/graphql` (HTTP + WebSocket), `/healthz`, `/readyz`, `/metrics`.
+//! - `ws` — the GraphQL WebSocket protocols (subscriptions).
 //! - `explorer` — the offline GraphiQL page at `/graphiql`.
 //! - `demo` — demo tenants and users for `serve --demo`.
 //! - `import` — CSV onboarding of devices and detectors.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod service;
 pub mod simulate;
 pub mod store;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +60,13 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         }
         None => ingest::latest::LatestCache::default(),
     };
-    Ok(Services::new(store, clock, settings, metrics, latest))
+    let bus = match &config.redis_url {
+        Some(url) => {
+            bus::Bus::redis(url.expose(), metrics.clone()).await.context("connecting the bus to Redis (--redis-url)")?
+        }
+        None => bus::Bus::in_process(),
+    };
+    Ok(Services::new(store, clock, settings, metrics, latest, bus))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -65,10 +75,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(services, listener, ws::WsLimits::default(), shutdown).await
+}
+
+/// [`run`] with explicit WebSocket limits.
+pub async fn run_with(
+    services: Services,
+    listener: TcpListener,
+    ws_limits: ws::WsLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = http::AppState {
         schema: graphql::schema(Some(services.clone())),
         metrics: services.metrics().clone(),
         services,
+        ws_limits,
     };
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let addr = listener.local_addr().context("reading the listen address")?;
@@ -101,6 +122,7 @@ pub fn start_ingest_with(
         services.clock(),
         config,
         services.site_generation(),
+        services.bus().clone(),
     );
     tokio::spawn(pipeline.run(rx));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub episodes_opened: IntCounterVec,
     /// Modbus polls by outcome.
     pub modbus_polls: IntCounterVec,
+    /// Bus messages dropped because Redis was unreachable or too slow.
+    pub bus_dropped: IntCounter,
+    /// Open GraphQL subscriptions.
+    pub subscriptions: IntGauge,
+    /// Subscriptions ended because their client fell too far behind.
+    pub slow_consumers: IntCounter,
 }
 
 impl Metrics {
@@ -62,6 +68,12 @@ impl Metrics {
                 &["kind"],
             )?,
             modbus_polls: IntCounterVec::new(Opts::new("modbus_polls_total", "Modbus polls by outcome"), &["outcome"])?,
+            bus_dropped: IntCounter::new("bus_dropped_total", "Bus messages dropped (Redis unreachable or too slow)")?,
+            subscriptions: IntGauge::new("subscriptions_open", "Open GraphQL subscriptions")?,
+            slow_consumers: IntCounter::new(
+                "subscriptions_slow_consumer_total",
+                "Subscriptions ended because the client fell too far behind",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.graphql_requests.clone()))?;
@@ -74,6 +86,9 @@ impl Metrics {
         m.registry.register(Box::new(m.queue_depth.clone()))?;
         m.registry.register(Box::new(m.episodes_opened.clone()))?;
         m.registry.register(Box::new(m.modbus_polls.clone()))?;
+        m.registry.register(Box::new(m.bus_dropped.clone()))?;
+        m.registry.register(Box::new(m.subscriptions.clone()))?;
+        m.registry.register(Box::new(m.slow_consumers.clone()))?;
         Ok(m)
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sparkwatch_api::auth::rate_limit::Limits;
 use sparkwatch_api::config::{Config, Settings};
 use sparkwatch_api::service::{Services, SystemClock};
+use sparkwatch_api::ws::WsLimits;
 use tokio::sync::oneshot;
 
 /// A database the suites run against.
@@ -71,19 +72,45 @@ pub struct TestServer {
     pub services: Services,
     /// HTTP client.
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    /// Its configuration (a second instance can share its database).
+    pub config: Config,
+    _dir: Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// How to start a [`TestServer`].
+#[derive(Clone)]
+pub struct Options {
+    /// Login rate limits.
+    pub login_limits: Limits,
+    /// Where time comes from.
+    pub clock: Arc<dyn sparkwatch_api::service::Clock>,
+    /// WebSocket limits.
+    pub ws: WsLimits,
+    /// Access-token lifetime, when not the default.
+    pub access_token_ttl: Option<std::time::Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            login_limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            ws: WsLimits::default(),
+            access_token_ttl: None,
+        }
+    }
 }
 
 impl TestServer {
     /// Starts a server over `backend` with default login limits.
     pub async fn start(backend: &Backend) -> anyhow::Result<TestServer> {
-        Self::start_with(backend, Limits::default()).await
+        Self::start_opts(backend, Options::default()).await
     }
 
     /// Starts a server with the given login limits.
     pub async fn start_with(backend: &Backend, limits: Limits) -> anyhow::Result<TestServer> {
-        Self::start_full(backend, limits, Arc::new(SystemClock)).await
+        Self::start_opts(backend, Options { login_limits: limits, ..Options::default() }).await
     }
 
     /// Starts a server whose services read time from `clock` (heartbeats, token expiry).
@@ -92,20 +119,38 @@ impl TestServer {
         limits: Limits,
         clock: Arc<dyn sparkwatch_api::service::Clock>,
     ) -> anyhow::Result<TestServer> {
-        let dir = tempfile::tempdir()?;
-        let config = config(backend, dir.path()).await?;
-        let services = sparkwatch_api::services(&config, clock, limits).await?;
+        Self::start_opts(backend, Options { login_limits: limits, clock, ..Options::default() }).await
+    }
+
+    /// Starts a server with every option.
+    pub async fn start_opts(backend: &Backend, opts: Options) -> anyhow::Result<TestServer> {
+        let dir = Arc::new(tempfile::tempdir()?);
+        let mut config = config(backend, dir.path()).await?;
+        if let Some(ttl) = opts.access_token_ttl {
+            config.access_token_ttl = ttl;
+        }
+        Self::launch(config, dir, opts).await
+    }
+
+    /// Starts a second instance over this one's database (and Redis, when configured).
+    pub async fn sibling(&self, opts: Options) -> anyhow::Result<TestServer> {
+        Self::launch(self.config.clone(), self._dir.clone(), opts).await
+    }
+
+    async fn launch(config: Config, dir: Arc<tempfile::TempDir>, opts: Options) -> anyhow::Result<TestServer> {
+        let services = sparkwatch_api::services(&config, opts.clock, opts.login_limits).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel();
         let s = services.clone();
+        let ws = opts.ws;
         tokio::spawn(async move {
-            let _ = sparkwatch_api::run(s, listener, async move {
+            let _ = sparkwatch_api::run_with(s, listener, ws, async move {
                 let _ = rx.await;
             })
             .await;
         });
-        Ok(TestServer { base, services, http: reqwest::Client::new(), _dir: dir, stop: Some(tx) })
+        Ok(TestServer { base, services, http: reqwest::Client::new(), config, _dir: dir, stop: Some(tx) })
     }
 
     /// Starts a server with the demo tenants seeded.
@@ -237,5 +282,117 @@ impl Gql {
             .as_str()
             .with_context(|| format!("expected an error code: {res}"))?;
         Ok(code.to_owned())
+    }
+}
+
+/// What a WebSocket client received.
+#[derive(Debug)]
+pub enum WsEvent {
+    /// A JSON protocol message.
+    Message(Value),
+    /// The server closed the connection with this code and reason.
+    Closed(u16, String),
+}
+
+/// A GraphQL WebSocket client speaking `graphql-transport-ws` (or the legacy `graphql-ws`).
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    /// Messages of other subscriptions received while waiting for one.
+    pending: std::collections::VecDeque<Value>,
+}
+
+impl WsClient {
+    /// Opens a connection offering `protocol`.
+    pub async fn connect(server: &TestServer, protocol: &str) -> anyhow::Result<WsClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/graphql", server.base.replace("http://", "ws://"));
+        let mut req = url.as_str().into_client_request()?;
+        req.headers_mut().insert("sec-websocket-protocol", protocol.parse()?);
+        let (stream, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(WsClient { stream, pending: Default::default() })
+    }
+
+    /// Opens a `graphql-transport-ws` connection and signs in with `token`.
+    pub async fn signed_in(server: &TestServer, token: &str) -> anyhow::Result<WsClient> {
+        let mut ws = Self::connect(server, "graphql-transport-ws").await?;
+        ws.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}})).await?;
+        match ws.recv(std::time::Duration::from_secs(5)).await? {
+            WsEvent::Message(m) if m["type"] == "connection_ack" => Ok(ws),
+            other => anyhow::bail!("expected connection_ack, got {other:?}"),
+        }
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        self.stream.send(Message::text(message.to_string())).await?;
+        Ok(())
+    }
+
+    /// Subscribes with id `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) -> anyhow::Result<()> {
+        self.send(json!({"type": "subscribe", "id": id, "payload": {"query": query, "variables": variables}})).await
+    }
+
+    /// The next protocol message or close, waiting at most `wait`.
+    pub async fn recv(&mut self, wait: std::time::Duration) -> anyhow::Result<WsEvent> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(wait, self.stream.next()).await.context("nothing received in time")?;
+            match msg {
+                None => return Ok(WsEvent::Closed(1006, "connection ended without a close frame".into())),
+                Some(Err(e)) => return Ok(WsEvent::Closed(1006, e.to_string())),
+                Some(Ok(Message::Text(t))) => return Ok(WsEvent::Message(serde_json::from_str(t.as_str())?)),
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(match frame {
+                        Some(f) => WsEvent::Closed(f.code.into(), f.reason.to_string()),
+                        None => WsEvent::Closed(1005, String::new()),
+                    });
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next `next` payload of subscription `id` (other messages are skipped), at most `wait`.
+    pub async fn next_of(&mut self, id: &str, wait: std::time::Duration) -> anyhow::Result<Value> {
+        if let Some(i) = self.pending.iter().position(|m| m["id"] == id) {
+            let m = self.pending.remove(i).unwrap_or_default();
+            anyhow::ensure!(m["type"] == "next", "error for {id}: {m}");
+            return Ok(m["payload"].clone());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await? {
+                WsEvent::Message(m) if m["id"] == id && m["type"] == "next" => return Ok(m["payload"].clone()),
+                WsEvent::Message(m) if m["id"] == id && m["type"] == "error" => anyhow::bail!("error for {id}: {m}"),
+                WsEvent::Message(m) if m["type"] == "next" || m["type"] == "error" => self.pending.push_back(m),
+                WsEvent::Message(_) => continue,
+                WsEvent::Closed(code, reason) => anyhow::bail!("closed ({code}: {reason}) while waiting for {id}"),
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close code and reason.
+    pub async fn closed(&mut self, wait: std::time::Duration) -> anyhow::Result<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let WsEvent::Closed(code, reason) = self.recv(left).await? {
+                return Ok((code, reason));
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `wait` (and nothing unread is pending).
+    pub async fn silent_for(&mut self, wait: std::time::Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(self.pending.is_empty(), "expected silence, but {:?} arrived", self.pending);
+        match self.recv(wait).await {
+            Err(_) => Ok(()),
+            Ok(ev) => anyhow::bail!("expected silence, received {ev:?}"),
+        }
     }
 }

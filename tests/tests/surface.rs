@@ -84,9 +84,9 @@ async fn websocket_handshake_checks_the_token() -> anyhow::Result<()> {
             }
             Some(Ok(Message::Close(frame))) => {
                 assert!(!expect_ack, "a valid token must be acknowledged: {frame:?}");
-                // graphql-transport-ws asks for 4403; async-graphql answers 1002. The close-code
-                // work belongs to the subscriptions issue; what matters here is: no ack.
-                assert!(frame.is_some(), "closed with a reason");
+                let frame = anyhow::Context::context(frame, "closed without a frame")?;
+                assert_eq!(u16::from(frame.code), 4403, "graphql-transport-ws: Forbidden");
+                assert!(frame.reason.contains("not valid"), "{}", frame.reason);
             }
             other => anyhow::bail!("unexpected reply {other:?}"),
         }

@@ -82,6 +82,15 @@ impl AccessTokens {
         }
         data.claims.sub.parse().map_err(|_| "the access token is not valid; sign in again".to_owned())
     }
+
+    /// When a token (signature checked) expires; `None` for anything else.
+    pub fn expiry(&self, token: &str) -> Option<DateTime<Utc>> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
+        DateTime::from_timestamp(data.claims.exp, 0)
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +106,7 @@ mod tests {
         let (token, exp) = keys.issue(user, t0).expect("issue");
         assert_eq!(exp, t0 + chrono::Duration::seconds(60));
         assert_eq!(keys.verify(&token, t0), Ok(user));
+        assert_eq!(keys.expiry(&token).map(|e| e.timestamp()), Some(exp.timestamp()));
         assert!(keys.verify(&token, t0 + chrono::Duration::seconds(61)).unwrap_err().contains("expired"));
         let other = AccessTokens::new(&"x".repeat(32), Duration::from_secs(60));
         assert!(other.verify(&token, t0).is_err());

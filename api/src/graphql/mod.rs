@@ -2,7 +2,7 @@
 //!
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
-//! `mutation` (the core root parts), `hazards` (hazards, events, dead letters and readings:
+//! `mutation` (the core root parts), `subscription` (live feeds), `hazards` (hazards, events, dead letters and readings:
 //! types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
@@ -12,8 +12,9 @@ pub mod input;
 pub mod mutation;
 pub mod object;
 pub mod query;
+pub mod subscription;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, Schema};
 
 use crate::service::Services;
 
@@ -26,7 +27,7 @@ pub struct Query(query::CoreQuery, hazards::HazardQuery);
 pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation);
 
 /// The executable schema.
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// Deepest query accepted (the explorer's introspection query needs 13).
 pub const MAX_DEPTH: usize = 16;
@@ -35,7 +36,7 @@ pub const MAX_COMPLEXITY: usize = 5000;
 
 /// Builds the schema with its limits. `services` may be absent for printing the SDL.
 pub fn schema(services: Option<Services>) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), subscription::Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
@@ -57,3 +58,8 @@ pub type Result<T> = std::result::Result<T, crate::error::ApiError>;
 /// The client's address, for login rate limiting.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
+
+/// The `Authorization` value a WebSocket connection signed in with; live feeds re-check it
+/// when the tenant's access changes.
+#[derive(Clone, Debug)]
+pub struct Credentials(pub Option<String>);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, Utc};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
-use sparkwatch_domain::ids::{DetectorId, DeviceId};
+use sparkwatch_domain::ids::{DetectorId, DeviceId, TenantId};
 use sparkwatch_domain::payload::{self, TopicKind};
 use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Quantity, Reading};
 use sparkwatch_domain::site::DeviceTransport;
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::latest::LatestCache;
 use super::{Inbound, ModbusOutcome, ModbusReport};
+use crate::bus::{Bus, BusMessage, DeviceStatus, Envelope, Feed, ReadingNote};
 use crate::metrics::Metrics;
 use crate::service::Clock;
 use crate::store::Store;
@@ -104,6 +105,16 @@ pub struct Pipeline {
     last_flush: Instant,
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     seen_generation: u64,
+    bus: Bus,
+    outbox: Outbox,
+}
+
+/// What a transaction changed, published on the bus once it commits.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<uuid::Uuid>,
+    hazards: Vec<uuid::Uuid>,
+    statuses: Vec<(TenantId, DeviceStatus)>,
 }
 
 /// Recently seen `(seq, device time, receive time)` of one device.
@@ -121,6 +132,7 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         config: PipelineConfig,
         site_generation: Arc<std::sync::atomic::AtomicU64>,
+        bus: Bus,
     ) -> Self {
         Pipeline {
             store,
@@ -138,6 +150,8 @@ impl Pipeline {
             last_flush: Instant::now(),
             site_generation,
             seen_generation: 0,
+            bus,
+            outbox: Outbox::default(),
         }
     }
 
@@ -427,6 +441,8 @@ impl Pipeline {
             }
             fresh.push(w);
         }
+        // Whatever an earlier, rolled-back transaction noted never happened.
+        self.outbox = Outbox::default();
         let tx = self.store.db().begin().await?;
         let inserted: HashSet<(DetectorId, DateTime<Utc>)> =
             tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect();
@@ -472,12 +488,9 @@ impl Pipeline {
                         None,
                         None,
                     );
-                    let raised = tel::raise(&tx, &occ).await?;
-                    if raised.new {
-                        self.metrics.episodes_opened.with_label_values(&[EventKind::Offline.code()]).inc();
-                    }
+                    let raised = self.raise(&tx, &occ).await?;
                     let remarks = Some(format!("communication lost: 3 polls in a row failed ({detail})"));
-                    tel::insert_event(
+                    self.record(
                         &tx,
                         &event(
                             device,
@@ -507,7 +520,7 @@ impl Pipeline {
                     )
                     .await?;
                     let remarks = Some("communication restored".to_owned());
-                    tel::insert_event(
+                    self.record(
                         &tx,
                         &event(
                             device,
@@ -538,18 +551,21 @@ impl Pipeline {
         }
         tx.commit().await?;
         let mut latest = Vec::new();
+        let mut notes = Vec::new();
         for w in fresh {
-            if let Work::Reading { detector, reading, .. } = w {
+            if let Work::Reading { detector, reading, device, .. } = w {
                 self.accumulate(detector.id, &reading);
-                latest.push((detector.id, reading));
+                latest.push((detector.id, reading.clone()));
+                notes.push((detector, device.tenant, reading));
             }
         }
+        self.publish(&notes).await;
         self.latest.put_all(latest).await;
         Ok(())
     }
 
     async fn apply_signal(
-        &self,
+        &mut self,
         tx: &DatabaseTransaction,
         device: &DeviceInfo,
         det: &DetectorInfo,
@@ -576,16 +592,13 @@ impl Pipeline {
                         Some(value),
                         Some(setpoint),
                     );
-                    let raised = tel::raise(tx, &occ).await?;
-                    if raised.new {
-                        self.metrics.episodes_opened.with_label_values(&[kind.code()]).inc();
-                    }
+                    let raised = self.raise(tx, &occ).await?;
                     Some(raised.episode)
                 } else {
                     None
                 };
                 let remarks = Some(describe(kind, category, &channel, Some(value), Some(setpoint)));
-                tel::insert_event(
+                self.record(
                     tx,
                     &event(
                         device,
@@ -622,7 +635,7 @@ impl Pipeline {
                         kind_label(kind, category),
                         fmt_value(&channel, Some(value))
                     ));
-                    tel::insert_event(
+                    self.record(
                         tx,
                         &event(
                             device,
@@ -647,7 +660,7 @@ impl Pipeline {
     }
 
     async fn apply_device_event(
-        &self,
+        &mut self,
         tx: &DatabaseTransaction,
         device: &DeviceInfo,
         det: &DetectorInfo,
@@ -686,10 +699,7 @@ impl Pipeline {
                 e.value,
                 e.setpoint,
             );
-            let raised = tel::raise(tx, &occ).await?;
-            if raised.new {
-                self.metrics.episodes_opened.with_label_values(&[e.kind.code()]).inc();
-            }
+            let raised = self.raise(tx, &occ).await?;
             episode = Some(raised.episode);
         } else if e.kind == EventKind::Recovered
             && let Some(cause) = e.cause
@@ -705,7 +715,7 @@ impl Pipeline {
                 format!("{} (reported by the device)", describe(kind, category, &e.channel, e.value, e.setpoint))
             }
         });
-        tel::insert_event(
+        self.record(
             tx,
             &event(
                 device,
@@ -748,10 +758,11 @@ impl Pipeline {
         }
         entry.online = true;
         tel::set_device_seen(tx, device.id, true, Some(at)).await?;
+        self.note_status(device, true, at);
         let episode =
             tel::clear(tx, device.id.as_uuid(), &Channel::DETECTOR.code(), EventKind::Offline.code(), at, true).await?;
         let remarks = Some("device online".to_owned());
-        tel::insert_event(
+        self.record(
             tx,
             &event(
                 device,
@@ -791,6 +802,7 @@ impl Pipeline {
         }
         entry.online = false;
         tel::set_device_seen(tx, device.id, false, None).await?;
+        self.note_status(device, false, at);
         let occ = occurrence(
             device,
             None,
@@ -804,11 +816,8 @@ impl Pipeline {
             None,
             None,
         );
-        let raised = tel::raise(tx, &occ).await?;
-        if raised.new {
-            self.metrics.episodes_opened.with_label_values(&[EventKind::Offline.code()]).inc();
-        }
-        tel::insert_event(
+        let raised = self.raise(tx, &occ).await?;
+        self.record(
             tx,
             &event(
                 device,
@@ -827,6 +836,76 @@ impl Pipeline {
         )
         .await?;
         Ok(())
+    }
+
+    /// Records an event and remembers it for the bus.
+    async fn record(&mut self, tx: &DatabaseTransaction, e: &NewEvent) -> Result<(), sea_orm::DbErr> {
+        let id = tel::insert_event(tx, e).await?;
+        self.outbox.events.push(id);
+        Ok(())
+    }
+
+    /// Opens or repeats an episode and remembers its hazard for the bus.
+    async fn raise(&mut self, tx: &DatabaseTransaction, o: &Occurrence) -> Result<tel::Raised, sea_orm::DbErr> {
+        let raised = tel::raise(tx, o).await?;
+        if raised.new {
+            self.metrics.episodes_opened.with_label_values(&[o.kind]).inc();
+        }
+        self.outbox.hazards.push(raised.hazard);
+        Ok(raised)
+    }
+
+    fn note_status(&mut self, device: &DeviceInfo, online: bool, at: DateTime<Utc>) {
+        let status = DeviceStatus {
+            device_id: device.id,
+            project_id: device.project,
+            serial: device.serial.clone(),
+            online,
+            at,
+        };
+        self.outbox.statuses.push((device.tenant, status));
+    }
+
+    /// Publishes what the committed transaction changed. A failure to read it back only
+    /// costs the live notification; the data is stored.
+    async fn publish(&mut self, readings: &[(DetectorInfo, TenantId, Reading)]) {
+        let Outbox { events, hazards, statuses } = std::mem::take(&mut self.outbox);
+        let mut out = Vec::new();
+        for (det, tenant, reading) in readings {
+            let feed = Feed::Readings(det.id);
+            if self.bus.wanted(&feed) {
+                let note = ReadingNote { detector_id: det.id, project_id: det.project, reading: reading.clone() };
+                out.push(Envelope { tenant: *tenant, feed, message: BusMessage::Reading(Box::new(note)) });
+            }
+        }
+        for (tenant, status) in statuses {
+            out.push(Envelope {
+                tenant,
+                feed: Feed::Tenant(tenant),
+                message: BusMessage::DeviceStatus(Box::new(status)),
+            });
+        }
+        let db = self.store.db();
+        match crate::store::hazards::events_by_ids(db, &events).await {
+            Ok(views) => out.extend(views.into_iter().map(|(tenant, v)| Envelope {
+                tenant,
+                feed: Feed::Tenant(tenant),
+                message: BusMessage::Event(Box::new(v)),
+            })),
+            Err(e) => tracing::warn!(error = %e, "could not read back new events for subscribers"),
+        }
+        let mut hazards = hazards;
+        hazards.sort_unstable();
+        hazards.dedup();
+        match crate::store::hazards::hazards_by_id(db, &hazards).await {
+            Ok(list) => out.extend(list.into_iter().map(|h| Envelope {
+                tenant: h.tenant_id,
+                feed: Feed::Tenant(h.tenant_id),
+                message: BusMessage::Hazard(Box::new(h)),
+            })),
+            Err(e) => tracing::warn!(error = %e, "could not read back changed hazards for subscribers"),
+        }
+        self.bus.publish(out);
     }
 
     async fn load_liveness(&mut self) -> Result<(), sea_orm::DbErr> {
@@ -879,6 +958,7 @@ impl Pipeline {
         if due.is_empty() && dirty.is_empty() && cells.is_empty() {
             return Ok(());
         }
+        self.outbox = Outbox::default();
         let tx = self.store.db().begin().await?;
         for (device, last_seen) in due {
             let why = format!("no message since {} (heartbeat timeout)", last_seen.format("%Y-%m-%d %H:%M:%S UTC"));
@@ -889,6 +969,7 @@ impl Pipeline {
         tel::set_devices_seen(&tx, &seen).await?;
         tel::merge_rollups(&tx, &cells).await?;
         tx.commit().await?;
+        self.publish(&[]).await;
         for (id, _) in dirty {
             if let Some(l) = self.liveness.get_mut(&id) {
                 l.dirty = false;

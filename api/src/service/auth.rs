@@ -149,6 +149,14 @@ impl Services {
         }
     }
 
+    /// When the credentials of an `Authorization` value stop being valid by themselves
+    /// (access tokens expire; API keys are revoked instead, which the bus announces).
+    pub fn credentials_expire_at(&self, header: Option<&str>) -> Option<DateTime<Utc>> {
+        let token = header?.trim();
+        let token = token.strip_prefix("Bearer ").or_else(|| token.strip_prefix("bearer "))?.trim();
+        self.inner.tokens.expiry(token)
+    }
+
     async fn principal_for_jwt(&self, token: &str) -> AppResult<Principal> {
         let user_id = self.inner.tokens.verify(token, self.now()).map_err(AppError::Unauthenticated)?;
         let user = st::user_by_id(self.inner.store.db(), user_id)

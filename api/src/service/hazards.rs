@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::{MAX_PAGE, Services, snapshot};
 use crate::auth::Principal;
+use crate::bus::{BusMessage, Envelope, Feed};
 use crate::error::{AppError, AppResult};
 use crate::ingest::pipeline::reading_from_json;
 use crate::store::hazards::{
@@ -270,6 +271,12 @@ impl Services {
         // Read back rather than patch the copies: the response then shows exactly what later
         // reads will (the database may store time with less precision than the clock has).
         let stored = st::hazards_by_ids(self.inner.store.db(), tenant, &who.access.scope, &wanted).await?;
+        let changed = stored.iter().filter(|h| changes.iter().any(|(before, _)| before.id == h.id));
+        self.inner.bus.publish(changed.map(|h| Envelope {
+            tenant,
+            feed: Feed::Tenant(tenant),
+            message: BusMessage::Hazard(Box::new(h.clone())),
+        }));
         Ok(wanted.iter().filter_map(|id| stored.iter().find(|h| h.id == *id).cloned()).collect())
     }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod hazards;
 pub mod import;
+pub mod live;
 pub mod sites;
 pub mod tenants;
 pub mod thresholds;
@@ -89,6 +90,7 @@ struct Inner {
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: crate::metrics::Metrics,
     latest: Arc<crate::ingest::latest::LatestCache>,
+    bus: crate::bus::Bus,
     clock: Arc<dyn Clock>,
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
@@ -103,6 +105,7 @@ impl Services {
         settings: ServiceSettings,
         metrics: crate::metrics::Metrics,
         latest: crate::ingest::latest::LatestCache,
+        bus: crate::bus::Bus,
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
@@ -110,6 +113,7 @@ impl Services {
                 site_generation: Arc::default(),
                 metrics,
                 latest: Arc::new(latest),
+                bus,
                 clock,
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
@@ -142,6 +146,17 @@ impl Services {
     /// Latest value per detector (fed by ingestion).
     pub fn latest(&self) -> &Arc<crate::ingest::latest::LatestCache> {
         &self.inner.latest
+    }
+
+    /// The event bus (subscriptions and push listen to it).
+    pub fn bus(&self) -> &crate::bus::Bus {
+        &self.inner.bus
+    }
+
+    /// Tells listeners in `tenant` to re-check their callers' permissions and scope.
+    pub(crate) fn access_changed(&self, tenant: sparkwatch_domain::ids::TenantId) {
+        let feed = crate::bus::Feed::Tenant(tenant);
+        self.inner.bus.publish([crate::bus::Envelope { tenant, feed, message: crate::bus::BusMessage::AccessChanged }]);
     }
 
     /// The clock.

@@ -79,6 +79,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed(id);
         Ok(after)
     }
 

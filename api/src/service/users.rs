@@ -257,6 +257,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed(tenant);
         Ok(user)
     }
 
@@ -375,6 +376,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed(tenant);
         Ok(RoleView::custom(role))
     }
 
@@ -404,6 +406,7 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        self.access_changed(tenant);
         Ok(true)
     }
 
@@ -491,6 +494,7 @@ impl Services {
         .await?;
         let key = st::key(&tx, tenant, id).await?.ok_or(AppError::NotFound("API key"))?;
         tx.commit().await?;
+        self.access_changed(tenant);
         Ok(key)
     }
 

@@ -17,7 +17,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Select,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sparkwatch_domain::access::ProjectScope;
 use sparkwatch_domain::hazard::HazardStatus;
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId, UserId};
@@ -72,7 +72,7 @@ where
 // ---- hazards ----
 
 /// A hazard as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hazard {
     /// Id.
     pub id: Uuid,
@@ -236,6 +236,16 @@ pub async fn hazards_by_ids<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// Hazards by id, whatever their tenant (for the bus).
+pub async fn hazards_by_id<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<Vec<Hazard>, DbErr> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows = hazard::Entity::find().filter(hazard::Column::Id.is_in(chunk.iter().copied())).all(db).await?;
+        out.extend(rows.into_iter().map(hazard_from));
+    }
+    Ok(out)
+}
+
 /// Moves a hazard from the status it was read in to `to`, stamping `first_ack_at` when it
 /// leaves `OPEN`. Returns false when the hazard's status changed in the meantime (another
 /// writer got there first), in which case nothing was written.
@@ -349,7 +359,7 @@ pub async fn transitions<C: ConnectionTrait>(
 
 /// An event with the event view's columns (device name and type, detector address, region,
 /// position) joined in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventView {
     /// Id.
     pub id: Uuid,
@@ -480,52 +490,67 @@ pub async fn events<C: ConnectionTrait>(
         );
     }
     let page = page_newest(db, q, event::Column::At, event::Column::Id, req).await?;
-    let device_ids: Vec<Uuid> = page.items.iter().map(|e| e.device_id).collect();
-    let detector_ids: Vec<Uuid> = page.items.iter().filter_map(|e| e.detector_id).collect();
-    let devices = if device_ids.is_empty() {
-        vec![]
-    } else {
-        device::Entity::find()
-            .filter(device::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(device::Column::Id.is_in(device_ids))
-            .all(db)
-            .await?
-    };
+    let Page { items, has_next, has_previous, total } = page;
+    let items = event_views(db, items).await?.into_iter().map(|(_, v)| v).collect();
+    Ok(Page { items, has_next, has_previous, total })
+}
+
+/// Events by id with the event view's columns, and each one's tenant (for the bus; no scope).
+pub async fn events_by_ids<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<Vec<(TenantId, EventView)>, DbErr> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        rows.extend(event::Entity::find().filter(event::Column::Id.is_in(chunk.iter().copied())).all(db).await?);
+    }
+    event_views(db, rows).await
+}
+
+/// Joins the device and detector columns of the event view into event rows (order kept).
+async fn event_views<C: ConnectionTrait>(db: &C, rows: Vec<event::Model>) -> Result<Vec<(TenantId, EventView)>, DbErr> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut device_ids: Vec<Uuid> = rows.iter().map(|e| e.device_id).collect();
+    let mut detector_ids: Vec<Uuid> = rows.iter().filter_map(|e| e.detector_id).collect();
+    device_ids.sort_unstable();
+    device_ids.dedup();
+    detector_ids.sort_unstable();
+    detector_ids.dedup();
+    let devices = device::Entity::find().filter(device::Column::Id.is_in(device_ids)).all(db).await?;
     let detectors = if detector_ids.is_empty() {
         vec![]
     } else {
-        detector::Entity::find()
-            .filter(detector::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(detector::Column::Id.is_in(detector_ids))
-            .all(db)
-            .await?
+        detector::Entity::find().filter(detector::Column::Id.is_in(detector_ids)).all(db).await?
     };
-    Ok(page.map(|e| {
-        let dev = devices.iter().find(|d| d.id == e.device_id);
-        let det = e.detector_id.and_then(|id| detectors.iter().find(|d| d.id == id));
-        let kind = EventKind::from_code(&e.kind).unwrap_or(EventKind::Command);
-        EventView {
-            id: e.id,
-            project_id: e.project_id.into(),
-            device_id: e.device_id.into(),
-            detector_id: e.detector_id.map(Into::into),
-            episode_id: e.episode_id,
-            category: EventCategory::from_code(&e.category).unwrap_or(kind.category()),
-            kind,
-            source: e.source,
-            channel: e.channel,
-            at: e.at,
-            received_at: e.received_at,
-            value: e.value,
-            setpoint: e.setpoint,
-            remarks: e.remarks,
-            device_name: dev.map(|d| d.name.clone()),
-            device_type: dev.and_then(|d| d.device_type.clone()),
-            detector_address: det.and_then(|d| u8::try_from(d.address).ok()),
-            region: det.and_then(|d| d.region.clone()).or_else(|| dev.and_then(|d| d.region.clone())),
-            position: det.and_then(|d| d.position.clone()).or_else(|| dev.and_then(|d| d.position.clone())),
-        }
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|e| {
+            let dev = devices.iter().find(|d| d.id == e.device_id);
+            let det = e.detector_id.and_then(|id| detectors.iter().find(|d| d.id == id));
+            let kind = EventKind::from_code(&e.kind).unwrap_or(EventKind::Command);
+            let view = EventView {
+                id: e.id,
+                project_id: e.project_id.into(),
+                device_id: e.device_id.into(),
+                detector_id: e.detector_id.map(Into::into),
+                episode_id: e.episode_id,
+                category: EventCategory::from_code(&e.category).unwrap_or(kind.category()),
+                kind,
+                source: e.source,
+                channel: e.channel,
+                at: e.at,
+                received_at: e.received_at,
+                value: e.value,
+                setpoint: e.setpoint,
+                remarks: e.remarks,
+                device_name: dev.map(|d| d.name.clone()),
+                device_type: dev.and_then(|d| d.device_type.clone()),
+                detector_address: det.and_then(|d| u8::try_from(d.address).ok()),
+                region: det.and_then(|d| d.region.clone()).or_else(|| dev.and_then(|d| d.region.clone())),
+                position: det.and_then(|d| d.position.clone()).or_else(|| dev.and_then(|d| d.position.clone())),
+            };
+            (e.tenant_id.into(), view)
+        })
+        .collect())
 }
 
 // ---- dead letters ----

@@ -1,0 +1,200 @@
+//! The event bus: what happened (events, readings, hazard changes, device status, access
+//! changes) goes out to whoever listens — GraphQL subscriptions and the push dispatcher.
+//!
+//! Messages are published on *feeds*: one per tenant (events, hazards, device status,
+//! access changes — low rate) and one per detector (readings — high rate, so nobody pays
+//! for readings they did not ask for). Locally every feed with listeners is a bounded
+//! `tokio::sync::broadcast` ring: a slow listener lags and is told so ([`Lagged`]), it never
+//! slows the publisher or the other listeners. Feeds without listeners cost nothing.
+//!
+//! With `--redis-url` every message goes through Redis pub/sub (channel `sw:bus:{feed}`):
+//! each instance subscribes to the feeds its own listeners need, so an alarm ingested by
+//! one instance reaches subscribers connected to another. Publishing never waits for Redis:
+//! messages are handed to a bounded queue and pipelined by a background task; when Redis
+//! is down, messages are dropped (counted) rather than stalling ingestion.
+//!
+//! Layout: [`Bus`] (publish / subscribe), [`BusMessage`] (what travels), `redis` (the link).
+
+mod redis_link;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
+use sparkwatch_domain::reading::Reading;
+use tokio::sync::broadcast;
+
+use crate::store::hazards::{EventView, Hazard};
+
+/// Messages a local listener may fall behind by before it is told it lagged.
+pub const FEED_CAPACITY: usize = 1024;
+
+/// Where a message is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Feed {
+    /// Everything about one tenant except readings.
+    Tenant(TenantId),
+    /// Readings of one detector.
+    Readings(DetectorId),
+}
+
+impl Feed {
+    /// The Redis channel of the feed.
+    fn channel(&self) -> String {
+        match self {
+            Feed::Tenant(t) => format!("sw:bus:tenant:{t}"),
+            Feed::Readings(d) => format!("sw:bus:readings:{d}"),
+        }
+    }
+}
+
+/// A device came online or went offline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// Device.
+    pub device_id: DeviceId,
+    /// Its project.
+    pub project_id: ProjectId,
+    /// Serial number.
+    pub serial: String,
+    /// Online now?
+    pub online: bool,
+    /// When it changed.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One detector's new reading.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadingNote {
+    /// Detector.
+    pub detector_id: DetectorId,
+    /// Its project.
+    pub project_id: ProjectId,
+    /// The values.
+    pub reading: Reading,
+}
+
+/// What travels on the bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BusMessage {
+    /// An event was recorded (alarm, pre-alarm, fault, recovery, status, operation).
+    Event(Box<EventView>),
+    /// A hazard was opened or changed.
+    Hazard(Box<Hazard>),
+    /// A detector reported values.
+    Reading(Box<ReadingNote>),
+    /// A device went online or offline.
+    DeviceStatus(Box<DeviceStatus>),
+    /// Roles, scopes or accounts of the tenant changed: listeners re-check their caller.
+    AccessChanged,
+}
+
+/// A message with its feed, as published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The tenant whose data it is.
+    pub tenant: TenantId,
+    /// The feed.
+    pub feed: Feed,
+    /// The message.
+    pub message: BusMessage,
+}
+
+/// A listener's end of a feed.
+pub type Listener = broadcast::Receiver<Arc<Envelope>>;
+
+/// Why a listener missed messages.
+pub use broadcast::error::RecvError as Lagged;
+
+/// The bus; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+type Feeds = Arc<Mutex<HashMap<Feed, broadcast::Sender<Arc<Envelope>>>>>;
+
+#[derive(Default)]
+struct Inner {
+    feeds: Feeds,
+    link: Option<redis_link::RedisLink>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.inner.link.is_some() { "Bus::Redis" } else { "Bus::InProcess" })
+    }
+}
+
+impl Bus {
+    /// A bus inside this process only.
+    pub fn in_process() -> Bus {
+        Bus::default()
+    }
+
+    /// A bus through Redis pub/sub, shared by every instance using the same Redis.
+    pub async fn redis(url: &str, metrics: crate::metrics::Metrics) -> anyhow::Result<Bus> {
+        let feeds = Feeds::default();
+        let local = feeds.clone();
+        let link = redis_link::RedisLink::start(url, metrics, move |env| deliver(&local, Arc::new(env)))?;
+        link.ready().await?;
+        Ok(Bus { inner: Arc::new(Inner { feeds, link: Some(link) }) })
+    }
+
+    /// Publishes messages; never waits for listeners or for Redis.
+    pub fn publish(&self, messages: impl IntoIterator<Item = Envelope>) {
+        match &self.inner.link {
+            Some(link) => link.publish(messages),
+            None => {
+                for m in messages {
+                    deliver(&self.inner.feeds, Arc::new(m));
+                }
+            }
+        }
+    }
+
+    /// Listens to a feed. Dropping every listener of a feed stops its delivery.
+    pub fn subscribe(&self, feed: Feed) -> Listener {
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        // Feeds whose listeners all went away are forgotten here rather than on every drop.
+        let idle: Vec<Feed> = feeds.iter().filter(|(_, s)| s.receiver_count() == 0).map(|(f, _)| *f).collect();
+        for f in &idle {
+            feeds.remove(f);
+        }
+        let sender = feeds.entry(feed).or_insert_with(|| broadcast::channel(FEED_CAPACITY).0);
+        let listener = sender.subscribe();
+        let active: Vec<String> = feeds.keys().map(Feed::channel).collect();
+        drop(feeds);
+        if let Some(link) = &self.inner.link {
+            link.listen(active);
+        }
+        listener
+    }
+
+    /// Whether any local listener follows the feed (publishers skip building messages
+    /// nobody reads; with Redis, listeners elsewhere count too, so this is always true).
+    pub fn wanted(&self, feed: &Feed) -> bool {
+        if self.inner.link.is_some() {
+            return true;
+        }
+        let feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds.get(feed).is_some_and(|s| s.receiver_count() > 0)
+    }
+
+    /// Whether Redis is reachable (always true in process).
+    pub async fn ping(&self) -> Result<(), String> {
+        match &self.inner.link {
+            Some(link) => link.ping().await,
+            None => Ok(()),
+        }
+    }
+}
+
+fn deliver(feeds: &Feeds, env: Arc<Envelope>) {
+    let feeds = feeds.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = feeds.get(&env.feed) {
+        // An error only means nobody listens any more.
+        let _ = sender.send(env);
+    }
+}

@@ -1,0 +1,175 @@
+//! The bus over Redis pub/sub: a publisher task that pipelines `PUBLISH` commands from a
+//! bounded queue, and a subscriber task that keeps one pub/sub connection subscribed to the
+//! channels local listeners need, reconnecting (and re-subscribing) when Redis goes away.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::Envelope;
+use crate::metrics::Metrics;
+
+/// Messages waiting for Redis before new ones are dropped (counted).
+const QUEUE: usize = 20_000;
+
+pub(super) struct RedisLink {
+    client: redis::Client,
+    outbox: mpsc::Sender<Vec<Envelope>>,
+    wanted: watch::Sender<HashSet<String>>,
+    connected: watch::Receiver<Result<(), String>>,
+    metrics: Metrics,
+}
+
+impl RedisLink {
+    pub(super) fn start(
+        url: &str,
+        metrics: Metrics,
+        deliver: impl Fn(Envelope) + Send + Sync + 'static,
+    ) -> anyhow::Result<RedisLink> {
+        let client = redis::Client::open(url)?;
+        let (outbox, rx) = mpsc::channel(QUEUE / 100);
+        let (wanted, wanted_rx) = watch::channel(HashSet::new());
+        let (connected_tx, connected) = watch::channel(Err("connecting".to_owned()));
+        tokio::spawn(publisher(client.clone(), rx, metrics.clone()));
+        tokio::spawn(subscriber(client.clone(), wanted_rx, connected_tx, deliver));
+        Ok(RedisLink { client, outbox, wanted, connected, metrics })
+    }
+
+    /// Waits (at most 10 s) until the subscriber connection is up.
+    pub(super) async fn ready(&self) -> anyhow::Result<()> {
+        let mut rx = self.connected.clone();
+        let wait = rx.wait_for(|r| r.is_ok());
+        match tokio::time::timeout(Duration::from_secs(10), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let why = self.connected.borrow().clone().err().unwrap_or_default();
+                anyhow::bail!("Redis did not accept a pub/sub connection within 10 s ({why})")
+            }
+        }
+    }
+
+    pub(super) fn publish(&self, messages: impl IntoIterator<Item = Envelope>) {
+        let batch: Vec<Envelope> = messages.into_iter().collect();
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if self.outbox.try_send(batch).is_err() {
+            self.metrics.bus_dropped.inc_by(n);
+        }
+    }
+
+    /// Makes the subscriber follow exactly these channels.
+    pub(super) fn listen(&self, channels: Vec<String>) {
+        let set: HashSet<String> = channels.into_iter().collect();
+        self.wanted.send_if_modified(|cur| {
+            if *cur == set {
+                false
+            } else {
+                *cur = set;
+                true
+            }
+        });
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>, metrics: Metrics) {
+    let mut conn = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        if conn.is_none() {
+            match redis::aio::ConnectionManager::new(client.clone()).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, dropped = batch.len(), "bus: Redis unreachable, messages dropped");
+                    metrics.bus_dropped.inc_by(batch.len() as u64);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mut pipe = redis::pipe();
+        for env in &batch {
+            match serde_json::to_string(env) {
+                Ok(json) => {
+                    pipe.publish(env.feed.channel(), json).ignore();
+                }
+                Err(e) => tracing::error!(error = %e, "bus: message not serialisable"),
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(c).await {
+            tracing::warn!(error = %e, dropped = batch.len(), "bus: publishing to Redis failed");
+            metrics.bus_dropped.inc_by(batch.len() as u64);
+        }
+    }
+}
+
+async fn subscriber(
+    client: redis::Client,
+    mut wanted: watch::Receiver<HashSet<String>>,
+    connected: watch::Sender<Result<(), String>>,
+    deliver: impl Fn(Envelope) + Send + Sync + 'static,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = connected.send(Err(e.to_string()));
+                tracing::warn!(error = %e, retry_in = ?backoff, "bus: Redis pub/sub connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut current: HashSet<String> = HashSet::new();
+        let _ = connected.send(Ok(()));
+        backoff = Duration::from_millis(200);
+        // The first pass subscribes to what is already wanted (after a reconnect: everything).
+        wanted.mark_changed();
+        let lost = loop {
+            tokio::select! {
+                changed = wanted.changed() => {
+                    if changed.is_err() {
+                        return; // the bus is gone
+                    }
+                    let want = wanted.borrow_and_update().clone();
+                    let add: Vec<&String> = want.difference(&current).collect();
+                    let remove: Vec<&String> = current.difference(&want).collect();
+                    if !add.is_empty()
+                        && let Err(e) = sink.subscribe(add).await
+                    {
+                        break e.to_string();
+                    }
+                    if !remove.is_empty()
+                        && let Err(e) = sink.unsubscribe(remove).await
+                    {
+                        break e.to_string();
+                    }
+                    current = want;
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break "connection closed".to_owned() };
+                    match serde_json::from_slice::<Envelope>(msg.get_payload_bytes()) {
+                        Ok(env) => deliver(env),
+                        Err(e) => tracing::warn!(error = %e, channel = msg.get_channel_name(), "bus: unreadable message"),
+                    }
+                }
+            }
+        };
+        let _ = connected.send(Err(lost.clone()));
+        tracing::warn!(error = %lost, "bus: Redis pub/sub connection lost; reconnecting");
+    }
+}

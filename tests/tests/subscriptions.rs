@@ -1,0 +1,393 @@
+//! Subscriptions over real WebSockets (`graphql-transport-ws` and the legacy `graphql-ws`)
+//! against SQLite and (when configured) PostgreSQL, fed by the real ingestion pipeline:
+//! alarms reach subscribed managers and nobody outside their tenant or project scope; the
+//! protocol's close codes; token expiry and deactivation end feeds; a client that stops
+//! reading is dropped without delaying others; two instances fan out through Redis.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sparkwatch_api::ws::WsLimits;
+use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends};
+
+const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(700);
+
+const ALARMS: &str = "subscription($p: [ID!]) { alarmEvents(projectIds: $p) { kind category channel value setpoint deviceName detectorAddress } }";
+const HAZARDS: &str = "subscription { hazardChanged { id status kind occurrences peakValue } }";
+
+fn telemetry(serial_ts: DateTime<Utc>, addr: u8, ma: f64) -> String {
+    json!({"ts": serial_ts.timestamp_millis(), "detectors": [{"addr": addr, "leak": [ma]}]}).to_string()
+}
+
+/// Sends two over-threshold readings 6 s apart (device time) so the 5 s delay elapses.
+async fn raise_leak_alarm(feed: &mut Feeder, serial: &str, addr: u8) -> anyhow::Result<()> {
+    let t0 = Utc::now() - chrono::Duration::seconds(30);
+    let topic = format!("sw/{serial}/telemetry");
+    feed.send(&topic, &telemetry(t0, addr, 450.0)).await;
+    feed.send(&topic, &telemetry(t0 + chrono::Duration::seconds(6), addr, 480.0)).await;
+    feed.settle().await
+}
+
+/// The next `alarmEvents` event of `kind` on subscription `id` (a device coming online
+/// before its first alarm is an event too).
+async fn next_kind(ws: &mut WsClient, id: &str, kind: &str) -> anyhow::Result<Value> {
+    loop {
+        let payload = ws.next_of(id, WAIT).await?;
+        if payload["data"]["alarmEvents"]["kind"] == kind {
+            return Ok(payload);
+        }
+    }
+}
+
+async fn token(server: &TestServer, login: &str) -> anyhow::Result<String> {
+    Ok(server.demo_login(login).await?.token.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn alarms_reach_subscribers_in_scope_and_nobody_else() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let mut feed = Feeder::start(&server.services);
+        let mut manager = WsClient::signed_in(&server, &token(&server, "manager@demo.local").await?).await?;
+        manager.subscribe("a", ALARMS, json!({})).await?;
+        manager.subscribe("h", HAZARDS, json!({})).await?;
+        // The electrician sees only the mall; Demo B's admin sees only Demo B.
+        let mut electrician = WsClient::signed_in(&server, &token(&server, "electrician@demo.local").await?).await?;
+        electrician.subscribe("a", ALARMS, json!({})).await?;
+        let mut other_tenant = WsClient::signed_in(&server, &token(&server, "admin@demo-b.local").await?).await?;
+        other_tenant.subscribe("a", ALARMS, json!({})).await?;
+        other_tenant.subscribe("h", HAZARDS, json!({})).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // A school detector: the manager hears it, the mall-only electrician does not.
+        raise_leak_alarm(&mut feed, "SW-DEMO-0101", 1).await?;
+        let event = next_kind(&mut manager, "a", "LEAK_ALARM").await?;
+        let e = &event["data"]["alarmEvents"];
+        assert_eq!(e["category"], "ALARM");
+        assert_eq!(e["channel"], "leak:1");
+        assert_eq!(e["value"], 480.0);
+        assert_eq!(e["setpoint"], 300.0);
+        assert_eq!(e["deviceName"], "Teaching building");
+        assert_eq!(e["detectorAddress"], 1);
+        let hazard = manager.next_of("h", WAIT).await?;
+        assert_eq!(hazard["data"]["hazardChanged"]["status"], "OPEN", "{hazard}");
+        assert_eq!(hazard["data"]["hazardChanged"]["kind"], "LEAK_ALARM");
+        electrician.silent_for(QUIET).await?;
+
+        // A mall detector reaches both.
+        raise_leak_alarm(&mut feed, "SW-DEMO-0001", 2).await?;
+        next_kind(&mut manager, "a", "LEAK_ALARM").await?;
+        let e = next_kind(&mut electrician, "a", "LEAK_ALARM").await?;
+        assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall main distribution");
+        other_tenant.silent_for(QUIET).await?;
+
+        // Acknowledging the hazard over HTTP is a hazard change too.
+        let id = hazard["data"]["hazardChanged"]["id"].clone();
+        let gql = server.demo_login("manager@demo.local").await?;
+        gql.ok("mutation($ids: [ID!]!) { acknowledgeHazards(ids: $ids) { id } }", json!({"ids": [id]})).await?;
+        loop {
+            let h = manager.next_of("h", WAIT).await?;
+            if h["data"]["hazardChanged"]["id"] == id {
+                assert_eq!(h["data"]["hazardChanged"]["status"], "ACKNOWLEDGED");
+                break;
+            }
+        }
+        other_tenant.silent_for(QUIET).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn project_filters_and_readings_follow_scope() -> anyhow::Result<()> {
+    let server = TestServer::demo(&sparkwatch_tests::Backend::Sqlite).await?;
+    let mut feed = Feeder::start(&server.services);
+    let admin = server.demo_login("admin@demo.local").await?;
+    let data = admin
+        .ok(
+            "{ detectors(first: 200) { edges { node { id address device { serial project { id name } } } } } }",
+            json!({}),
+        )
+        .await?;
+    let mut school = String::new();
+    let mut mall = String::new();
+    let mut school_detector = String::new();
+    for edge in data["detectors"]["edges"].as_array().into_iter().flatten() {
+        let node = &edge["node"];
+        let project = node["device"]["project"]["id"].as_str().unwrap_or_default().to_owned();
+        if node["device"]["serial"] == "SW-DEMO-0101" && node["address"] == 1 {
+            school = project;
+            school_detector = node["id"].as_str().unwrap_or_default().to_owned();
+        } else if node["device"]["serial"] == "SW-DEMO-0001" {
+            mall = project;
+        }
+    }
+    let electrician_token = token(&server, "electrician@demo.local").await?;
+    let mut electrician = WsClient::signed_in(&server, &electrician_token).await?;
+    // Outside the electrician's scope: NOT_FOUND, as for queries.
+    electrician
+        .subscribe(
+            "r",
+            "subscription($d: ID!) { readings(detectorId: $d) { at leakMa } }",
+            json!({"d": school_detector}),
+        )
+        .await?;
+    match electrician.recv(WAIT).await? {
+        WsEvent::Message(m) => {
+            assert_eq!(m["type"], "error", "{m}");
+            assert_eq!(m["payload"][0]["extensions"]["code"], "NOT_FOUND", "{m}");
+        }
+        other => anyhow::bail!("expected an error message, got {other:?}"),
+    }
+    electrician.subscribe("p", ALARMS, json!({"p": [school]})).await?;
+    match electrician.recv(WAIT).await? {
+        WsEvent::Message(m) => assert_eq!(m["payload"][0]["extensions"]["code"], "NOT_FOUND", "{m}"),
+        other => anyhow::bail!("expected an error message, got {other:?}"),
+    }
+
+    // The admin narrows to the mall and follows a school detector's readings.
+    let mut ws = WsClient::signed_in(&server, admin.token.as_deref().unwrap_or_default()).await?;
+    ws.subscribe("mall", ALARMS, json!({"p": [mall]})).await?;
+    ws.subscribe(
+        "r",
+        "subscription($d: ID!) { readings(detectorId: $d) { at leakMa } }",
+        json!({"d": school_detector}),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raise_leak_alarm(&mut feed, "SW-DEMO-0101", 1).await?;
+    let r1 = ws.next_of("r", WAIT).await?;
+    assert_eq!(r1["data"]["readings"]["leakMa"], json!([450.0]), "{r1}");
+    let r2 = ws.next_of("r", WAIT).await?;
+    assert_eq!(r2["data"]["readings"]["leakMa"], json!([480.0]));
+    // The school alarm is not in the mall feed.
+    ws.silent_for(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn protocol_close_codes() -> anyhow::Result<()> {
+    let limits = WsLimits { init_timeout: Duration::from_millis(500), ..WsLimits::default() };
+    let server =
+        TestServer::start_opts(&sparkwatch_tests::Backend::Sqlite, Options { ws: limits, ..Options::default() })
+            .await?;
+    sparkwatch_api::demo::seed(&server.services).await?;
+    let good = token(&server, "admin@demo.local").await?;
+
+    // A refused connection_init: 4403.
+    let mut ws = WsClient::connect(&server, "graphql-transport-ws").await?;
+    ws.send(json!({"type": "connection_init", "payload": {"authorization": "Bearer nonsense"}})).await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4403);
+
+    // Subscribing before connection_ack: 4401.
+    let mut ws = WsClient::connect(&server, "graphql-transport-ws").await?;
+    ws.subscribe("1", HAZARDS, json!({})).await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4401);
+
+    // No connection_init in time: 4408.
+    let mut ws = WsClient::connect(&server, "graphql-transport-ws").await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4408);
+
+    // Unparseable message: 4400.
+    let mut ws = WsClient::signed_in(&server, &good).await?;
+    ws.send(json!({"type": "subscribe", "id": 7})).await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4400);
+
+    // A second connection_init: 4429.
+    let mut ws = WsClient::signed_in(&server, &good).await?;
+    ws.send(json!({"type": "connection_init"})).await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4429);
+
+    // Duplicate subscription id: 4409. Ping is answered with pong.
+    let mut ws = WsClient::signed_in(&server, &good).await?;
+    ws.send(json!({"type": "ping", "payload": {"n": 1}})).await?;
+    match ws.recv(WAIT).await? {
+        WsEvent::Message(m) => assert_eq!(m, json!({"type": "pong", "payload": {"n": 1}})),
+        other => anyhow::bail!("expected pong, got {other:?}"),
+    }
+    ws.subscribe("dup", HAZARDS, json!({})).await?;
+    ws.subscribe("dup", HAZARDS, json!({})).await?;
+    assert_eq!(ws.closed(WAIT).await?.0, 4409);
+
+    // Without a token the connection is accepted but subscriptions need one.
+    let mut ws = WsClient::connect(&server, "graphql-transport-ws").await?;
+    ws.send(json!({"type": "connection_init"})).await?;
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "connection_ack"));
+    ws.subscribe("x", HAZARDS, json!({})).await?;
+    match ws.recv(WAIT).await? {
+        WsEvent::Message(m) => {
+            assert_eq!(m["type"], "error");
+            assert_eq!(m["payload"][0]["extensions"]["code"], "UNAUTHENTICATED", "{m}");
+        }
+        other => anyhow::bail!("expected an error, got {other:?}"),
+    }
+
+    // An unknown subprotocol is not accepted (the server answers without one and closes
+    // with 4406; this client library already refuses the handshake).
+    let refused = WsClient::connect(&server, "graphql-transport-ws-v9").await.err().map(|e| e.to_string());
+    assert!(refused.is_some_and(|e| e.contains("subprotocol")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_graphql_ws_clients_receive_data() -> anyhow::Result<()> {
+    let server = TestServer::demo(&sparkwatch_tests::Backend::Sqlite).await?;
+    let mut feed = Feeder::start(&server.services);
+    let good = token(&server, "manager@demo.local").await?;
+    let mut ws = WsClient::connect(&server, "graphql-ws").await?;
+    ws.send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {good}")}})).await?;
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "connection_ack"));
+    ws.send(json!({"type": "start", "id": "1", "payload": {"query": ALARMS}})).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raise_leak_alarm(&mut feed, "SW-DEMO-0001", 1).await?;
+    loop {
+        match ws.recv(WAIT).await? {
+            WsEvent::Message(m) if m["payload"]["data"]["alarmEvents"]["kind"] == "ONLINE" => continue,
+            WsEvent::Message(m) => {
+                assert_eq!(m["type"], "data", "{m}");
+                assert_eq!(m["payload"]["data"]["alarmEvents"]["kind"], "LEAK_ALARM");
+                break;
+            }
+            other => anyhow::bail!("expected data, got {other:?}"),
+        }
+    }
+    ws.send(json!({"type": "stop", "id": "1"})).await?;
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "complete"));
+    // A refused token is reported with connection_error before the close.
+    let mut ws = WsClient::connect(&server, "graphql-ws").await?;
+    ws.send(json!({"type": "connection_init", "payload": {"authorization": "Bearer nope"}})).await?;
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "connection_error"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn expiry_and_deactivation_end_feeds() -> anyhow::Result<()> {
+    let opts = Options { access_token_ttl: Some(Duration::from_secs(3)), ..Options::default() };
+    let server = TestServer::start_opts(&sparkwatch_tests::Backend::Sqlite, opts).await?;
+    sparkwatch_api::demo::seed(&server.services).await?;
+
+    // The access token expires: the connection closes with 4403.
+    let mut ws = WsClient::signed_in(&server, &token(&server, "manager@demo.local").await?).await?;
+    ws.subscribe("a", ALARMS, json!({})).await?;
+    let started = std::time::Instant::now();
+    let (code, reason) = ws.closed(WAIT).await?;
+    assert_eq!(code, 4403, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(started.elapsed() <= Duration::from_secs(4));
+
+    // Deactivating the account ends its feeds at once.
+    let mut ws = WsClient::signed_in(&server, &token(&server, "electrician@demo.local").await?).await?;
+    ws.subscribe("a", ALARMS, json!({})).await?;
+    let admin = server.demo_login("admin@demo.local").await?;
+    let users = admin.ok("{ users(search: \"electrician\") { edges { node { id } } } }", json!({})).await?;
+    let id = users["users"]["edges"][0]["node"]["id"].clone();
+    admin
+        .ok(
+            "mutation($i: UpdateUserInput!) { updateUser(input: $i) { id } }",
+            json!({"i": {"id": id, "active": false}}),
+        )
+        .await?;
+    match ws.recv(WAIT).await? {
+        WsEvent::Message(m) => {
+            assert_eq!(m["type"], "error", "{m}");
+            assert_eq!(m["payload"][0]["extensions"]["code"], "UNAUTHENTICATED", "{m}");
+        }
+        other => anyhow::bail!("expected an error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_delays_nobody() -> anyhow::Result<()> {
+    let limits = WsLimits { write_timeout: Duration::from_millis(500), ..WsLimits::default() };
+    let server =
+        TestServer::start_opts(&sparkwatch_tests::Backend::Sqlite, Options { ws: limits, ..Options::default() })
+            .await?;
+    sparkwatch_api::demo::seed(&server.services).await?;
+    let good = token(&server, "admin@demo.local").await?;
+    let tenant = server.services.tenant_by_name("Demo").await.map_err(|e| anyhow::anyhow!("{e}"))?.id;
+    let admin = server.demo_login("admin@demo.local").await?;
+    let projects = admin.ok("{ projects { edges { node { id } } } }", json!({})).await?;
+    let project: sparkwatch_domain::ids::ProjectId =
+        projects["projects"]["edges"][0]["node"]["id"].as_str().unwrap_or_default().parse()?;
+
+    let mut stalled = WsClient::signed_in(&server, &good).await?;
+    stalled.subscribe("s", "subscription { deviceStatusChanged { serial online at } }", json!({})).await?;
+    let mut healthy = WsClient::signed_in(&server, &good).await?;
+    healthy.subscribe("s", "subscription { deviceStatusChanged { serial online at } }", json!({})).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 5,000 messages of ~8 KB: far more than socket buffers hold. The healthy client reads
+    // them as they come; the stalled one reads nothing.
+    let serial = "X".repeat(8000);
+    let reader = tokio::spawn(async move {
+        let mut n = 0u32;
+        while n < 5_000 {
+            match healthy.recv(WAIT).await {
+                Ok(WsEvent::Message(m)) if m["type"] == "next" => n += 1,
+                Ok(WsEvent::Message(m)) if m["type"] == "error" => {
+                    return Err(anyhow::anyhow!("healthy client got {m}"));
+                }
+                Ok(other) => return Err(anyhow::anyhow!("healthy client: {other:?} after {n}")),
+                Err(e) => return Err(e.context(format!("healthy client after {n} messages"))),
+            }
+        }
+        Ok(n)
+    });
+    let bus = server.services.bus().clone();
+    for chunk in 0..100 {
+        let batch = (0..50).map(|i| sparkwatch_api::bus::Envelope {
+            tenant,
+            feed: sparkwatch_api::bus::Feed::Tenant(tenant),
+            message: sparkwatch_api::bus::BusMessage::DeviceStatus(Box::new(sparkwatch_api::bus::DeviceStatus {
+                device_id: sparkwatch_domain::ids::DeviceId::from_uuid(uuid::Uuid::now_v7()),
+                project_id: project,
+                serial: serial.clone(),
+                online: (chunk + i) % 2 == 0,
+                at: Utc::now(),
+            })),
+        });
+        bus.publish(batch);
+        // Publishing never waits for subscribers; pace it only so the healthy reader keeps up.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = tokio::time::timeout(Duration::from_secs(60), reader).await???;
+    assert_eq!(received, 5_000);
+    // The stalled client was dropped: told (SLOW_CONSUMER) if its writes still went through,
+    // or cut off when its socket stayed full.
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await?.text().await?;
+    let slow: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sparkwatch_subscriptions_slow_consumer_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(slow >= 1.0, "no slow consumer was dropped:\n{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
+    if std::env::var("SPARKWATCH_TEST_REDIS_URL").is_ok_and(|u| !u.is_empty()) {
+        for backend in backends() {
+            let a = TestServer::demo(&backend).await?;
+            let b = a.sibling(Options::default()).await?;
+            let mut feed = Feeder::start(&a.services);
+            // Signed in and subscribed on B; the alarm is ingested by A.
+            let mut ws = WsClient::signed_in(&b, &token(&b, "manager@demo.local").await?).await?;
+            ws.subscribe("a", ALARMS, json!({})).await?;
+            let mut other = WsClient::signed_in(&b, &token(&b, "admin@demo-b.local").await?).await?;
+            other.subscribe("a", ALARMS, json!({})).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            raise_leak_alarm(&mut feed, "SW-DEMO-0002", 1).await?;
+            let e = next_kind(&mut ws, "a", "LEAK_ALARM").await?;
+            assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall food court", "{e}");
+            other.silent_for(QUIET).await?;
+        }
+    } else {
+        eprintln!("SPARKWATCH_TEST_REDIS_URL is not set: the two-instance Redis fan-out test is skipped");
+    }
+    Ok(())
+}
