@@ -6,8 +6,9 @@
 //! `verification_failures`) and answer from per-device-token scripts, falling back to success.
 //!
 //! Layout: [`TestKeys`] (throw-away RSA service account and P-256 .p8 key in a temp dir),
-//! [`Recorded`] (one request), [`Reply`] (a scripted answer), [`FcmStandIn`] (OAuth token
-//! endpoint + `messages:send`), [`ApnsStandIn`] (`/3/device/{token}`).
+//! [`Recorded`] (one request), [`Reply`] (a scripted answer), [`StandIn`] (a running server:
+//! requests, scripts, failures), [`FcmStandIn`] (OAuth token endpoint + `messages:send`),
+//! [`ApnsStandIn`] (`/3/device/{token}`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -243,19 +244,45 @@ fn spawn(listener: TcpListener, router: Router) -> JoinHandle<()> {
     })
 }
 
-/// The FCM stand-in: `POST /token` (OAuth2 JWT-bearer grant) and
-/// `POST /v1/projects/{project}/messages:send`.
-pub struct FcmStandIn {
-    /// Base URL for `--fcm-base-url`.
+/// A running stand-in: what is common to both, around the provider's own state `S`.
+pub struct StandIn<S> {
+    /// Base URL for `--fcm-base-url` / `--apns-base-url`.
     pub base_url: String,
-    /// Token endpoint URL (`token_uri` / `--fcm-token-url`).
-    pub token_url: String,
-    state: Arc<FcmState>,
+    log: Arc<Log>,
+    state: Arc<S>,
     task: JoinHandle<()>,
 }
 
-struct FcmState {
-    log: Log,
+impl<S> StandIn<S> {
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.log.requests).clone()
+    }
+
+    /// Answers the next sends to `device_token` with `replies`, in order.
+    pub fn script(&self, device_token: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.log.script(device_token, replies);
+    }
+
+    /// Credentials that failed verification, with the reason.
+    pub fn verification_failures(&self) -> Vec<String> {
+        lock(&self.log.failures).clone()
+    }
+}
+
+impl<S> Drop for StandIn<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The FCM stand-in: `POST /token` (OAuth2 JWT-bearer grant) and
+/// `POST /v1/projects/{project}/messages:send`.
+pub type FcmStandIn = StandIn<FcmState>;
+
+/// What the FCM stand-in keeps besides the common log.
+pub struct FcmState {
+    log: Arc<Log>,
     token_url: String,
     public_key: DecodingKey,
     issued: AtomicU64,
@@ -277,8 +304,9 @@ impl FcmStandIn {
     /// Starts a stand-in trusting the service account of `keys`.
     pub async fn start(keys: &TestKeys) -> anyhow::Result<FcmStandIn> {
         let (listener, base_url) = bind().await?;
+        let log = Arc::new(Log::default());
         let state = Arc::new(FcmState {
-            log: Log::default(),
+            log: log.clone(),
             token_url: format!("{base_url}/token"),
             public_key: DecodingKey::from_rsa_pem(keys.rsa_public_pem.as_bytes()).context("test RSA public key")?,
             issued: AtomicU64::new(0),
@@ -288,12 +316,12 @@ impl FcmStandIn {
             token_delay: Duration::from_millis(100),
         });
         let task = spawn(listener, Router::new().fallback(fcm_handle).with_state(state.clone()));
-        Ok(FcmStandIn { token_url: state.token_url.clone(), base_url, state, task })
+        Ok(StandIn { base_url, log, state, task })
     }
 
-    /// Every request so far (token and send).
-    pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.state.log.requests).clone()
+    /// Token endpoint URL (`token_uri` / `--fcm-token-url`).
+    pub fn token_url(&self) -> &str {
+        &self.state.token_url
     }
 
     /// The token requests so far.
@@ -306,14 +334,9 @@ impl FcmStandIn {
         self.requests().into_iter().filter(|r| r.path != "/token").collect()
     }
 
-    /// Answers the next sends to `device_token` with `replies`, in order.
-    pub fn script(&self, device_token: &str, replies: impl IntoIterator<Item = Reply>) {
-        self.state.log.script(device_token, replies);
-    }
-
     /// Answers the next token requests with `replies`, in order.
     pub fn script_token_endpoint(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.state.log.script("/token", replies);
+        self.log.script("/token", replies);
     }
 
     /// The `expires_in` of access tokens issued from now on.
@@ -324,17 +347,6 @@ impl FcmStandIn {
     /// Makes every access token issued so far invalid (`messages:send` answers 401).
     pub fn revoke_issued_tokens(&self) {
         lock(&self.state.valid).clear();
-    }
-
-    /// Credentials that failed verification, with the reason.
-    pub fn verification_failures(&self) -> Vec<String> {
-        lock(&self.state.log.failures).clone()
-    }
-}
-
-impl Drop for FcmStandIn {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -415,15 +427,11 @@ fn verify_assertion(state: &FcmState, recorded: &Recorded) -> Result<(), String>
 }
 
 /// The APNs stand-in: `POST /3/device/{token}`.
-pub struct ApnsStandIn {
-    /// Base URL for `--apns-base-url`.
-    pub base_url: String,
-    state: Arc<ApnsState>,
-    task: JoinHandle<()>,
-}
+pub type ApnsStandIn = StandIn<ApnsState>;
 
-struct ApnsState {
-    log: Log,
+/// What the APNs stand-in keeps besides the common log.
+pub struct ApnsState {
+    log: Arc<Log>,
     public_key: DecodingKey,
     /// Provider tokens issued before this Unix time are answered with `ExpiredProviderToken`.
     expired_before: AtomicU64,
@@ -437,40 +445,20 @@ struct ProviderClaims {
 impl ApnsStandIn {
     /// Starts a stand-in trusting the .p8 key of `keys`.
     pub async fn start(keys: &TestKeys) -> anyhow::Result<ApnsStandIn> {
+        let log = Arc::new(Log::default());
         let state = Arc::new(ApnsState {
-            log: Log::default(),
+            log: log.clone(),
             public_key: DecodingKey::from_ec_pem(keys.ec_public_pem.as_bytes()).context("test EC public key")?,
             expired_before: AtomicU64::new(0),
         });
         let (listener, base_url) = bind().await?;
         let task = spawn(listener, Router::new().fallback(apns_handle).with_state(state.clone()));
-        Ok(ApnsStandIn { base_url, state, task })
-    }
-
-    /// Every request so far.
-    pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.state.log.requests).clone()
-    }
-
-    /// Answers the next sends to `device_token` with `replies`, in order.
-    pub fn script(&self, device_token: &str, replies: impl IntoIterator<Item = Reply>) {
-        self.state.log.script(device_token, replies);
+        Ok(StandIn { base_url, log, state, task })
     }
 
     /// From now on, provider tokens issued (`iat`) before `unix_seconds` are expired.
     pub fn expire_tokens_issued_before(&self, unix_seconds: u64) {
         self.state.expired_before.store(unix_seconds, Ordering::SeqCst);
-    }
-
-    /// Credentials that failed verification, with the reason.
-    pub fn verification_failures(&self) -> Vec<String> {
-        lock(&self.state.log.failures).clone()
-    }
-}
-
-impl Drop for ApnsStandIn {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

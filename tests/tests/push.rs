@@ -30,24 +30,33 @@ fn message(platform: PushPlatform, token: &str) -> PushMessage {
     }
 }
 
-/// Settings for FCM through `fcm` (token URL taken from the key file).
-fn fcm_settings(keys: &TestKeys, fcm: &FcmStandIn) -> PushSettings {
-    PushSettings {
-        fcm_credentials: Some(keys.write_fcm_credentials(&fcm.token_url).expect("key file")),
+/// New keys, an FCM stand-in, and a `Push` sending through it (the token URL comes from
+/// the key file's `token_uri`). The keys' temp dir lives as long as the first element.
+async fn through_fcm() -> (TestKeys, FcmStandIn, Push) {
+    let keys = TestKeys::generate().expect("keys");
+    let fcm = FcmStandIn::start(&keys).await.expect("stand-in");
+    let settings = PushSettings {
+        fcm_credentials: Some(keys.write_fcm_credentials(fcm.token_url()).expect("key file")),
         fcm_base_url: Some(fcm.base_url.clone()),
         ..Default::default()
-    }
+    };
+    let push = Push::from_settings(&settings).expect("push");
+    (keys, fcm, push)
 }
 
-/// Settings for APNs through `apns`.
-fn apns_settings(keys: &TestKeys, apns: &ApnsStandIn) -> PushSettings {
-    PushSettings {
+/// New keys, an APNs stand-in, and a `Push` sending through it.
+async fn through_apns() -> (TestKeys, ApnsStandIn, Push) {
+    let keys = TestKeys::generate().expect("keys");
+    let apns = ApnsStandIn::start(&keys).await.expect("stand-in");
+    let settings = PushSettings {
         apns_key_file: Some(keys.apns_key_file.clone()),
         apns_key_id: Some(APNS_KEY_ID.to_owned()),
         apns_team_id: Some(APNS_TEAM_ID.to_owned()),
         apns_base_url: Some(apns.base_url.clone()),
         ..Default::default()
-    }
+    };
+    let push = Push::from_settings(&settings).expect("push");
+    (keys, apns, push)
 }
 
 /// Sends `count` messages at once from spawned tasks, as the delivery queue does.
@@ -68,9 +77,7 @@ async fn send_concurrently(push: &Push, platform: PushPlatform, count: usize) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcm_sends_the_v1_request_and_shares_one_access_token() {
-    let keys = TestKeys::generate().expect("keys");
-    let fcm = FcmStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&fcm_settings(&keys, &fcm)).expect("push");
+    let (_keys, fcm, push) = through_fcm().await;
     assert!(push.is_configured(PushPlatform::Android));
     assert!(!push.is_configured(PushPlatform::Ios));
 
@@ -118,9 +125,7 @@ async fn fcm_sends_the_v1_request_and_shares_one_access_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcm_concurrent_senders_wait_for_one_token_refresh() {
-    let keys = TestKeys::generate().expect("keys");
-    let fcm = FcmStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&fcm_settings(&keys, &fcm)).expect("push");
+    let (_keys, fcm, push) = through_fcm().await;
     // Nobody has a token yet: all 50 ask at once while the stand-in takes 100 ms to answer.
     let results = send_concurrently(&push, PushPlatform::Android, 50).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -134,7 +139,7 @@ async fn fcm_token_is_refreshed_before_expiry_and_after_a_401() {
     // The token URL from the flag wins over the key file's token_uri.
     let settings = PushSettings {
         fcm_credentials: Some(keys.write_fcm_credentials("https://oauth2.googleapis.com/token").expect("key")),
-        fcm_token_url: Some(fcm.token_url.clone()),
+        fcm_token_url: Some(fcm.token_url().to_owned()),
         fcm_base_url: Some(fcm.base_url.clone()),
         ..Default::default()
     };
@@ -175,9 +180,7 @@ async fn fcm_token_is_refreshed_before_expiry_and_after_a_401() {
 
 #[tokio::test]
 async fn fcm_errors_are_classified() {
-    let keys = TestKeys::generate().expect("keys");
-    let fcm = FcmStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&fcm_settings(&keys, &fcm)).expect("push");
+    let (_keys, fcm, push) = through_fcm().await;
     let in_two_minutes = (chrono::Utc::now() + chrono::Duration::seconds(120)).format("%a, %d %b %Y %H:%M:%S GMT");
     type Expected = fn(&PushError) -> bool;
     let cases: Vec<(&str, Reply, Expected)> = vec![
@@ -246,9 +249,7 @@ async fn fcm_errors_are_classified() {
 
 #[tokio::test]
 async fn fcm_token_endpoint_failures_are_classified() {
-    let keys = TestKeys::generate().expect("keys");
-    let fcm = FcmStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&fcm_settings(&keys, &fcm)).expect("push");
+    let (_keys, fcm, push) = through_fcm().await;
     let refused = json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}).to_string();
     fcm.script_token_endpoint([Reply::raw(400, "application/json", &refused)]);
     let err = push.send(&message(PushPlatform::Android, "a")).await.expect_err("refused grant");
@@ -297,9 +298,7 @@ async fn unreachable_providers_are_retryable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apns_sends_http2_requests_and_shares_one_provider_token() {
-    let keys = TestKeys::generate().expect("keys");
-    let apns = ApnsStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&apns_settings(&keys, &apns)).expect("push");
+    let (_keys, apns, push) = through_apns().await;
     assert!(push.is_configured(PushPlatform::Ios));
     assert!(!push.is_configured(PushPlatform::Android));
 
@@ -361,9 +360,7 @@ async fn apns_sends_http2_requests_and_shares_one_provider_token() {
 
 #[tokio::test]
 async fn apns_receipt_is_the_apns_id() {
-    let keys = TestKeys::generate().expect("keys");
-    let apns = ApnsStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&apns_settings(&keys, &apns)).expect("push");
+    let (_keys, apns, push) = through_apns().await;
     apns.script(
         "abc",
         [Reply::raw(200, "application/json", "").with_header("apns-id", "EC1BF194-B3B2-424A-89A9-5A918A6E6B5D")],
@@ -374,9 +371,7 @@ async fn apns_receipt_is_the_apns_id() {
 
 #[tokio::test]
 async fn apns_expired_provider_token_is_replaced_once() {
-    let keys = TestKeys::generate().expect("keys");
-    let apns = ApnsStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&apns_settings(&keys, &apns)).expect("push");
+    let (_keys, apns, push) = through_apns().await;
     push.send(&message(PushPlatform::Ios, "01")).await.expect("sent");
     // A new token needs a later `iat`; wait for the next second, then expire the old one.
     let started = chrono::Utc::now().timestamp();
@@ -404,9 +399,7 @@ async fn apns_expired_provider_token_is_replaced_once() {
 
 #[tokio::test]
 async fn apns_errors_are_classified() {
-    let keys = TestKeys::generate().expect("keys");
-    let apns = ApnsStandIn::start(&keys).await.expect("stand-in");
-    let push = Push::from_settings(&apns_settings(&keys, &apns)).expect("push");
+    let (_keys, apns, push) = through_apns().await;
     let invalid = |reason: &str| PushError::InvalidToken { reason: reason.to_owned() };
     let cases = [
         ("a0", Reply::apns_error(410, "Unregistered"), invalid("Unregistered")),

@@ -5,7 +5,6 @@
 //! Layout: [`ApnsConfig`] (the checked key and ids), [`ApnsClient`] (provider token and
 //! sending), `prepare` (headers and payload), and `classify` (Apple's reasons → [`PushError`]).
 
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Answer, Attempt, Provider, PushError, PushMessage, PushPriority, PushReceipt, TIME_TO_LIVE};
+use super::{Answer, Attempt, Provider, PushError, PushMessage, PushPriority, PushReceipt, SigningKey, TIME_TO_LIVE};
 use crate::config::{ConfigError, PushSettings, bad};
 
 const FLAG: &str = "--apns-key-file";
@@ -24,21 +23,12 @@ const DEFAULT_BASE_URL: &str = "https://api.push.apple.com";
 const TOKEN_REUSE: Duration = Duration::from_secs(50 * 60);
 
 /// A checked .p8 key with its key id and team id.
+#[derive(Debug)]
 pub(super) struct ApnsConfig {
-    key: EncodingKey,
+    key: SigningKey,
     key_id: String,
     team_id: String,
     base_url: String,
-}
-
-impl fmt::Debug for ApnsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApnsConfig")
-            .field("key_id", &self.key_id)
-            .field("team_id", &self.team_id)
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The provider token's claims.
@@ -88,7 +78,7 @@ impl ApnsConfig {
             settings.apns_base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
             DEFAULT_BASE_URL,
         )?;
-        let config = ApnsConfig { key, key_id: key_id.clone(), team_id: team_id.clone(), base_url };
+        let config = ApnsConfig { key: SigningKey(key), key_id: key_id.clone(), team_id: team_id.clone(), base_url };
         // A P-384 key parses as well; only signing shows it cannot make ES256 tokens.
         config.provider_token().map_err(|e| {
             bad(FLAG, format!("{} cannot sign ES256 provider tokens (it must be a P-256 key): {e}", path.display()))
@@ -99,7 +89,7 @@ impl ApnsConfig {
     /// A new provider token: header {alg, kid}, claims {iss, iat}.
     fn provider_token(&self) -> jsonwebtoken::errors::Result<String> {
         let header = Header { typ: None, kid: Some(self.key_id.clone()), ..Header::new(Algorithm::ES256) };
-        jsonwebtoken::encode(&header, &Claims { iss: &self.team_id, iat: super::unix_now() }, &self.key)
+        jsonwebtoken::encode(&header, &Claims { iss: &self.team_id, iat: super::unix_now() }, &self.key.0)
     }
 }
 
@@ -127,18 +117,17 @@ pub(super) struct Prepared {
     body: Value,
 }
 
-impl fmt::Debug for ApnsClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.config.fmt(f)
-    }
-}
-
 impl ApnsClient {
     /// A client for `config`.
     pub(super) fn new(config: ApnsConfig) -> anyhow::Result<ApnsClient> {
         // APNs speaks only HTTP/2; prior knowledge also makes http:// stand-ins use it.
         let http = super::http_client(true)?;
         Ok(ApnsClient { inner: Arc::new(Inner { config, http, token: Mutex::new(None) }) })
+    }
+
+    /// The checked configuration; prints no key.
+    pub(super) fn config(&self) -> &ApnsConfig {
+        &self.inner.config
     }
 
     /// Sends one notification.

@@ -5,7 +5,6 @@
 //! Layout: [`FcmConfig`] (the checked key file and URLs), [`FcmClient`] (token cache and
 //! sending), `request_body`, and `classify` (Google's error codes → [`PushError`]).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Answer, Attempt, Provider, PushError, PushMessage, PushPriority, PushReceipt, TIME_TO_LIVE};
+use super::{Answer, Attempt, Provider, PushError, PushMessage, PushPriority, PushReceipt, SigningKey, TIME_TO_LIVE};
 use crate::config::{ConfigError, PushSettings, bad};
 
 const FLAG: &str = "--fcm-credentials";
@@ -43,24 +42,13 @@ struct ServiceAccountKey {
 }
 
 /// A checked service account and the URLs to use it with.
+#[derive(Debug)]
 pub(super) struct FcmConfig {
-    project_id: String,
     client_email: String,
     key_id: Option<String>,
-    key: EncodingKey,
+    key: SigningKey,
     token_url: String,
     send_url: String,
-}
-
-impl fmt::Debug for FcmConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FcmConfig")
-            .field("project_id", &self.project_id)
-            .field("client_email", &self.client_email)
-            .field("token_url", &self.token_url)
-            .field("send_url", &self.send_url)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The claims of the JWT-bearer assertion.
@@ -121,10 +109,9 @@ impl FcmConfig {
         )?;
         let config = FcmConfig {
             send_url: format!("{base_url}/v1/projects/{}/messages:send", account.project_id),
-            project_id: account.project_id,
             client_email: account.client_email,
             key_id: account.private_key_id,
-            key,
+            key: SigningKey(key),
             token_url,
         };
         // Parsing the PEM does not prove the key can sign; one signature does.
@@ -145,7 +132,7 @@ impl FcmConfig {
             exp: iat + ASSERTION_LIFETIME_S,
         };
         let header = Header { kid: self.key_id.clone(), ..Header::new(Algorithm::RS256) };
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        jsonwebtoken::encode(&header, &claims, &self.key.0)
     }
 }
 
@@ -187,17 +174,16 @@ struct GrantRefused {
     error_description: Option<String>,
 }
 
-impl fmt::Debug for FcmClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.config.fmt(f)
-    }
-}
-
 impl FcmClient {
     /// A client for `config`.
     pub(super) fn new(config: FcmConfig) -> anyhow::Result<FcmClient> {
         let http = super::http_client(false)?;
         Ok(FcmClient { inner: Arc::new(Inner { config, http, token: Default::default() }) })
+    }
+
+    /// The checked configuration; prints no key.
+    pub(super) fn config(&self) -> &FcmConfig {
+        &self.inner.config
     }
 
     /// Sends one notification.

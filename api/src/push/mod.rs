@@ -119,7 +119,7 @@ pub enum PushError {
 ///
 /// Cheap to clone and safe to share; hundreds of sends may be in flight at once (they are
 /// multiplexed over HTTP/2 connections). `Push::default()` has no credentials at all.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Push {
     fcm: Option<fcm::FcmClient>,
     apns: Option<apns::ApnsClient>,
@@ -132,11 +132,11 @@ impl Push {
         let fcm = fcm::FcmConfig::load(settings)?.map(fcm::FcmClient::new).transpose()?;
         let apns = apns::ApnsConfig::load(settings)?.map(apns::ApnsClient::new).transpose()?;
         match &fcm {
-            Some(client) => tracing::info!(fcm = ?client, "Android pushes go through FCM"),
+            Some(client) => tracing::info!(fcm = ?client.config(), "Android pushes go through FCM"),
             None => tracing::warn!("no --fcm-credentials: Android pushes are logged, not sent"),
         }
         match &apns {
-            Some(client) => tracing::info!(apns = ?client, "iOS pushes go through APNs"),
+            Some(client) => tracing::info!(apns = ?client.config(), "iOS pushes go through APNs"),
             None => tracing::warn!("no --apns-key-file: iOS pushes are logged, not sent"),
         }
         Ok(Push { fcm, apns })
@@ -162,6 +162,15 @@ impl Push {
                 None => Err(PushError::NotConfigured),
             },
         }
+    }
+}
+
+impl std::fmt::Debug for Push {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Push")
+            .field("fcm", &self.fcm.as_ref().map(fcm::FcmClient::config))
+            .field("apns", &self.apns.as_ref().map(apns::ApnsClient::config))
+            .finish()
     }
 }
 
@@ -271,6 +280,15 @@ fn bounded_collapse_id(id: &str) -> Cow<'_, str> {
 /// Seconds since the Unix epoch, for JWT `iat` claims and `apns-expiration`.
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// A private key that prints as `***`.
+struct SigningKey(jsonwebtoken::EncodingKey);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Reads a key file named by `flag`.
