@@ -3,6 +3,9 @@
 //!
 //! Every message names the flag, its environment variable and what a valid value looks
 //! like. Secrets (the JWT secret, passwords inside URLs) never appear in `Debug` output.
+//!
+//! Layout: [`Cli`] and its commands; [`Settings`] (raw, all optional) with the
+//! [`PushSettings`] group (`[push]` table in the file); [`Settings::resolve`] → [`Config`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -169,6 +172,57 @@ pub struct Settings {
     /// Lifetime of refresh tokens in seconds [default: 2592000, 30 days].
     #[arg(long, global = true, env = "SPARKWATCH_REFRESH_TOKEN_TTL_S")]
     pub refresh_token_ttl_s: Option<u64>,
+    /// Push-notification credentials and endpoints (the `[push]` table in the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub push: PushSettings,
+}
+
+/// Push notifications: FCM HTTP v1 for Android, APNs for iOS. A platform without
+/// credentials is in log-only mode (notifications are logged, not sent). The key files are
+/// read and checked at start-up; their contents are never printed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[command(next_help_heading = "Push notifications")]
+pub struct PushSettings {
+    /// Firebase service-account key (JSON with project_id, client_email, private_key,
+    /// token_uri) allowed to send through FCM; without it Android pushes are only logged.
+    #[arg(long, global = true, env = "SPARKWATCH_FCM_CREDENTIALS")]
+    pub fcm_credentials: Option<PathBuf>,
+    /// OAuth2 token endpoint for FCM [default: the key file's token_uri].
+    #[arg(long, global = true, env = "SPARKWATCH_FCM_TOKEN_URL")]
+    pub fcm_token_url: Option<String>,
+    /// FCM API base URL [default: https://fcm.googleapis.com].
+    #[arg(long, global = true, env = "SPARKWATCH_FCM_BASE_URL")]
+    pub fcm_base_url: Option<String>,
+    /// APNs authentication key (.p8, token-based auth); without it iOS pushes are only logged.
+    #[arg(long, global = true, env = "SPARKWATCH_APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// Key ID of the .p8 key (10 characters, shown next to the key at developer.apple.com).
+    #[arg(long, global = true, env = "SPARKWATCH_APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// Apple developer Team ID the key belongs to (10 characters).
+    #[arg(long, global = true, env = "SPARKWATCH_APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// APNs base URL [default: https://api.push.apple.com; development builds of the app
+    /// need https://api.sandbox.push.apple.com].
+    #[arg(long, global = true, env = "SPARKWATCH_APNS_BASE_URL")]
+    pub apns_base_url: Option<String>,
+}
+
+impl PushSettings {
+    /// Each value from `self`, else from `file`.
+    fn or(self, file: PushSettings) -> PushSettings {
+        PushSettings {
+            fcm_credentials: self.fcm_credentials.or(file.fcm_credentials),
+            fcm_token_url: self.fcm_token_url.or(file.fcm_token_url),
+            fcm_base_url: self.fcm_base_url.or(file.fcm_base_url),
+            apns_key_file: self.apns_key_file.or(file.apns_key_file),
+            apns_key_id: self.apns_key_id.or(file.apns_key_id),
+            apns_team_id: self.apns_team_id.or(file.apns_team_id),
+            apns_base_url: self.apns_base_url.or(file.apns_base_url),
+        }
+    }
 }
 
 /// A secret string that prints as `***`.
@@ -228,6 +282,9 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Refresh-token lifetime.
     pub refresh_token_ttl: Duration,
+    /// Push settings; the key files named there were readable and valid at start-up.
+    /// Build the clients with [`crate::push::Push::from_settings`].
+    pub push: PushSettings,
 }
 
 /// A configuration problem, phrased for the person starting the server.
@@ -235,7 +292,7 @@ pub struct Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
-fn bad(flag: &str, msg: impl fmt::Display) -> ConfigError {
+pub(crate) fn bad(flag: &str, msg: impl fmt::Display) -> ConfigError {
     let env = format!("SPARKWATCH_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
     ConfigError(format!("{flag} ({env}): {msg}"))
 }
@@ -263,6 +320,7 @@ impl Settings {
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
+            push: self.push.or(file.push),
         })
     }
 
@@ -334,6 +392,8 @@ impl Settings {
         let access_token_ttl = ttl("--access-token-ttl-s", s.access_token_ttl_s.unwrap_or(900), 30, 86_400)?;
         let refresh_token_ttl =
             ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
+        // Checked here, not when the first alarm is pushed: a bad key must stop the start.
+        crate::push::check_settings(&s.push)?;
         Ok(Config {
             listen,
             data_dir,
@@ -356,6 +416,7 @@ impl Settings {
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,
+            push: s.push,
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod push;
 pub mod service;
 pub mod simulate;
 pub mod store;

@@ -5,6 +5,8 @@
 //! Layout: [`Backend`] picks the database, [`TestServer`] runs the server, [`Gql`] sends
 //! GraphQL requests and reads `extensions.code`.
 
+pub mod push_standin;
+
 use std::sync::Arc;
 
 use anyhow::Context;
