@@ -99,6 +99,12 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        ApiError(AppError::Validation(err))
+    }
+}
+
 impl From<ApiError> for async_graphql::Error {
     fn from(ApiError(err): ApiError) -> Self {
         use async_graphql::ErrorExtensions;

@@ -67,7 +67,8 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         }
         None => bus::Bus::in_process(),
     };
-    Ok(Services::new(store, clock, settings, metrics, latest, bus))
+    let push = push::Push::from_settings(&config.push)?;
+    Ok(Services::new(store, clock, settings, metrics, latest, bus, push))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -96,6 +97,15 @@ pub async fn run_with(
     let addr = listener.local_addr().context("reading the listen address")?;
     tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+}
+
+/// Starts the background jobs: push routing and delivery, reminders. Returns a stop switch.
+pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> tokio::sync::watch::Sender<bool> {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(service::notify::run_router(services.clone()));
+    tokio::spawn(service::notify::run_dispatcher(services.clone(), jobs, stop_rx.clone()));
+    tokio::spawn(service::notify::run_reminders(services.clone(), jobs, stop_rx));
+    stop
 }
 
 /// Starts ingestion: the pipeline task and, when a broker URL is given, the MQTT subscriber.

@@ -123,8 +123,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.listen
                 )
             })?;
+            let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
             let served = sparkwatch_api::run(services, listener, shutdown_signal()).await;
             let _ = stop_ingest.send(true);
+            let _ = stop_jobs.send(true);
             served
         }
         Command::Tenant(TenantCommand::Create { name }) => {

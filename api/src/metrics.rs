@@ -33,6 +33,8 @@ pub struct Metrics {
     pub subscriptions: IntGauge,
     /// Subscriptions ended because their client fell too far behind.
     pub slow_consumers: IntCounter,
+    /// Push delivery attempts by platform and outcome.
+    pub push_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +76,10 @@ impl Metrics {
                 "subscriptions_slow_consumer_total",
                 "Subscriptions ended because the client fell too far behind",
             )?,
+            push_attempts: IntCounterVec::new(
+                Opts::new("push_attempts_total", "Push delivery attempts by platform and outcome"),
+                &["platform", "outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.graphql_requests.clone()))?;
@@ -89,6 +95,7 @@ impl Metrics {
         m.registry.register(Box::new(m.bus_dropped.clone()))?;
         m.registry.register(Box::new(m.subscriptions.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
+        m.registry.register(Box::new(m.push_attempts.clone()))?;
         Ok(m)
     }
 }

@@ -10,6 +10,7 @@
 //! - [`reading`] — readings, channels, event kinds and categories.
 //! - [`payload`] — MQTT device protocol: topics, payload decoding with counted rejection reasons, commands.
 //! - [`modbus`] — Modbus register map: input-register polls, alarm/fault bit edges as events, set-points, coils.
+//! - [`notify`] — notification severity, user preferences and quiet hours, escalation policy, zh-CN/en texts.
 //! - [`site`] — tenants, projects, devices and detectors as plain data.
 //! - [`thresholds`] — alarm set-points with the GB 14287 ranges and tenant → project → detector inheritance.
 //! - [`validate`] — field validation with errors that name the field.
@@ -19,6 +20,7 @@ pub mod alarm;
 pub mod hazard;
 pub mod ids;
 pub mod modbus;
+pub mod notify;
 pub mod payload;
 pub mod reading;
 pub mod site;

@@ -124,7 +124,7 @@ pub enum EventKind {
 }
 
 /// How an event is classified in the event view and for notification routing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EventCategory {
     /// An alarm (latched until reset/acknowledged).
     Alarm,

@@ -21,6 +21,8 @@ pub struct Tenant {
     pub active: bool,
     /// When the tenant was created.
     pub created_at: DateTime<Utc>,
+    /// When unacknowledged alarms are escalated to the tenant's administrators.
+    pub escalation: crate::notify::EscalationPolicy,
 }
 
 /// The editable fields of a project.

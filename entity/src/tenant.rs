@@ -11,6 +11,8 @@ pub struct Model {
     pub name: String,
     pub active: bool,
     pub created_at: DateTimeUtc,
+    pub escalate_after_min: i32,
+    pub escalate_every_min: i32,
 }
 
 /// No declared relations: queries join explicitly by id.

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_foundation;
 mod m20261124_000002_telemetry;
+mod m20261124_000003_notifications;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -15,7 +16,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_foundation::Migration), Box::new(m20261124_000002_telemetry::Migration)]
+        vec![
+            Box::new(m20261124_000001_foundation::Migration),
+            Box::new(m20261124_000002_telemetry::Migration),
+            Box::new(m20261124_000003_notifications::Migration),
+        ]
     }
 }
 
@@ -30,4 +35,13 @@ pub(crate) fn index(table: &'static str, name: &str, cols: &[&'static str], uniq
         stmt.unique();
     }
     stmt.take()
+}
+
+/// A foreign key to `to_table.id` that cascades deletes.
+pub(crate) fn fk(
+    from_table: &'static str,
+    from_col: &'static str,
+    to_table: &'static str,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create().from(from_table, from_col).to(to_table, "id").on_delete(ForeignKeyAction::Cascade).take()
 }

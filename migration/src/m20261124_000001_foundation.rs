@@ -4,7 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-use crate::index;
+use crate::{fk, index};
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 pub struct Migration;
@@ -13,10 +13,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261124_000001_foundation"
     }
-}
-
-fn fk(from_table: &'static str, from_col: &'static str, to_table: &'static str) -> ForeignKeyCreateStatement {
-    ForeignKey::create().from(from_table, from_col).to(to_table, "id").on_delete(ForeignKeyAction::Cascade).take()
 }
 
 #[async_trait::async_trait]

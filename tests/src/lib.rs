@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use sparkwatch_api::auth::rate_limit::Limits;
 use sparkwatch_api::config::{Config, Settings};
+use sparkwatch_api::service::notify::JobSettings;
 use sparkwatch_api::service::{Services, SystemClock};
 use sparkwatch_api::ws::WsLimits;
 use tokio::sync::oneshot;
@@ -91,6 +92,10 @@ pub struct Options {
     pub ws: WsLimits,
     /// Access-token lifetime, when not the default.
     pub access_token_ttl: Option<std::time::Duration>,
+    /// Push delivery and reminder jobs (started with the server).
+    pub jobs: JobSettings,
+    /// Push settings (FCM/APNs stand-ins); none = log only.
+    pub push: Option<sparkwatch_api::config::PushSettings>,
 }
 
 impl Default for Options {
@@ -100,6 +105,9 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             ws: WsLimits::default(),
             access_token_ttl: None,
+            // Fast ticks: tests move a manual clock and expect reminders soon after.
+            jobs: JobSettings { tick: std::time::Duration::from_millis(100), ..JobSettings::default() },
+            push: None,
         }
     }
 }
@@ -131,6 +139,9 @@ impl TestServer {
         if let Some(ttl) = opts.access_token_ttl {
             config.access_token_ttl = ttl;
         }
+        if let Some(push) = &opts.push {
+            config.push = push.clone();
+        }
         Self::launch(config, dir, opts).await
     }
 
@@ -141,6 +152,7 @@ impl TestServer {
 
     async fn launch(config: Config, dir: Arc<tempfile::TempDir>, opts: Options) -> anyhow::Result<TestServer> {
         let services = sparkwatch_api::services(&config, opts.clock, opts.login_limits).await?;
+        let stop_jobs = sparkwatch_api::start_jobs(&services, opts.jobs);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel();
@@ -151,6 +163,7 @@ impl TestServer {
                 let _ = rx.await;
             })
             .await;
+            let _ = stop_jobs.send(true);
         });
         Ok(TestServer { base, services, http: reqwest::Client::new(), config, _dir: dir, stop: Some(tx) })
     }

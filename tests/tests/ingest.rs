@@ -78,7 +78,7 @@ async fn over_threshold_becomes_one_hazard_with_delay_and_hysteresis() -> anyhow
             .one(db)
             .await?;
         let remarks = ev.and_then(|e| e.remarks).unwrap_or_default();
-        assert!(remarks.contains("370.0 mA") && remarks.contains("300.0 mA"), "{remarks}");
+        assert!(remarks.contains("370 mA") && remarks.contains("300 mA"), "{remarks}");
     }
     Ok(())
 }

@@ -31,6 +31,8 @@ pub struct Principal {
     pub label: String,
     /// What it may do and see.
     pub access: Access,
+    /// The sign-in an access token belongs to (none for API keys and the system).
+    pub session: Option<uuid::Uuid>,
 }
 
 impl Principal {
@@ -41,6 +43,7 @@ impl Principal {
             actor: Actor::System,
             label: label.to_owned(),
             access: Access { tenant: Some(tenant), permissions, scope: sparkwatch_domain::access::ProjectScope::All },
+            session: None,
         }
     }
 
@@ -54,6 +57,7 @@ impl Principal {
                 permissions: sparkwatch_domain::access::BuiltinRole::PlatformAdmin.permissions(),
                 scope: sparkwatch_domain::access::ProjectScope::All,
             },
+            session: None,
         }
     }
 

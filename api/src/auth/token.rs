@@ -11,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sparkwatch_domain::ids::UserId;
+use uuid::Uuid;
 
 /// Prefix that marks a bearer token as an API key rather than a JWT.
 pub const API_KEY_PREFIX: &str = "swk_";
@@ -35,6 +36,19 @@ struct Claims {
     iat: i64,
     exp: i64,
     typ: String,
+    /// The sign-in (refresh-token family) the token belongs to; push tokens registered with
+    /// it are removed when that sign-in ends.
+    #[serde(default)]
+    sid: Option<Uuid>,
+}
+
+/// What a valid access token says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The user.
+    pub user: UserId,
+    /// The sign-in it belongs to.
+    pub session: Option<Uuid>,
 }
 
 /// Signs and checks access tokens.
@@ -59,15 +73,22 @@ impl AccessTokens {
     pub fn issue(
         &self,
         user: UserId,
+        session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let exp = now + self.ttl;
-        let claims = Claims { sub: user.to_string(), iat: now.timestamp(), exp: exp.timestamp(), typ: "access".into() };
+        let claims = Claims {
+            sub: user.to_string(),
+            iat: now.timestamp(),
+            exp: exp.timestamp(),
+            typ: "access".into(),
+            sid: Some(session),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map(|t| (t, exp))
     }
 
     /// Checks signature, type and expiry against `now`; returns the user or a reason to show.
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<UserId, String> {
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Verified, String> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the injected clock, not the system clock.
         validation.validate_exp = false;
@@ -80,7 +101,8 @@ impl AccessTokens {
         if data.claims.exp <= now.timestamp() {
             return Err("the access token has expired; use refreshToken or sign in again".into());
         }
-        data.claims.sub.parse().map_err(|_| "the access token is not valid; sign in again".to_owned())
+        let user = data.claims.sub.parse().map_err(|_| "the access token is not valid; sign in again".to_owned())?;
+        Ok(Verified { user, session: data.claims.sid })
     }
 
     /// When a token (signature checked) expires; `None` for anything else.
@@ -103,9 +125,10 @@ mod tests {
         let keys = AccessTokens::new(&"k".repeat(32), Duration::from_secs(60));
         let user = UserId::from_uuid(uuid::Uuid::now_v7());
         let t0 = Utc::now();
-        let (token, exp) = keys.issue(user, t0).expect("issue");
+        let session = uuid::Uuid::now_v7();
+        let (token, exp) = keys.issue(user, session, t0).expect("issue");
         assert_eq!(exp, t0 + chrono::Duration::seconds(60));
-        assert_eq!(keys.verify(&token, t0), Ok(user));
+        assert_eq!(keys.verify(&token, t0), Ok(Verified { user, session: Some(session) }));
         assert_eq!(keys.expiry(&token).map(|e| e.timestamp()), Some(exp.timestamp()));
         assert!(keys.verify(&token, t0 + chrono::Duration::seconds(61)).unwrap_err().contains("expired"));
         let other = AccessTokens::new(&"x".repeat(32), Duration::from_secs(60));

@@ -115,11 +115,22 @@ pub struct Bus {
 
 type Feeds = Arc<Mutex<HashMap<Feed, broadcast::Sender<Arc<Envelope>>>>>;
 
-#[derive(Default)]
 struct Inner {
     feeds: Feeds,
     link: Option<redis_link::RedisLink>,
+    /// Events published by this instance, for jobs that must see each event once across
+    /// instances (push routing): every event is published by exactly one instance.
+    local: broadcast::Sender<Arc<Envelope>>,
 }
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner { feeds: Feeds::default(), link: None, local: broadcast::channel(LOCAL_CAPACITY).0 }
+    }
+}
+
+/// Events the push router may fall behind by.
+const LOCAL_CAPACITY: usize = 16_384;
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,19 +150,30 @@ impl Bus {
         let local = feeds.clone();
         let link = redis_link::RedisLink::start(url, metrics, move |env| deliver(&local, Arc::new(env)))?;
         link.ready().await?;
-        Ok(Bus { inner: Arc::new(Inner { feeds, link: Some(link) }) })
+        Ok(Bus { inner: Arc::new(Inner { feeds, link: Some(link), ..Inner::default() }) })
     }
 
     /// Publishes messages; never waits for listeners or for Redis.
     pub fn publish(&self, messages: impl IntoIterator<Item = Envelope>) {
+        let messages: Vec<Arc<Envelope>> = messages.into_iter().map(Arc::new).collect();
+        if self.inner.local.receiver_count() > 0 {
+            for m in messages.iter().filter(|m| matches!(m.message, BusMessage::Event(_))) {
+                let _ = self.inner.local.send(m.clone());
+            }
+        }
         match &self.inner.link {
-            Some(link) => link.publish(messages),
+            Some(link) => link.publish(messages.iter().map(|m| Envelope::clone(m))),
             None => {
                 for m in messages {
-                    deliver(&self.inner.feeds, Arc::new(m));
+                    deliver(&self.inner.feeds, m);
                 }
             }
         }
+    }
+
+    /// The events this instance publishes (not those arriving from other instances).
+    pub fn local_events(&self) -> Listener {
+        self.inner.local.subscribe()
     }
 
     /// Listens to a feed. Dropping every listener of a feed stops its delivery.

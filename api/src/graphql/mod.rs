@@ -2,7 +2,7 @@
 //!
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
-//! `mutation` (the core root parts), `subscription` (live feeds), `hazards` (hazards, events, dead letters and readings:
+//! `mutation` (the core root parts), `subscription` (live feeds), `notify` (push tokens, preferences, escalation, delivery log), `hazards` (hazards, events, dead letters and readings:
 //! types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
@@ -10,6 +10,7 @@ pub mod guard;
 pub mod hazards;
 pub mod input;
 pub mod mutation;
+pub mod notify;
 pub mod object;
 pub mod query;
 pub mod subscription;
@@ -20,11 +21,11 @@ use crate::service::Services;
 
 /// Read operations.
 #[derive(MergedObject, Default)]
-pub struct Query(query::CoreQuery, hazards::HazardQuery);
+pub struct Query(query::CoreQuery, hazards::HazardQuery, notify::NotifyQuery);
 
 /// Write operations. Every one of them is recorded in the operation log.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation);
+pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation, notify::NotifyMutation);
 
 /// The executable schema.
 pub type AppSchema = Schema<Query, Mutation, subscription::Subscription>;

@@ -19,8 +19,9 @@ use chrono::{DateTime, DurationRound, Utc};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, TenantId};
+use sparkwatch_domain::notify::{self, EscalationPolicy, Locale};
 use sparkwatch_domain::payload::{self, TopicKind};
-use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Quantity, Reading};
+use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Reading};
 use sparkwatch_domain::site::DeviceTransport;
 use sparkwatch_domain::thresholds::EffectiveThresholds;
 use tokio::sync::mpsc;
@@ -30,6 +31,7 @@ use super::{Inbound, ModbusOutcome, ModbusReport};
 use crate::bus::{Bus, BusMessage, DeviceStatus, Envelope, Feed, ReadingNote};
 use crate::metrics::Metrics;
 use crate::service::Clock;
+use crate::service::notify::schedule_escalation;
 use crate::store::Store;
 use crate::store::telemetry::{self as tel, DetectorInfo, DeviceInfo, NewEvent, NewReading, Occurrence, Rollup};
 use crate::store::thresholds::{self as th, Level};
@@ -107,6 +109,7 @@ pub struct Pipeline {
     seen_generation: u64,
     bus: Bus,
     outbox: Outbox,
+    policies: HashMap<TenantId, (Instant, EscalationPolicy)>,
 }
 
 /// What a transaction changed, published on the bus once it commits.
@@ -152,6 +155,7 @@ impl Pipeline {
             seen_generation: 0,
             bus,
             outbox: Outbox::default(),
+            policies: HashMap::new(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Pipeline {
             self.seen_generation = generation;
             self.devices.clear();
             self.thresholds.clear();
+            self.policies.clear();
         }
         let mut work = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
@@ -850,9 +855,26 @@ impl Pipeline {
         let raised = tel::raise(tx, o).await?;
         if raised.new {
             self.metrics.episodes_opened.with_label_values(&[o.kind]).inc();
+            if o.category == EventCategory::Alarm.code() {
+                // In this transaction: a committed alarm always has its escalation scheduled.
+                let policy = self.escalation_of(o.tenant).await?;
+                schedule_escalation(tx, o.tenant, raised.hazard, policy, o.processed_at).await?;
+            }
         }
         self.outbox.hazards.push(raised.hazard);
         Ok(raised)
+    }
+
+    async fn escalation_of(&mut self, tenant: TenantId) -> Result<EscalationPolicy, sea_orm::DbErr> {
+        if let Some((at, p)) = self.policies.get(&tenant)
+            && at.elapsed() < self.config.cache_ttl
+        {
+            return Ok(*p);
+        }
+        let policy =
+            crate::store::tenants::get(self.store.db(), tenant).await?.map(|t| t.escalation).unwrap_or_default();
+        self.policies.insert(tenant, (Instant::now(), policy));
+        Ok(policy)
     }
 
     fn note_status(&mut self, device: &DeviceInfo, online: bool, at: DateTime<Utc>) {
@@ -1080,46 +1102,15 @@ fn event(
     }
 }
 
-fn unit(channel: &Channel) -> &'static str {
-    match channel.quantity {
-        Quantity::Leak => "mA",
-        Quantity::Temp => "°C",
-        Quantity::Voltage => "V",
-        Quantity::Current => "A",
-        Quantity::Detector => "",
-    }
-}
-
 fn fmt_value(channel: &Channel, v: Option<f64>) -> String {
-    v.map_or_else(String::new, |v| format!("{v:.1} {}", unit(channel)).trim_end().to_owned())
+    v.map_or_else(String::new, |v| notify::fmt_value(channel, v))
 }
 
 fn kind_label(kind: EventKind, category: EventCategory) -> String {
-    let base = match kind {
-        EventKind::LeakAlarm => "leakage current",
-        EventKind::TempAlarm => "temperature",
-        EventKind::Overvoltage => "over-voltage",
-        EventKind::Undervoltage => "under-voltage",
-        EventKind::Overcurrent => "over-current",
-        EventKind::PhaseLoss => "phase loss",
-        EventKind::ArcFault => "arc fault",
-        EventKind::SensorOpen => "sensor open circuit",
-        EventKind::SensorShort => "sensor short circuit",
-        EventKind::PowerFault => "power fault",
-        EventKind::Offline => "device offline",
-        EventKind::Online => "device online",
-        EventKind::Recovered => "recovery",
-        EventKind::Trip => "relay tripped",
-        EventKind::Command => "remote operation",
-    };
-    match category {
-        EventCategory::PreAlarm => format!("{base} pre-alarm"),
-        EventCategory::Alarm => format!("{base} alarm"),
-        _ => base.to_owned(),
-    }
+    notify::kind_label(kind, category, Locale::En)
 }
 
-/// "leakage current alarm on leak:1: 512.0 mA ≥ set-point 300.0 mA" — the event view's remarks.
+/// "leakage current alarm on leak:1: 512 mA (set-point 300 mA)" — the event view's remarks.
 fn describe(
     kind: EventKind,
     category: EventCategory,

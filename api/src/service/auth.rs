@@ -79,8 +79,11 @@ impl Services {
     }
 
     async fn issue(&self, user: User, family: Uuid, now: DateTime<Utc>) -> AppResult<Session> {
-        let (access_token, expires_at) =
-            self.inner.tokens.issue(user.id, now).map_err(|e| AppError::Internal(format!("signing a token: {e}")))?;
+        let (access_token, expires_at) = self
+            .inner
+            .tokens
+            .issue(user.id, family, now)
+            .map_err(|e| AppError::Internal(format!("signing a token: {e}")))?;
         let refresh_token = random_token(32);
         st::insert_refresh(
             self.inner.store.db(),
@@ -121,6 +124,8 @@ impl Services {
         match st::refresh_by_digest(db, &digest(token)).await? {
             Some(stored) => {
                 st::revoke_family(db, stored.family_id, self.now()).await?;
+                // The phone signed out: it must not receive this account's alarms any more.
+                crate::store::notify::delete_session_tokens(db, stored.family_id).await?;
                 Ok(true)
             }
             None => Ok(false),
@@ -158,14 +163,14 @@ impl Services {
     }
 
     async fn principal_for_jwt(&self, token: &str) -> AppResult<Principal> {
-        let user_id = self.inner.tokens.verify(token, self.now()).map_err(AppError::Unauthenticated)?;
-        let user = st::user_by_id(self.inner.store.db(), user_id)
+        let verified = self.inner.tokens.verify(token, self.now()).map_err(AppError::Unauthenticated)?;
+        let user = st::user_by_id(self.inner.store.db(), verified.user)
             .await?
             .ok_or_else(|| AppError::Unauthenticated("this account no longer exists".into()))?;
         self.check_active(&user).await?;
         let label = user.email.clone().or(user.phone.clone()).unwrap_or_else(|| user.display_name.clone());
         let access = self.access_for(user.tenant_id, user.role, Some(user.id), None).await?;
-        Ok(Principal { actor: Actor::User(user.id), label, access })
+        Ok(Principal { actor: Actor::User(user.id), label, access, session: verified.session })
     }
 
     async fn principal_for_key(&self, token: &str) -> AppResult<Principal> {
@@ -179,7 +184,8 @@ impl Services {
             return Err(AppError::Unauthenticated("the API key has expired".into()));
         }
         let access = self.access_for(Some(key.tenant_id), key.role, None, key.project_ids.clone()).await?;
-        Ok(Principal { actor: Actor::ApiKey(key.id), label: format!("api key {} ({})", key.name, key.prefix), access })
+        let label = format!("api key {} ({})", key.name, key.prefix);
+        Ok(Principal { actor: Actor::ApiKey(key.id), label, access, session: None })
     }
 
     /// Permissions and scope of a role holder.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod hazards;
 pub mod import;
 pub mod live;
+pub mod notify;
 pub mod sites;
 pub mod tenants;
 pub mod thresholds;
@@ -91,6 +92,9 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     latest: Arc<crate::ingest::latest::LatestCache>,
     bus: crate::bus::Bus,
+    push: crate::push::Push,
+    /// Wakes the push dispatcher when notifications were queued.
+    push_wakeup: Arc<tokio::sync::Notify>,
     clock: Arc<dyn Clock>,
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
@@ -106,6 +110,7 @@ impl Services {
         metrics: crate::metrics::Metrics,
         latest: crate::ingest::latest::LatestCache,
         bus: crate::bus::Bus,
+        push: crate::push::Push,
     ) -> Self {
         Services {
             inner: Arc::new(Inner {
@@ -114,6 +119,8 @@ impl Services {
                 metrics,
                 latest: Arc::new(latest),
                 bus,
+                push,
+                push_wakeup: Arc::default(),
                 clock,
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)

@@ -68,7 +68,7 @@ pub struct User {
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
-fn user_from(m: user::Model) -> User {
+pub(crate) fn user_from(m: user::Model) -> User {
     User {
         id: m.id.into(),
         tenant_id: m.tenant_id.map(Into::into),

@@ -246,6 +246,38 @@ pub async fn hazards_by_id<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<V
     Ok(out)
 }
 
+/// The hazard opened for an episode.
+pub async fn hazard_of_episode<C: ConnectionTrait>(db: &C, episode: Uuid) -> Result<Option<Hazard>, DbErr> {
+    Ok(hazard::Entity::find().filter(hazard::Column::EpisodeId.eq(episode)).one(db).await?.map(hazard_from))
+}
+
+/// Device name and position (the detector's, else the device's) for notification texts.
+pub async fn place_of<C: ConnectionTrait>(
+    db: &C,
+    device_id: DeviceId,
+    detector_id: Option<DetectorId>,
+) -> Result<(String, Option<String>), DbErr> {
+    let dev = device::Entity::find_by_id(device_id.as_uuid()).one(db).await?;
+    let det = match detector_id {
+        Some(d) => detector::Entity::find_by_id(d.as_uuid()).one(db).await?,
+        None => None,
+    };
+    let name = dev.as_ref().map_or_else(|| "?".to_owned(), |d| d.name.clone());
+    let position = det.and_then(|d| d.position).or_else(|| dev.and_then(|d| d.position));
+    Ok((name, position))
+}
+
+/// Stamps the hazard's first push request (only the first stamp counts).
+pub async fn mark_first_push<C: ConnectionTrait>(db: &C, id: Uuid, at: DateTime<Utc>) -> Result<(), DbErr> {
+    hazard::Entity::update_many()
+        .col_expr(hazard::Column::FirstPushAt, Expr::value(at))
+        .filter(hazard::Column::Id.eq(id))
+        .filter(hazard::Column::FirstPushAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Moves a hazard from the status it was read in to `to`, stamping `first_ack_at` when it
 /// leaves `OPEN`. Returns false when the hazard's status changed in the meantime (another
 /// writer got there first), in which case nothing was written.

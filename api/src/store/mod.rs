@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod hazards;
+pub mod notify;
 pub mod oplog;
 pub mod sites;
 pub mod telemetry;
@@ -118,10 +119,35 @@ where
     E::Model: Send + Sync,
     C: ConnectionTrait,
 {
+    keyset_page(db, select, id, req, false).await
+}
+
+/// [`page`] newest first: descending by the time-ordered id; `after` is the last id seen.
+pub async fn page_desc<E, C>(db: &C, select: Select<E>, id: E::Column, req: PageRequest) -> Result<Page<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: ConnectionTrait,
+{
+    keyset_page(db, select, id, req, true).await
+}
+
+async fn keyset_page<E, C>(
+    db: &C,
+    select: Select<E>,
+    id: E::Column,
+    req: PageRequest,
+    newest_first: bool,
+) -> Result<Page<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: ConnectionTrait,
+{
     let total = select.clone().count(db).await?;
-    let mut q = select.order_by_asc(id);
+    let mut q = if newest_first { select.order_by_desc(id) } else { select.order_by_asc(id) };
     if let Some(after) = req.after {
-        q = q.filter(id.gt(after));
+        q = q.filter(if newest_first { id.lt(after) } else { id.gt(after) });
     }
     let mut items = q.limit(req.first + 1).all(db).await?;
     let has_next = items.len() as u64 > req.first;

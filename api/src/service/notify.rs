@@ -1,0 +1,634 @@
+//! Push notifications: phones' tokens, users' preferences, who is told about what, the
+//! delivery queue with retries, and escalation of unacknowledged alarms.
+//!
+//! - **Routing.** An event (alarm, pre-alarm, fault, recovery) in a project goes to the
+//!   people *responsible* for it: active users holding `hazard.read` who are assigned to the
+//!   project. When nobody is, it goes to the *supervisors*: users holding `hazard.manage`
+//!   for every project (tenant administrators). Each person's preferences then decide
+//!   (categories, minimum severity, quiet hours — alarms ignore all three).
+//! - **Queue.** Every (notification, phone) is a row in `notifications`, which is also the
+//!   delivery log. Senders on every instance claim due rows with a lease, send them through
+//!   [`crate::push::Push`], and record the outcome: sent; retried with exponential backoff
+//!   (at least the provider's `Retry-After`) on throttling and outages; the token deleted
+//!   when the provider says it is invalid; logged only when no credentials are configured.
+//!   Ingestion never waits for any of it.
+//! - **Escalation.** A new alarm hazard schedules a reminder (`reminders`) for the tenant's
+//!   `escalation.after_min`; when it fires and the hazard is still OPEN, the supervisors and
+//!   the responsible people are told, and it repeats every `escalation.every_min` until
+//!   someone acknowledges. Reminders are claimed with a lease like the queue, so one
+//!   instance fires each. The mechanism is general: a reminder names a purpose and subject.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sparkwatch_domain::access::{Permission, ProjectScope};
+use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
+use sparkwatch_domain::notify::{self, Decision, EscalationPolicy, Locale, Notice, Preferences, Reason};
+use sparkwatch_domain::reading::{Channel, EventCategory, EventKind};
+use sparkwatch_entity::{notification, push_token};
+use uuid::Uuid;
+
+use super::{Services, snapshot};
+use crate::auth::Principal;
+use crate::bus::{BusMessage, Envelope};
+use crate::error::{AppError, AppResult};
+use crate::push::{PushError, PushMessage, PushPlatform, PushPriority};
+use crate::store::hazards::{EventView, Hazard};
+use crate::store::notify::{
+    self as st, Candidate, NewNotification, NewPushToken, NewReminder, Notification, NotificationFilter, Outcome,
+    PushToken,
+};
+use crate::store::oplog::Entry;
+use crate::store::{Page, PageRequest, access, sites, tenants};
+
+/// The purpose of the reminder every new alarm hazard gets.
+pub const UNACKNOWLEDGED_ALARM: &str = "hazard.unacknowledged";
+/// Attempts before a notification is given up.
+pub const MAX_ATTEMPTS: i32 = 8;
+
+/// How the background jobs pace themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct JobSettings {
+    /// How often due notifications and reminders are looked for (besides being woken).
+    pub tick: Duration,
+    /// How long a claimed row is reserved for its instance.
+    pub lease: Duration,
+    /// Notifications sent at once.
+    pub concurrency: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings { tick: Duration::from_secs(1), lease: Duration::from_secs(60), concurrency: 64 }
+    }
+}
+
+/// The platform code stored for a [`PushPlatform`].
+pub fn platform_code(p: PushPlatform) -> &'static str {
+    match p {
+        PushPlatform::Ios => "IOS",
+        PushPlatform::Android => "ANDROID",
+    }
+}
+
+fn platform_from(code: &str) -> PushPlatform {
+    if code == "IOS" { PushPlatform::Ios } else { PushPlatform::Android }
+}
+
+impl Services {
+    // ---- tokens and preferences (the caller's own) ----
+
+    fn own_user(who: &Principal) -> AppResult<(TenantId, UserId)> {
+        let user = who
+            .user_id()
+            .ok_or_else(|| AppError::Forbidden("only people signed in on a phone have push tokens".into()))?;
+        Ok((who.tenant()?, user))
+    }
+
+    /// Registers the caller's phone for push notifications (again: the same token moves to
+    /// the caller). Signing out of this sign-in removes it.
+    pub async fn register_push_token(
+        &self,
+        who: &Principal,
+        platform: PushPlatform,
+        token: &str,
+        app_id: &str,
+        locale: Option<&str>,
+    ) -> AppResult<PushToken> {
+        let (tenant, user) = Self::own_user(who)?;
+        let token = token.trim();
+        if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_whitespace) {
+            return Err(AppError::invalid("token", "must be the push token the platform gave the app (no spaces)"));
+        }
+        let app_id = sparkwatch_domain::validate::required_text("appId", app_id, 200)?;
+        let locale = match locale {
+            Some(l) => Locale::from_tag(l),
+            None => {
+                let u = access::user_by_id(self.inner.store.db(), user).await?.ok_or(AppError::NotFound("user"))?;
+                Locale::from_tag(&u.locale)
+            }
+        };
+        let now = self.now();
+        let tx = self.begin().await?;
+        let new = NewPushToken {
+            tenant,
+            user,
+            session: who.session,
+            platform: platform_code(platform),
+            token,
+            app_id: &app_id,
+            locale: locale.tag(),
+        };
+        let stored = st::upsert_token(&tx, &new, now).await?;
+        let entry = Entry {
+            tenant: Some(tenant),
+            action: "push_token.register",
+            target_type: "push_token",
+            target_id: Some(stored.id.to_string()),
+            before: None,
+            after: snapshot(
+                &serde_json::json!({"platform": stored.platform, "appId": stored.app_id, "locale": stored.locale}),
+            ),
+        };
+        self.log(&tx, who, entry).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Removes one of the caller's push tokens; false when it was not registered.
+    pub async fn unregister_push_token(&self, who: &Principal, token: &str) -> AppResult<bool> {
+        let (tenant, user) = Self::own_user(who)?;
+        let tx = self.begin().await?;
+        let removed = st::delete_token(&tx, user, token.trim()).await?;
+        if removed {
+            let entry = Entry {
+                tenant: Some(tenant),
+                action: "push_token.unregister",
+                target_type: "push_token",
+                target_id: None,
+                before: None,
+                after: None,
+            };
+            self.log(&tx, who, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// The caller's registered phones.
+    pub async fn push_tokens(&self, who: &Principal) -> AppResult<Vec<PushToken>> {
+        let (_, user) = Self::own_user(who)?;
+        Ok(st::tokens_of(self.inner.store.db(), user).await?)
+    }
+
+    /// The caller's notification preferences.
+    pub async fn notification_preferences(&self, who: &Principal) -> AppResult<Preferences> {
+        let (_, user) = Self::own_user(who)?;
+        Ok(st::preferences(self.inner.store.db(), user).await?)
+    }
+
+    /// Replaces the caller's notification preferences.
+    pub async fn update_notification_preferences(&self, who: &Principal, p: Preferences) -> AppResult<Preferences> {
+        let (tenant, user) = Self::own_user(who)?;
+        let now = self.now();
+        let tx = self.begin().await?;
+        let before = st::preferences(&tx, user).await?;
+        st::save_preferences(&tx, tenant, user, &p, now).await?;
+        let entry = Entry {
+            tenant: Some(tenant),
+            action: "notification_preferences.update",
+            target_type: "user",
+            target_id: Some(user.to_string()),
+            before: snapshot(&before),
+            after: snapshot(&p),
+        };
+        self.log(&tx, who, entry).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    // ---- tenant policy and delivery log (administrators) ----
+
+    /// The caller's tenant's escalation policy.
+    pub async fn escalation_policy(&self, who: &Principal) -> AppResult<EscalationPolicy> {
+        let tenant = who.tenant()?;
+        let t = tenants::get(self.inner.store.db(), tenant).await?.ok_or(AppError::NotFound("tenant"))?;
+        Ok(t.escalation)
+    }
+
+    /// Changes when unacknowledged alarms are escalated (applies to alarms raised from now on
+    /// and to the next repeat of those already waiting).
+    pub async fn update_escalation_policy(&self, who: &Principal, p: EscalationPolicy) -> AppResult<EscalationPolicy> {
+        let tenant = who.tenant()?;
+        let p = EscalationPolicy::new(p.after_min, p.every_min)?;
+        let tx = self.begin().await?;
+        let mut t = tenants::get(&tx, tenant).await?.ok_or(AppError::NotFound("tenant"))?;
+        let before = t.escalation;
+        t.escalation = p;
+        tenants::update(&tx, &t).await?;
+        let entry = Entry {
+            tenant: Some(tenant),
+            action: "escalation_policy.update",
+            target_type: "tenant",
+            target_id: Some(tenant.to_string()),
+            before: snapshot(&before),
+            after: snapshot(&p),
+        };
+        self.log(&tx, who, entry).await?;
+        tx.commit().await?;
+        // Ingestion caches the policy with the site data.
+        self.sites_changed();
+        Ok(p)
+    }
+
+    /// The tenant's delivery log, newest first.
+    pub async fn notifications(
+        &self,
+        who: &Principal,
+        filter: &NotificationFilter,
+        req: PageRequest,
+    ) -> AppResult<Page<Notification>> {
+        Ok(st::notifications(self.inner.store.db(), who.tenant()?, filter, req).await?)
+    }
+
+    // ---- routing ----
+
+    /// Queues the notifications an event calls for (see the module docs).
+    pub async fn notify_event(&self, tenant: TenantId, e: &EventView) -> AppResult<usize> {
+        if !matches!(
+            e.category,
+            EventCategory::Alarm | EventCategory::PreAlarm | EventCategory::Fault | EventCategory::Recovery
+        ) {
+            return Ok(0);
+        }
+        let hazard = match e.episode_id {
+            Some(ep) => crate::store::hazards::hazard_of_episode(self.inner.store.db(), ep).await?,
+            None => None,
+        };
+        let subject = Subject {
+            tenant,
+            project: e.project_id,
+            kind: e.kind,
+            category: e.category,
+            channel: e.channel.clone(),
+            device: e.device_name.clone().unwrap_or_else(|| "?".into()),
+            position: e.position.clone(),
+            value: e.value,
+            setpoint: e.setpoint,
+            hazard: hazard.map(|h| h.id),
+            event: Some(e.id),
+            detector: e.detector_id.map(|d| d.to_string()),
+            at: e.at,
+        };
+        self.route(&subject, Reason::Event).await
+    }
+
+    async fn route(&self, s: &Subject, reason: Reason) -> AppResult<usize> {
+        let db = self.inner.store.db();
+        let candidates = st::candidates(db, s.tenant).await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut people: Vec<(Candidate, Role)> = Vec::new();
+        for c in candidates {
+            let permissions = match st::custom_role(&c) {
+                Some(id) => access::role(db, s.tenant, id).await?.map(|r| r.permissions).unwrap_or_default(),
+                None => match c.user.role {
+                    access::RoleRef::Builtin(b) => b.permissions(),
+                    access::RoleRef::Custom(_) => Default::default(),
+                },
+            };
+            let scope = ProjectScope::new(&permissions, c.projects.iter().copied());
+            let role = if permissions.contains(&Permission::HazardManage) && scope == ProjectScope::All {
+                Role::Supervisor
+            } else if permissions.contains(&Permission::HazardRead) && scope.contains(s.project) {
+                Role::Responsible
+            } else {
+                continue;
+            };
+            people.push((c, role));
+        }
+        let has_responsible = people.iter().any(|(_, r)| *r == Role::Responsible);
+        let escalation = matches!(reason, Reason::Unacknowledged { .. });
+        people.retain(|(_, r)| match r {
+            Role::Responsible => true,
+            // Supervisors hear of escalations, and of events nobody else would hear of.
+            Role::Supervisor => escalation || !has_responsible,
+        });
+        let project = sites::project(db, s.tenant, &ProjectScope::All, s.project).await?;
+        let project_name = project.map(|p| p.draft.name).unwrap_or_default();
+        let now = self.now();
+        let mut rows = Vec::new();
+        for (c, _) in &people {
+            let decision = if escalation { Decision::Send } else { c.preferences.decide(s.category, now) };
+            let status = match decision {
+                Decision::Send => "QUEUED",
+                Decision::Quiet => "QUIET",
+                Decision::NotWanted => continue,
+            };
+            for t in &c.tokens {
+                let locale = Locale::from_tag(&t.locale);
+                let notice = Notice {
+                    reason,
+                    kind: s.kind,
+                    category: s.category,
+                    project: &project_name,
+                    device: &s.device,
+                    position: s.position.as_deref(),
+                    channel: Channel::parse(&s.channel).unwrap_or(Channel::DETECTOR),
+                    value: s.value,
+                    setpoint: s.setpoint,
+                };
+                let text = notify::render(&notice, locale);
+                let mut data = BTreeMap::new();
+                data.insert("eventKind".to_owned(), s.kind.code().to_owned());
+                data.insert("category".to_owned(), s.category.code().to_owned());
+                data.insert("projectId".to_owned(), s.project.to_string());
+                data.insert("at".to_owned(), s.at.to_rfc3339());
+                if let Some(h) = s.hazard {
+                    data.insert("hazardId".to_owned(), h.to_string());
+                }
+                if let Some(e) = s.event {
+                    data.insert("eventId".to_owned(), e.to_string());
+                }
+                if let Some(d) = &s.detector {
+                    data.insert("detectorId".to_owned(), d.clone());
+                }
+                if let Reason::Unacknowledged { level, .. } = reason {
+                    data.insert("escalationLevel".to_owned(), level.to_string());
+                }
+                let high = s.category == EventCategory::Alarm || escalation;
+                rows.push(NewNotification {
+                    tenant: s.tenant,
+                    user: c.user.id,
+                    token_id: t.id,
+                    platform: t.platform.clone(),
+                    token_tail: t.token.chars().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect(),
+                    project: Some(s.project),
+                    hazard: s.hazard,
+                    event: s.event,
+                    reason: if escalation { "escalation".into() } else { "event".into() },
+                    category: s.category.code().to_owned(),
+                    title: text.title,
+                    body: text.body,
+                    data: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
+                    priority: if high { "HIGH".into() } else { "NORMAL".into() },
+                    status,
+                });
+            }
+        }
+        st::insert_notifications(db, &rows, now).await?;
+        let queued = rows.iter().filter(|r| r.status == "QUEUED").count();
+        if queued > 0 {
+            self.inner.push_wakeup.notify_one();
+        }
+        Ok(queued)
+    }
+
+    // ---- delivery ----
+
+    /// Claims and sends due notifications until none are due; returns how many were tried.
+    pub async fn deliver_due(&self, jobs: &JobSettings) -> AppResult<usize> {
+        let db = self.inner.store.db();
+        let mut total = 0;
+        loop {
+            let now = self.now();
+            let lease = now + chrono::Duration::from_std(jobs.lease).unwrap_or(chrono::Duration::seconds(60));
+            let claimed = st::claim_due(db, now, lease, 200).await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            total += claimed.len();
+            let ids: Vec<Uuid> = claimed.iter().filter_map(|n| n.token_id).collect();
+            let tokens = tokens_by_id(db, &ids).await?;
+            futures_util::stream::iter(claimed)
+                .for_each_concurrent(jobs.concurrency, |n| {
+                    let token = n.token_id.and_then(|id| tokens.iter().find(|t| t.id == id)).cloned();
+                    async move {
+                        if let Err(e) = self.deliver_one(n, token).await {
+                            tracing::warn!(error = %e, "recording a push attempt failed; it is retried after its lease");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    async fn deliver_one(&self, n: notification::Model, token: Option<push_token::Model>) -> AppResult<()> {
+        let db = self.inner.store.db();
+        let attempted_at = self.now();
+        let Some(token) = token else {
+            let outcome = Outcome::Final { status: "INVALID_TOKEN", error: Some("the phone unregistered".into()) };
+            st::record_attempt(db, &n, &outcome, None, attempted_at, attempted_at).await?;
+            return Ok(());
+        };
+        if let Some(h) = n.hazard_id {
+            crate::store::hazards::mark_first_push(db, h, attempted_at).await?;
+        }
+        let message = PushMessage {
+            platform: platform_from(&n.platform),
+            token: token.token.clone(),
+            app_id: token.app_id.clone(),
+            title: n.title.clone(),
+            body: n.body.clone(),
+            collapse_id: n.hazard_id.or(n.event_id).unwrap_or(n.id).to_string(),
+            thread_id: n.project_id.map(|p| p.to_string()),
+            priority: if n.priority == "HIGH" { PushPriority::High } else { PushPriority::Normal },
+            data: serde_json::from_str(&n.data).unwrap_or_default(),
+        };
+        let result = self.inner.push.send(&message).await;
+        let now = self.now();
+        let platform = n.platform.as_str();
+        let (outcome, status) = match result {
+            Ok(receipt) => (Outcome::Sent { provider_id: receipt.provider_id }, Some(200)),
+            Err(PushError::InvalidToken { reason }) => {
+                st::delete_token_by_id(db, token.id).await?;
+                tracing::info!(platform, %reason, "push token rejected by the provider; deleted");
+                (Outcome::Final { status: "INVALID_TOKEN", error: Some(reason) }, None)
+            }
+            Err(PushError::Retryable { after, reason }) if n.attempts + 1 < MAX_ATTEMPTS => {
+                let wait = retry_delay(n.attempts + 1, after);
+                let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(15));
+                tracing::info!(platform, %reason, retry_in = ?wait, "push failed for now; will retry");
+                (Outcome::Retry { at, error: reason }, None)
+            }
+            Err(PushError::Retryable { reason, .. }) => (
+                Outcome::Final {
+                    status: "FAILED",
+                    error: Some(format!("gave up after {MAX_ATTEMPTS} attempts: {reason}")),
+                },
+                None,
+            ),
+            Err(PushError::Rejected { status, reason }) => {
+                tracing::warn!(platform, status, %reason, "push rejected by the provider");
+                (Outcome::Final { status: "FAILED", error: Some(reason) }, Some(status))
+            }
+            Err(PushError::NotConfigured) => {
+                tracing::info!(platform, title = %n.title, body = %n.body, "push not configured for this platform; logged instead");
+                (Outcome::Final { status: "LOGGED", error: None }, None)
+            }
+        };
+        let label = match &outcome {
+            Outcome::Sent { .. } => "sent",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Final { status, .. } => status,
+        };
+        self.inner.metrics.push_attempts.with_label_values(&[platform, label]).inc();
+        st::record_attempt(db, &n, &outcome, status, attempted_at, now).await?;
+        Ok(())
+    }
+
+    // ---- escalation ----
+
+    /// Fires due reminders; returns how many fired.
+    pub async fn fire_reminders(&self, jobs: &JobSettings) -> AppResult<usize> {
+        let db = self.inner.store.db();
+        let now = self.now();
+        let lease = now + chrono::Duration::from_std(jobs.lease).unwrap_or(chrono::Duration::seconds(60));
+        let due = st::claim_reminders(db, now, lease).await?;
+        let mut fired = 0;
+        for r in due {
+            if r.purpose != UNACKNOWLEDGED_ALARM {
+                // A purpose this version does not know (written by a newer one): leave it.
+                continue;
+            }
+            let hazard = crate::store::hazards::hazards_by_id(db, &[r.subject_id]).await?.into_iter().next();
+            let Some(h) = hazard.filter(|h| h.status == sparkwatch_domain::hazard::HazardStatus::Open) else {
+                st::finish_reminder(db, r.id, now).await?;
+                continue;
+            };
+            let level = r.level + 1;
+            let open_min = (now - h.opened_at).num_minutes().max(0) as u32;
+            let subject = self.subject_of_hazard(&h).await?;
+            self.route(&subject, Reason::Unacknowledged { level: level as u32, open_min }).await?;
+            let policy = tenants::get(db, h.tenant_id).await?.map(|t| t.escalation).unwrap_or_default();
+            let next = r.due_at.max(now - chrono::Duration::seconds(1))
+                + chrono::Duration::minutes(i64::from(policy.every_min));
+            st::reschedule_reminder(db, r.id, level, next).await?;
+            tracing::info!(hazard = %h.id, level, open_min, "unacknowledged alarm escalated");
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    async fn subject_of_hazard(&self, h: &Hazard) -> AppResult<Subject> {
+        let db = self.inner.store.db();
+        let (device, position) = match h.device_id {
+            Some(d) => crate::store::hazards::place_of(db, d, h.detector_id).await?,
+            None => ("?".to_owned(), None),
+        };
+        Ok(Subject {
+            tenant: h.tenant_id,
+            project: h.project_id,
+            kind: h.kind,
+            category: h.category,
+            channel: h.channel.clone(),
+            device,
+            position,
+            value: h.peak_value,
+            setpoint: h.setpoint,
+            hazard: Some(h.id),
+            event: None,
+            detector: h.detector_id.map(|d| d.to_string()),
+            at: h.device_at,
+        })
+    }
+}
+
+/// Schedules the escalation reminder of a new alarm hazard (called in ingestion's
+/// transaction, so a committed alarm always has one).
+pub(crate) async fn schedule_escalation<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    hazard: Uuid,
+    policy: EscalationPolicy,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let due = now + chrono::Duration::minutes(i64::from(policy.after_min));
+    let every = (policy.every_min * 60) as i32;
+    let reminder = NewReminder {
+        tenant,
+        purpose: UNACKNOWLEDGED_ALARM,
+        subject_type: "hazard",
+        subject: hazard,
+        due_at: due,
+        every_s: every,
+    };
+    st::schedule_reminder(db, &reminder, now).await
+}
+
+/// Who someone is for a project's notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Assigned to the project.
+    Responsible,
+    /// Manages hazards in every project (the next level).
+    Supervisor,
+}
+
+/// What a notification is about, whatever triggered it.
+struct Subject {
+    tenant: TenantId,
+    project: ProjectId,
+    kind: EventKind,
+    category: EventCategory,
+    channel: String,
+    device: String,
+    position: Option<String>,
+    value: Option<f64>,
+    setpoint: Option<f64>,
+    hazard: Option<Uuid>,
+    event: Option<Uuid>,
+    detector: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// The wait before retrying after failed attempt number `attempt`: the provider's
+/// `Retry-After` when it gave one (at most an hour), else 5 s doubling up to 15 min.
+pub fn retry_delay(attempt: i32, after: Option<Duration>) -> Duration {
+    let backoff = Duration::from_secs(5u64 << attempt.clamp(1, 10).saturating_sub(1)).min(Duration::from_secs(900));
+    after.map_or(backoff, |a| a.min(Duration::from_secs(3600)))
+}
+
+async fn tokens_by_id<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<Vec<push_token::Model>, sea_orm::DbErr> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    push_token::Entity::find().filter(push_token::Column::Id.is_in(ids.iter().copied())).all(db).await
+}
+
+/// Routes the events this instance recorded to phones; runs until the bus goes away.
+pub async fn run_router(services: Services) {
+    let mut events = services.bus().local_events();
+    loop {
+        let env: Arc<Envelope> = match events.recv().await {
+            Ok(env) => env,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "push routing fell behind; {n} events were not pushed (they are recorded)");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let BusMessage::Event(e) = &env.message
+            && let Err(e) = services.notify_event(env.tenant, e).await
+        {
+            tracing::warn!(error = %e, "could not queue push notifications for an event");
+        }
+    }
+}
+
+/// Sends queued notifications (woken at once by new ones, and every tick for retries and
+/// for other instances' rows) until `stop` turns true.
+pub async fn run_dispatcher(services: Services, jobs: JobSettings, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let wakeup = services.inner.push_wakeup.clone();
+    loop {
+        if let Err(e) = services.deliver_due(&jobs).await {
+            tracing::warn!(error = %e, "push delivery failed; retrying");
+        }
+        tokio::select! {
+            _ = wakeup.notified() => {}
+            _ = tokio::time::sleep(jobs.tick) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Fires due reminders every tick until `stop` turns true.
+pub async fn run_reminders(services: Services, jobs: JobSettings, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = services.fire_reminders(&jobs).await {
+            tracing::warn!(error = %e, "firing reminders failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jobs.tick) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
