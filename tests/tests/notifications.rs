@@ -369,6 +369,39 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn two_instances_escalate_once() -> anyhow::Result<()> {
+    for backend in backends() {
+        let providers = Providers::start().await?;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let opts = Options { push: Some(providers.settings.clone()), clock: clock.clone(), ..Options::default() };
+        let a = TestServer::start_opts(&backend, opts.clone()).await?;
+        sparkwatch_api::demo::seed(&a.services).await?;
+        // Same database, same clock: both instances run the delivery and reminder jobs.
+        let b = a.sibling(opts).await?;
+        let mut feed = Feeder::start(&a.services);
+        let admin = b.demo_login("admin@demo.local").await?;
+        register(&admin, "ANDROID", "fcm-admin-twice", Some("en")).await?;
+        leak_alarm(&mut feed, "SW-DEMO-0002", 2, clock.now() - chrono::Duration::seconds(20)).await?;
+        // Nobody responsible for the mall has a phone, so the admin hears of the alarm itself
+        // (once), and of its escalation (once).
+        eventually("the alarm", || providers.fcm_to("fcm-admin-twice").into_iter().next()).await?;
+        clock.advance(chrono::Duration::minutes(11));
+        eventually("the escalation", || (providers.fcm_to("fcm-admin-twice").len() >= 2).then_some(())).await?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let titles: Vec<String> = providers
+            .fcm_to("fcm-admin-twice")
+            .iter()
+            .map(|r| r.json()["message"]["notification"]["title"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        // (The device also went quiet for 11 minutes: its offline fault may be there too.)
+        let count = |t: &str| titles.iter().filter(|x| x.as_str() == t).count();
+        assert_eq!(count("ELECTRICAL ALARM · Riverside Mall"), 1, "{titles:?}");
+        assert_eq!(count("UNACKNOWLEDGED 11 MIN · Riverside Mall"), 1, "{titles:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn without_credentials_pushes_are_logged_not_sent() -> anyhow::Result<()> {
     let server = TestServer::demo(&Backend::Sqlite).await?;
     let mut feed = Feeder::start(&server.services);

@@ -380,10 +380,27 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
             ws.subscribe("a", ALARMS, json!({})).await?;
             let mut other = WsClient::signed_in(&b, &token(&b, "admin@demo-b.local").await?).await?;
             other.subscribe("a", ALARMS, json!({})).await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Readings travel only to instances that follow the detector: B advertises it.
+            let admin = b.demo_login("admin@demo.local").await?;
+            let detectors = admin
+                .ok("{ detectors(first: 200) { edges { node { id address device { serial } } } } }", json!({}))
+                .await?;
+            let detector = detectors["detectors"]["edges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| &e["node"])
+                .find(|n| n["device"]["serial"] == "SW-DEMO-0002" && n["address"] == 1)
+                .map(|n| n["id"].clone())
+                .unwrap_or_default();
+            ws.subscribe("r", "subscription($d: ID!) { readings(detectorId: $d) { leakMa } }", json!({"d": detector}))
+                .await?;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
             raise_leak_alarm(&mut feed, "SW-DEMO-0002", 1).await?;
             let e = next_kind(&mut ws, "a", "LEAK_ALARM").await?;
             assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall food court", "{e}");
+            let r = ws.next_of("r", WAIT).await?;
+            assert_eq!(r["data"]["readings"]["leakMa"], json!([450.0]), "{r}");
             other.silent_for(QUIET).await?;
         }
     } else {

@@ -9,7 +9,10 @@
 //!
 //! With `--redis-url` every message goes through Redis pub/sub (channel `sw:bus:{feed}`):
 //! each instance subscribes to the feeds its own listeners need, so an alarm ingested by
-//! one instance reaches subscribers connected to another. Publishing never waits for Redis:
+//! one instance reaches subscribers connected to another. Instances also advertise which
+//! detectors' readings they follow (a Redis sorted set with expiring entries, refreshed
+//! every few seconds), so readings nobody follows never leave the ingesting instance; a new
+//! readings subscription on another instance is seen within about a second. Publishing never waits for Redis:
 //! messages are handed to a bounded queue and pipelined by a background task; when Redis
 //! is down, messages are dropped (counted) rather than stalling ingestion.
 //!
@@ -17,7 +20,7 @@
 
 mod redis_link;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -194,14 +197,24 @@ impl Bus {
         listener
     }
 
-    /// Whether any local listener follows the feed (publishers skip building messages
-    /// nobody reads; with Redis, listeners elsewhere count too, so this is always true).
-    pub fn wanted(&self, feed: &Feed) -> bool {
-        if self.inner.link.is_some() {
-            return true;
+    /// Detectors whose readings someone follows — here, or (with Redis) on another
+    /// instance, as advertised there. Ingestion publishes only those readings, so a busy
+    /// site does not push every reading through Redis for nobody.
+    pub fn readings_wanted(&self) -> HashSet<DetectorId> {
+        let mut wanted: HashSet<DetectorId> = {
+            let feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            feeds
+                .iter()
+                .filter_map(|(f, s)| match f {
+                    Feed::Readings(d) if s.receiver_count() > 0 => Some(*d),
+                    _ => None,
+                })
+                .collect()
+        };
+        if let Some(link) = &self.inner.link {
+            wanted.extend(link.remote_readers());
         }
-        let feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        feeds.get(feed).is_some_and(|s| s.receiver_count() > 0)
+        wanted
     }
 
     /// Whether Redis is reachable (always true in process).

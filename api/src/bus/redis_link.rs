@@ -3,7 +3,10 @@
 //! channels local listeners need, reconnecting (and re-subscribing) when Redis goes away.
 
 use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use sparkwatch_domain::ids::DetectorId;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -14,12 +17,21 @@ use crate::metrics::Metrics;
 /// Messages waiting for Redis before new ones are dropped (counted).
 const QUEUE: usize = 20_000;
 
+/// The sorted set of followed detectors: member = detector id, score = expiry (ms).
+const READERS_KEY: &str = "sw:bus:readers";
+/// How long an advertisement lasts, and how often it is renewed.
+const READERS_TTL: Duration = Duration::from_secs(30);
+const READERS_RENEW: Duration = Duration::from_secs(10);
+/// How often the followed set is read back.
+const READERS_POLL: Duration = Duration::from_secs(1);
+
 pub(super) struct RedisLink {
     client: redis::Client,
     outbox: mpsc::Sender<Vec<Envelope>>,
     wanted: watch::Sender<HashSet<String>>,
     connected: watch::Receiver<Result<(), String>>,
     metrics: Metrics,
+    readers: Arc<RwLock<HashSet<DetectorId>>>,
 }
 
 impl RedisLink {
@@ -32,9 +44,11 @@ impl RedisLink {
         let (outbox, rx) = mpsc::channel(QUEUE / 100);
         let (wanted, wanted_rx) = watch::channel(HashSet::new());
         let (connected_tx, connected) = watch::channel(Err("connecting".to_owned()));
+        let readers = Arc::new(RwLock::new(HashSet::new()));
         tokio::spawn(publisher(client.clone(), rx, metrics.clone()));
+        tokio::spawn(interest(client.clone(), wanted_rx.clone(), readers.clone()));
         tokio::spawn(subscriber(client.clone(), wanted_rx, connected_tx, deliver));
-        Ok(RedisLink { client, outbox, wanted, connected, metrics })
+        Ok(RedisLink { client, outbox, wanted, connected, metrics, readers })
     }
 
     /// Waits (at most 10 s) until the subscriber connection is up.
@@ -74,6 +88,11 @@ impl RedisLink {
         });
     }
 
+    /// Detectors whose readings some instance follows.
+    pub(super) fn remote_readers(&self) -> HashSet<DetectorId> {
+        self.readers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(super) async fn ping(&self) -> Result<(), String> {
         let mut conn = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
@@ -111,6 +130,63 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>,
         if let Err(e) = pipe.query_async::<()>(c).await {
             tracing::warn!(error = %e, dropped = batch.len(), "bus: publishing to Redis failed");
             metrics.bus_dropped.inc_by(batch.len() as u64);
+        }
+    }
+}
+
+/// Advertises the detectors followed here (at once when that changes, and before the
+/// advertisement expires) and reads back what every instance follows.
+async fn interest(
+    client: redis::Client,
+    mut wanted: watch::Receiver<HashSet<String>>,
+    readers: Arc<RwLock<HashSet<DetectorId>>>,
+) {
+    let mut conn = None;
+    let mut renew = tokio::time::interval(READERS_RENEW);
+    let mut poll = tokio::time::interval(READERS_POLL);
+    loop {
+        let advertise = tokio::select! {
+            changed = wanted.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = renew.tick() => true,
+            _ = poll.tick() => false,
+        };
+        if conn.is_none() {
+            conn = redis::aio::ConnectionManager::new(client.clone()).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let result: redis::RedisResult<Vec<String>> = async {
+            if advertise {
+                let mine: Vec<String> = wanted
+                    .borrow_and_update()
+                    .iter()
+                    .filter_map(|ch| ch.strip_prefix("sw:bus:readings:").map(str::to_owned))
+                    .collect();
+                let expires = now_ms + READERS_TTL.as_millis() as i64;
+                let mut pipe = redis::pipe();
+                for d in &mine {
+                    pipe.zadd(READERS_KEY, d, expires).ignore();
+                }
+                pipe.zrembyscore(READERS_KEY, "-inf", now_ms).ignore();
+                pipe.query_async::<()>(c).await?;
+            }
+            redis::cmd("ZRANGEBYSCORE").arg(READERS_KEY).arg(now_ms).arg("+inf").query_async(c).await
+        }
+        .await;
+        match result {
+            Ok(ids) => {
+                let set: HashSet<DetectorId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+                *readers.write().unwrap_or_else(|e| e.into_inner()) = set;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bus: could not exchange followed detectors with Redis");
+                conn = None;
+            }
         }
     }
 }

@@ -893,9 +893,10 @@ impl Pipeline {
     async fn publish(&mut self, readings: &[(DetectorInfo, TenantId, Reading)]) {
         let Outbox { events, hazards, statuses } = std::mem::take(&mut self.outbox);
         let mut out = Vec::new();
+        let followed = if readings.is_empty() { Default::default() } else { self.bus.readings_wanted() };
         for (det, tenant, reading) in readings {
             let feed = Feed::Readings(det.id);
-            if self.bus.wanted(&feed) {
+            if followed.contains(&det.id) {
                 let note = ReadingNote { detector_id: det.id, project_id: det.project, reading: reading.clone() };
                 out.push(Envelope { tenant: *tenant, feed, message: BusMessage::Reading(Box::new(note)) });
             }

@@ -3,8 +3,9 @@
 //!
 //! - **Routing.** An event (alarm, pre-alarm, fault, recovery) in a project goes to the
 //!   people *responsible* for it: active users holding `hazard.read` who are assigned to the
-//!   project. When nobody is, it goes to the *supervisors*: users holding `hazard.manage`
-//!   for every project (tenant administrators). Each person's preferences then decide
+//!   project. When none of them has a phone registered, it goes to the *supervisors*:
+//!   users holding `hazard.manage` for every project (tenant administrators), so an alarm
+//!   always reaches someone who can act. Each person's preferences then decide
 //!   (categories, minimum severity, quiet hours — alarms ignore all three).
 //! - **Queue.** Every (notification, phone) is a row in `notifications`, which is also the
 //!   delivery log. Senders on every instance claim due rows with a lease, send them through

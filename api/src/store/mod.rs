@@ -123,7 +123,12 @@ where
 }
 
 /// [`page`] newest first: descending by the time-ordered id; `after` is the last id seen.
-pub async fn page_desc<E, C>(db: &C, select: Select<E>, id: E::Column, req: PageRequest) -> Result<Page<E::Model>, DbErr>
+pub async fn page_desc<E, C>(
+    db: &C,
+    select: Select<E>,
+    id: E::Column,
+    req: PageRequest,
+) -> Result<Page<E::Model>, DbErr>
 where
     E: EntityTrait,
     E::Model: Send + Sync,
