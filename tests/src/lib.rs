@@ -151,6 +151,10 @@ impl TestServer {
     }
 
     async fn launch(config: Config, dir: Arc<tempfile::TempDir>, opts: Options) -> anyhow::Result<TestServer> {
+        // `SPARKWATCH_TEST_LOG=warn` (an EnvFilter) shows the server's log in failing tests.
+        if let Ok(filter) = std::env::var("SPARKWATCH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let services = sparkwatch_api::services(&config, opts.clock, opts.login_limits).await?;
         let stop_jobs = sparkwatch_api::start_jobs(&services, opts.jobs);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -213,7 +213,9 @@ async fn a_silent_device_goes_offline_after_its_heartbeat_timeout() -> anyhow::R
         let server = TestServer::start_full(&backend, Default::default(), clock.clone()).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let mut feed = Feeder::start(&server.services);
-        feed.send(TOPIC, &telemetry(Utc::now(), Some(1), leak(1, 20.0))).await;
+        // Received "now" on the test clock: setting up the server takes real time.
+        use sparkwatch_api::service::Clock;
+        feed.send_at(TOPIC, &telemetry(clock.now(), Some(1), leak(1, 20.0)), clock.now()).await;
         feed.settle().await?;
         let offline = || episode::Entity::find().filter(episode::Column::Kind.eq("OFFLINE"));
         // Interval 10 s → timeout 30 s (3 intervals). At 25 s nothing; at 31 s a fault.

@@ -47,7 +47,6 @@ async fn token(server: &TestServer, login: &str) -> anyhow::Result<String> {
 
 #[tokio::test]
 async fn alarms_reach_subscribers_in_scope_and_nobody_else() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     for backend in backends() {
         let server = TestServer::demo(&backend).await?;
         let mut feed = Feeder::start(&server.services);

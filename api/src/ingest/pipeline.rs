@@ -102,7 +102,7 @@ pub struct Pipeline {
     states: HashMap<DetectorId, DetectorState>,
     seqs: HashMap<String, RecentSeqs>,
     liveness: HashMap<DeviceId, Liveness>,
-    rollups: HashMap<(DetectorId, &'static str, DateTime<Utc>, String), Rollup>,
+    rollups: HashMap<CellKey, Cell>,
     last_prune: Option<Instant>,
     last_flush: Instant,
     site_generation: Arc<std::sync::atomic::AtomicU64>,
@@ -557,14 +557,26 @@ impl Pipeline {
         tx.commit().await?;
         let mut latest = Vec::new();
         let mut notes = Vec::new();
+        let followed = if fresh.is_empty() { Default::default() } else { self.bus.readings_wanted() };
         for w in fresh {
             if let Work::Reading { detector, reading, device, .. } = w {
                 self.accumulate(detector.id, &reading);
-                latest.push((detector.id, reading.clone()));
-                notes.push((detector, device.tenant, reading));
+                if followed.contains(&detector.id) {
+                    let note = ReadingNote {
+                        detector_id: detector.id,
+                        project_id: detector.project,
+                        reading: reading.clone(),
+                    };
+                    notes.push(Envelope {
+                        tenant: device.tenant,
+                        feed: Feed::Readings(detector.id),
+                        message: BusMessage::Reading(Box::new(note)),
+                    });
+                }
+                latest.push((detector.id, reading));
             }
         }
-        self.publish(&notes).await;
+        self.publish(notes).await;
         self.latest.put_all(latest).await;
         Ok(())
     }
@@ -888,19 +900,11 @@ impl Pipeline {
         self.outbox.statuses.push((device.tenant, status));
     }
 
-    /// Publishes what the committed transaction changed. A failure to read it back only
+    /// Publishes what the committed transaction changed (and the followed `readings`). A failure to read it back only
     /// costs the live notification; the data is stored.
-    async fn publish(&mut self, readings: &[(DetectorInfo, TenantId, Reading)]) {
+    async fn publish(&mut self, readings: Vec<Envelope>) {
         let Outbox { events, hazards, statuses } = std::mem::take(&mut self.outbox);
-        let mut out = Vec::new();
-        let followed = if readings.is_empty() { Default::default() } else { self.bus.readings_wanted() };
-        for (det, tenant, reading) in readings {
-            let feed = Feed::Readings(det.id);
-            if followed.contains(&det.id) {
-                let note = ReadingNote { detector_id: det.id, project_id: det.project, reading: reading.clone() };
-                out.push(Envelope { tenant: *tenant, feed, message: BusMessage::Reading(Box::new(note)) });
-            }
-        }
+        let mut out = readings;
         for (tenant, status) in statuses {
             out.push(Envelope {
                 tenant,
@@ -974,7 +978,8 @@ impl Pipeline {
         } else {
             Vec::new()
         };
-        let cells: Vec<Rollup> = if flush { self.rollups.drain().map(|(_, v)| v).collect() } else { Vec::new() };
+        let cells: Vec<Rollup> =
+            if flush { self.rollups.drain().map(|(k, c)| k.rollup(c)).collect() } else { Vec::new() };
         if flush {
             self.last_flush = Instant::now();
         }
@@ -992,7 +997,7 @@ impl Pipeline {
         tel::set_devices_seen(&tx, &seen).await?;
         tel::merge_rollups(&tx, &cells).await?;
         tx.commit().await?;
-        self.publish(&[]).await;
+        self.publish(Vec::new()).await;
         for (id, _) in dirty {
             if let Some(l) = self.liveness.get_mut(&id) {
                 l.dirty = false;
@@ -1001,35 +1006,74 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Adds a reading to the in-memory rollup cells (per minute, hour and day, per channel).
+    /// Keys are small integers so the per-reading work allocates nothing; channel codes are
+    /// spelled out only when the cells are written back.
     fn accumulate(&mut self, detector: DetectorId, r: &Reading) {
-        let series: [(&str, &Vec<Option<f64>>); 4] =
-            [("leak", &r.leak_ma), ("temp", &r.temp_c), ("voltage", &r.voltage_v), ("current", &r.current_a)];
-        for (bucket, span) in [
-            ("minute", chrono::Duration::minutes(1)),
-            ("hour", chrono::Duration::hours(1)),
-            ("day", chrono::Duration::days(1)),
-        ] {
-            let Ok(start) = r.at.duration_trunc(span) else { continue };
-            for (q, values) in series {
+        let series: [&Vec<Option<f64>>; 4] = [&r.leak_ma, &r.temp_c, &r.voltage_v, &r.current_a];
+        for (b, (_, span)) in BUCKETS.iter().enumerate() {
+            let Ok(start) = r.at.duration_trunc(*span) else { continue };
+            for (q, values) in series.iter().enumerate() {
                 for (i, v) in values.iter().enumerate() {
                     let Some(v) = *v else { continue };
-                    let channel = format!("{q}:{}", i + 1);
-                    let cell = self.rollups.entry((detector, bucket, start, channel.clone())).or_insert(Rollup {
+                    let cell = self.rollups.entry(CellKey {
                         detector,
-                        bucket,
+                        bucket: b as u8,
                         start,
-                        channel,
-                        min: v,
-                        max: v,
-                        sum: 0.0,
-                        count: 0,
+                        series: q as u8,
+                        index: i as u8,
                     });
+                    let cell = cell.or_insert(Cell { min: v, max: v, sum: 0.0, count: 0 });
                     cell.min = cell.min.min(v);
                     cell.max = cell.max.max(v);
                     cell.sum += v;
                     cell.count += 1;
                 }
             }
+        }
+    }
+}
+
+/// Rollup buckets: name and span.
+const BUCKETS: [(&str, chrono::TimeDelta); 3] = [
+    ("minute", chrono::TimeDelta::minutes(1)),
+    ("hour", chrono::TimeDelta::hours(1)),
+    ("day", chrono::TimeDelta::days(1)),
+];
+/// Channel quantity codes in the order `accumulate` walks a reading.
+const SERIES: [&str; 4] = ["leak", "temp", "voltage", "current"];
+
+/// One rollup cell's key: detector, bucket (index into [`BUCKETS`]), bucket start, series
+/// (index into [`SERIES`]) and channel index.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct CellKey {
+    detector: DetectorId,
+    bucket: u8,
+    start: DateTime<Utc>,
+    series: u8,
+    index: u8,
+}
+
+/// Aggregates of one cell.
+#[derive(Clone, Copy)]
+struct Cell {
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+}
+
+impl CellKey {
+    fn rollup(self, c: Cell) -> Rollup {
+        Rollup {
+            detector: self.detector,
+            bucket: BUCKETS[usize::from(self.bucket)].0,
+            start: self.start,
+            channel: format!("{}:{}", SERIES[usize::from(self.series)], u16::from(self.index) + 1),
+            min: c.min,
+            max: c.max,
+            sum: c.sum,
+            count: c.count,
         }
     }
 }

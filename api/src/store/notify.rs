@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::OnConflict,
+    QuerySelect, sea_query::OnConflict,
 };
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::notify::{Preferences, QuietHours, Severity};
@@ -348,6 +348,20 @@ pub async fn claim_due<C: ConnectionTrait>(
     let free = || {
         Condition::any().add(notification::Column::LeaseUntil.is_null()).add(notification::Column::LeaseUntil.lt(now))
     };
+    // Look before taking the write lock: most ticks find nothing, and on SQLite an idle
+    // UPDATE every tick would still contend with every other writer.
+    let any = notification::Entity::find()
+        .select_only()
+        .column(notification::Column::Id)
+        .filter(notification::Column::Status.eq("QUEUED"))
+        .filter(notification::Column::NextAttemptAt.lte(now))
+        .filter(free())
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?;
+    if any.is_none() {
+        return Ok(vec![]);
+    }
     let due = Query::select()
         .column(notification::Column::Id)
         .from(notification::Entity)
