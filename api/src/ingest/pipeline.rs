@@ -1,4 +1,5 @@
-//! The ingestion pipeline: one task that drains the inbound queue in batches.
+//! The ingestion pipeline: two tasks that drain the inbound queue in batches — the first
+//! validates batch n+1 while the second stores batch n.
 //!
 //! Per batch: decode and validate every message (rejections go to the dead-letter log and
 //! are counted by reason), drop redeliveries (same `(serial, seq, ts)` within 10 minutes, or a
@@ -74,7 +75,7 @@ impl Default for PipelineConfig {
 }
 
 /// A message that passed validation, waiting for the batch's transaction.
-enum Work {
+pub(super) enum Work {
     Reading { device: Arc<DeviceInfo>, detector: DetectorInfo, reading: Reading, received_at: DateTime<Utc> },
     Event { device: Arc<DeviceInfo>, detector: DetectorInfo, event: DeviceEvent, received_at: DateTime<Utc> },
     Status { device: Arc<DeviceInfo>, online: bool, received_at: DateTime<Utc> },
@@ -97,10 +98,8 @@ pub struct Pipeline {
     latest: Arc<LatestCache>,
     clock: Arc<dyn Clock>,
     config: PipelineConfig,
-    devices: HashMap<String, (Instant, Option<Arc<DeviceInfo>>)>,
     thresholds: HashMap<DetectorId, (Instant, EffectiveThresholds)>,
     states: HashMap<DetectorId, DetectorState>,
-    seqs: HashMap<String, RecentSeqs>,
     liveness: HashMap<DeviceId, Liveness>,
     rollups: HashMap<CellKey, Cell>,
     last_prune: Option<Instant>,
@@ -143,10 +142,8 @@ impl Pipeline {
             latest,
             clock,
             config,
-            devices: HashMap::new(),
             thresholds: HashMap::new(),
             states: HashMap::new(),
-            seqs: HashMap::new(),
             liveness: HashMap::new(),
             rollups: HashMap::new(),
             last_prune: None,
@@ -160,29 +157,30 @@ impl Pipeline {
     }
 
     /// Drains the queue until every sender is gone, then flushes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Inbound>) {
+    pub async fn run(mut self, rx: mpsc::Receiver<Inbound>) {
         if let Err(e) = self.load_liveness().await {
             tracing::warn!(error = %e, "could not load device liveness; heartbeats start fresh");
         }
+        // Decoding and validating batch n+1 overlaps with storing batch n: two stages, two
+        // tasks, at most one validated batch waiting in between.
+        let (validated_tx, mut validated) = mpsc::channel::<Validated>(1);
+        let validator = Validator {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            devices: HashMap::new(),
+            seqs: HashMap::new(),
+            site_generation: self.site_generation.clone(),
+            seen_generation: 0,
+        };
+        tokio::spawn(validator.run(rx, validated_tx));
         let mut tick = tokio::time::interval(self.config.housekeeping);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { break };
-                    let mut batch = vec![first];
-                    let deadline = tokio::time::Instant::now() + self.config.batch_wait;
-                    while batch.len() < self.config.batch_max {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Some(m)) => batch.push(m),
-                                _ => break,
-                            },
-                        }
-                    }
-                    self.metrics.queue_depth.set(rx.len() as i64);
-                    self.process(batch).await;
+                batch = validated.recv() => {
+                    let Some(batch) = batch else { break };
+                    self.store_batch(batch).await;
                 }
                 _ = tick.tick() => self.housekeeping(false).await,
             }
@@ -190,201 +188,22 @@ impl Pipeline {
         self.housekeeping(true).await;
     }
 
-    /// Processes one batch; never fails as a whole — a database error leaves the batch
-    /// unacknowledged so the broker redelivers it.
-    pub async fn process(&mut self, batch: Vec<Inbound>) {
-        let started = Instant::now();
-        // A device or detector was added, changed or removed: look everything up afresh.
+    /// Stores and applies one validated batch, then acknowledges its deliveries; never
+    /// fails as a whole — a database error leaves the batch unacknowledged so the broker
+    /// redelivers it.
+    async fn store_batch(&mut self, batch: Validated) {
+        // A device, detector, threshold or policy changed: look them up afresh.
         let generation = self.site_generation.load(std::sync::atomic::Ordering::Relaxed);
         if generation != self.seen_generation {
             self.seen_generation = generation;
-            self.devices.clear();
             self.thresholds.clear();
             self.policies.clear();
         }
-        let mut work = Vec::with_capacity(batch.len());
-        let mut acks = Vec::with_capacity(batch.len());
-        for msg in batch {
-            self.validate(&msg, &mut work).await;
-            if let Some(ack) = msg.ack {
-                acks.push(ack);
-            }
-        }
-        match self.apply(work).await {
-            Ok(()) => acks.into_iter().for_each(|ack| ack()),
+        match self.apply(batch.work).await {
+            Ok(()) => batch.acks.into_iter().for_each(|ack| ack()),
             Err(e) => tracing::error!(error = %e, "storing a batch failed; it will be redelivered"),
         }
-        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
-    }
-
-    async fn reject(
-        &self,
-        tenant: Option<&DeviceInfo>,
-        serial: Option<&str>,
-        msg: &Inbound,
-        reason: &str,
-        detail: &str,
-    ) {
-        self.metrics.rejected.with_label_values(&[reason]).inc();
-        tracing::debug!(topic = %msg.topic, reason, detail, "rejected device input");
-        let tenant = tenant.map(|d| d.tenant);
-        let letter = tel::DeadLetter {
-            tenant,
-            serial,
-            topic: &msg.topic,
-            reason,
-            detail,
-            payload: &msg.payload,
-            at: msg.received_at,
-        };
-        if let Err(e) = tel::insert_dead_letter(self.store.db(), letter).await {
-            tracing::warn!(error = %e, "could not write the dead-letter log");
-        }
-    }
-
-    async fn device(&mut self, serial: &str) -> Result<Option<Arc<DeviceInfo>>, sea_orm::DbErr> {
-        if let Some((at, d)) = self.devices.get(serial)
-            && at.elapsed() < self.config.cache_ttl
-        {
-            return Ok(d.clone());
-        }
-        let d = tel::device_by_serial(self.store.db(), serial).await?.map(Arc::new);
-        self.devices.insert(serial.to_owned(), (Instant::now(), d.clone()));
-        Ok(d)
-    }
-
-    async fn validate(&mut self, msg: &Inbound, work: &mut Vec<Work>) {
-        if let Some(report) = &msg.modbus {
-            return self.validate_modbus(msg, report, work).await;
-        }
-        let (serial, kind) = match payload::parse_topic(&self.config.prefix, &msg.topic) {
-            Ok((s, k)) => (s.to_owned(), k),
-            Err(r) => return self.reject(None, None, msg, r.reason.code(), &r.detail).await,
-        };
-        let topic_label = match kind {
-            TopicKind::Telemetry => "telemetry",
-            TopicKind::Event => "event",
-            TopicKind::Status => "status",
-            TopicKind::CommandAck => "cmd_ack",
-        };
-        self.metrics.messages.with_label_values(&[topic_label]).inc();
-        let device = match self.device(&serial).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return self
-                    .reject(None, Some(&serial), msg, "unknown_device", "no device is registered with this serial")
-                    .await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "device lookup failed");
-                return self.reject(None, Some(&serial), msg, "unavailable", "device lookup failed").await;
-            }
-        };
-        let registered = |addr: u8| device.detector(addr).is_some();
-        match kind {
-            TopicKind::Telemetry => match payload::decode_telemetry(&msg.payload, msg.received_at, registered) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
-                Ok(t) => {
-                    if let Some(seq) = t.seq
-                        && self.seen_seq(&serial, seq, t.at, msg.received_at)
-                    {
-                        self.metrics.duplicates.inc();
-                        return;
-                    }
-                    for bad in &t.rejected {
-                        let detail =
-                            format!("detector entry {} (addr {:?}): {}", bad.index, bad.address, bad.rejection.detail);
-                        self.reject(Some(&device), Some(&serial), msg, bad.rejection.reason.code(), &detail).await;
-                    }
-                    for (addr, reading) in t.readings {
-                        if let Some(detector) = device.detector(addr) {
-                            work.push(Work::Reading {
-                                device: device.clone(),
-                                detector: detector.clone(),
-                                reading,
-                                received_at: msg.received_at,
-                            });
-                        }
-                    }
-                }
-            },
-            TopicKind::Event => match payload::decode_event(&msg.payload, msg.received_at, registered) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
-                Ok(event) => {
-                    if let Some(detector) = device.detector(event.address) {
-                        work.push(Work::Event {
-                            device: device.clone(),
-                            detector: detector.clone(),
-                            event,
-                            received_at: msg.received_at,
-                        });
-                    }
-                }
-            },
-            TopicKind::Status => match payload::decode_status(&msg.payload) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
-                Ok(online) => work.push(Work::Status { device: device.clone(), online, received_at: msg.received_at }),
-            },
-            TopicKind::CommandAck => match payload::decode_command_result(&msg.payload) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
-                // The command ledger arrives with the remote-control issue; until then results are logged.
-                Ok(result) => tracing::info!(serial = %serial, id = %result.id, ok = result.ok, "command result"),
-            },
-        }
-    }
-
-    async fn validate_modbus(&mut self, msg: &Inbound, report: &ModbusReport, work: &mut Vec<Work>) {
-        self.metrics.messages.with_label_values(&["modbus"]).inc();
-        let serial = report.serial.as_str();
-        let device = match self.device(serial).await {
-            Ok(Some(d)) => d,
-            // The gateway was deleted while being polled; the poller drops it on its next refresh.
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(error = %e, "device lookup failed"),
-        };
-        let Some(detector) = device.detector(report.address).cloned() else { return };
-        let received_at = msg.received_at;
-        match &report.outcome {
-            ModbusOutcome::Polled { reading, events, rejected } => {
-                for (reason, detail) in rejected {
-                    self.reject(Some(&device), Some(serial), msg, reason, detail).await;
-                }
-                work.push(Work::Reading {
-                    device: device.clone(),
-                    detector: detector.clone(),
-                    reading: reading.clone(),
-                    received_at,
-                });
-                for event in events {
-                    work.push(Work::Event {
-                        device: device.clone(),
-                        detector: detector.clone(),
-                        event: event.clone(),
-                        received_at,
-                    });
-                }
-            }
-            ModbusOutcome::CommLost { detail } => {
-                work.push(Work::CommLost { device, detector, detail: detail.clone(), received_at });
-            }
-            ModbusOutcome::CommRestored => work.push(Work::CommRestored { device, detector, received_at }),
-        }
-    }
-
-    /// Whether `(serial, seq)` was seen within the window with the same device time;
-    /// remembers it otherwise. A QoS 1 redelivery repeats the whole payload, so seq *and*
-    /// timestamp match; a device that rebooted and restarted its counter sends new times, and
-    /// its readings must not be thrown away as duplicates.
-    fn seen_seq(&mut self, serial: &str, seq: u64, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        let q = self.seqs.entry(serial.to_owned()).or_default();
-        while q.front().is_some_and(|(_, _, seen)| *seen < now - SEQ_WINDOW) {
-            q.pop_front();
-        }
-        if q.iter().any(|(s, t, _)| *s == seq && *t == at) {
-            return true;
-        }
-        q.push_back((seq, at, now));
-        false
+        self.metrics.batch_seconds.observe(batch.started.elapsed().as_secs_f64());
     }
 
     async fn thresholds_of(
@@ -1032,6 +851,232 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The first stage: batches the queue, decodes and validates each message (rejections go to
+/// the dead-letter log), drops `(serial, seq)` redeliveries.
+struct Validator {
+    store: Store,
+    metrics: Metrics,
+    config: PipelineConfig,
+    devices: HashMap<String, (Instant, Option<Arc<DeviceInfo>>)>,
+    seqs: HashMap<String, RecentSeqs>,
+    site_generation: Arc<std::sync::atomic::AtomicU64>,
+    seen_generation: u64,
+}
+
+/// A validated batch on its way to the store stage.
+struct Validated {
+    work: Vec<Work>,
+    acks: Vec<super::Ack>,
+    started: Instant,
+}
+
+impl Validator {
+    async fn run(mut self, mut rx: mpsc::Receiver<Inbound>, out: mpsc::Sender<Validated>) {
+        while let Some(first) = rx.recv().await {
+            let started = Instant::now();
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+            while batch.len() < self.config.batch_max {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(m)) => batch.push(m),
+                        _ => break,
+                    },
+                }
+            }
+            self.metrics.queue_depth.set(rx.len() as i64);
+            let generation = self.site_generation.load(std::sync::atomic::Ordering::Relaxed);
+            if generation != self.seen_generation {
+                self.seen_generation = generation;
+                self.devices.clear();
+            }
+            let mut work = Vec::with_capacity(batch.len());
+            let mut acks = Vec::with_capacity(batch.len());
+            for msg in batch {
+                self.validate(&msg, &mut work).await;
+                if let Some(ack) = msg.ack {
+                    acks.push(ack);
+                }
+            }
+            if out.send(Validated { work, acks, started }).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn reject(
+        &self,
+        tenant: Option<&DeviceInfo>,
+        serial: Option<&str>,
+        msg: &Inbound,
+        reason: &str,
+        detail: &str,
+    ) {
+        self.metrics.rejected.with_label_values(&[reason]).inc();
+        tracing::debug!(topic = %msg.topic, reason, detail, "rejected device input");
+        let tenant = tenant.map(|d| d.tenant);
+        let letter = tel::DeadLetter {
+            tenant,
+            serial,
+            topic: &msg.topic,
+            reason,
+            detail,
+            payload: &msg.payload,
+            at: msg.received_at,
+        };
+        if let Err(e) = tel::insert_dead_letter(self.store.db(), letter).await {
+            tracing::warn!(error = %e, "could not write the dead-letter log");
+        }
+    }
+
+    async fn device(&mut self, serial: &str) -> Result<Option<Arc<DeviceInfo>>, sea_orm::DbErr> {
+        if let Some((at, d)) = self.devices.get(serial)
+            && at.elapsed() < self.config.cache_ttl
+        {
+            return Ok(d.clone());
+        }
+        let d = tel::device_by_serial(self.store.db(), serial).await?.map(Arc::new);
+        self.devices.insert(serial.to_owned(), (Instant::now(), d.clone()));
+        Ok(d)
+    }
+
+    async fn validate(&mut self, msg: &Inbound, work: &mut Vec<Work>) {
+        if let Some(report) = &msg.modbus {
+            return self.validate_modbus(msg, report, work).await;
+        }
+        let (serial, kind) = match payload::parse_topic(&self.config.prefix, &msg.topic) {
+            Ok((s, k)) => (s.to_owned(), k),
+            Err(r) => return self.reject(None, None, msg, r.reason.code(), &r.detail).await,
+        };
+        let topic_label = match kind {
+            TopicKind::Telemetry => "telemetry",
+            TopicKind::Event => "event",
+            TopicKind::Status => "status",
+            TopicKind::CommandAck => "cmd_ack",
+        };
+        self.metrics.messages.with_label_values(&[topic_label]).inc();
+        let device = match self.device(&serial).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return self
+                    .reject(None, Some(&serial), msg, "unknown_device", "no device is registered with this serial")
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "device lookup failed");
+                return self.reject(None, Some(&serial), msg, "unavailable", "device lookup failed").await;
+            }
+        };
+        let registered = |addr: u8| device.detector(addr).is_some();
+        match kind {
+            TopicKind::Telemetry => match payload::decode_telemetry(&msg.payload, msg.received_at, registered) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(t) => {
+                    if let Some(seq) = t.seq
+                        && self.seen_seq(&serial, seq, t.at, msg.received_at)
+                    {
+                        self.metrics.duplicates.inc();
+                        return;
+                    }
+                    for bad in &t.rejected {
+                        let detail =
+                            format!("detector entry {} (addr {:?}): {}", bad.index, bad.address, bad.rejection.detail);
+                        self.reject(Some(&device), Some(&serial), msg, bad.rejection.reason.code(), &detail).await;
+                    }
+                    for (addr, reading) in t.readings {
+                        if let Some(detector) = device.detector(addr) {
+                            work.push(Work::Reading {
+                                device: device.clone(),
+                                detector: detector.clone(),
+                                reading,
+                                received_at: msg.received_at,
+                            });
+                        }
+                    }
+                }
+            },
+            TopicKind::Event => match payload::decode_event(&msg.payload, msg.received_at, registered) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(event) => {
+                    if let Some(detector) = device.detector(event.address) {
+                        work.push(Work::Event {
+                            device: device.clone(),
+                            detector: detector.clone(),
+                            event,
+                            received_at: msg.received_at,
+                        });
+                    }
+                }
+            },
+            TopicKind::Status => match payload::decode_status(&msg.payload) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Ok(online) => work.push(Work::Status { device: device.clone(), online, received_at: msg.received_at }),
+            },
+            TopicKind::CommandAck => match payload::decode_command_result(&msg.payload) {
+                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                // The command ledger arrives with the remote-control issue; until then results are logged.
+                Ok(result) => tracing::info!(serial = %serial, id = %result.id, ok = result.ok, "command result"),
+            },
+        }
+    }
+
+    async fn validate_modbus(&mut self, msg: &Inbound, report: &ModbusReport, work: &mut Vec<Work>) {
+        self.metrics.messages.with_label_values(&["modbus"]).inc();
+        let serial = report.serial.as_str();
+        let device = match self.device(serial).await {
+            Ok(Some(d)) => d,
+            // The gateway was deleted while being polled; the poller drops it on its next refresh.
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "device lookup failed"),
+        };
+        let Some(detector) = device.detector(report.address).cloned() else { return };
+        let received_at = msg.received_at;
+        match &report.outcome {
+            ModbusOutcome::Polled { reading, events, rejected } => {
+                for (reason, detail) in rejected {
+                    self.reject(Some(&device), Some(serial), msg, reason, detail).await;
+                }
+                work.push(Work::Reading {
+                    device: device.clone(),
+                    detector: detector.clone(),
+                    reading: reading.clone(),
+                    received_at,
+                });
+                for event in events {
+                    work.push(Work::Event {
+                        device: device.clone(),
+                        detector: detector.clone(),
+                        event: event.clone(),
+                        received_at,
+                    });
+                }
+            }
+            ModbusOutcome::CommLost { detail } => {
+                work.push(Work::CommLost { device, detector, detail: detail.clone(), received_at });
+            }
+            ModbusOutcome::CommRestored => work.push(Work::CommRestored { device, detector, received_at }),
+        }
+    }
+
+    /// Whether `(serial, seq)` was seen within the window with the same device time;
+    /// remembers it otherwise. A QoS 1 redelivery repeats the whole payload, so seq *and*
+    /// timestamp match; a device that rebooted and restarted its counter sends new times, and
+    /// its readings must not be thrown away as duplicates.
+    fn seen_seq(&mut self, serial: &str, seq: u64, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let q = self.seqs.entry(serial.to_owned()).or_default();
+        while q.front().is_some_and(|(_, _, seen)| *seen < now - SEQ_WINDOW) {
+            q.pop_front();
+        }
+        if q.iter().any(|(s, t, _)| *s == seq && *t == at) {
+            return true;
+        }
+        q.push_back((seq, at, now));
+        false
+    }
+
 }
 
 /// Rollup buckets: name and span.
