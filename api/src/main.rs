@@ -98,6 +98,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
             };
+            // Jobs first: the push router must be listening before the first event is recorded.
+            let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
             let (queue, stop_ingest) = sparkwatch_api::start_ingest_with(
                 &services,
                 PipelineConfig {
@@ -123,7 +125,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.listen
                 )
             })?;
-            let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
             let served = sparkwatch_api::run(services, listener, shutdown_signal()).await;
             let _ = stop_ingest.send(true);
             let _ = stop_jobs.send(true);
