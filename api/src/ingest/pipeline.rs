@@ -1076,7 +1076,6 @@ impl Validator {
         q.push_back((seq, at, now));
         false
     }
-
 }
 
 /// Rollup buckets: name and span.

@@ -256,14 +256,9 @@ impl Services {
             self.log(
                 &tx,
                 who,
-                Entry {
-                    tenant: Some(tenant),
-                    action: log_action,
-                    target_type: "hazard",
-                    target_id: Some(before.id.to_string()),
-                    before: snapshot(before),
-                    after: snapshot(&serde_json::json!({"hazard": after, "note": note})),
-                },
+                Entry::new(Some(tenant), log_action, "hazard", Some(before.id.to_string()))
+                    .before(snapshot(before))
+                    .after(snapshot(&serde_json::json!({"hazard": after, "note": note}))),
             )
             .await?;
         }

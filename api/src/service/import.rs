@@ -632,14 +632,8 @@ impl Services {
             self.log(
                 &tx,
                 who,
-                Entry {
-                    tenant: Some(tenant),
-                    action: "device.create",
-                    target_type: "device",
-                    target_id: Some(device.id.to_string()),
-                    before: None,
-                    after: snapshot(&device),
-                },
+                Entry::new(Some(tenant), "device.create", "device", Some(device.id.to_string()))
+                    .after(snapshot(&device)),
             )
             .await?;
             for (line, mut draft) in planned.detectors {
@@ -657,14 +651,8 @@ impl Services {
                 self.log(
                     &tx,
                     who,
-                    Entry {
-                        tenant: Some(tenant),
-                        action: "detector.create",
-                        target_type: "detector",
-                        target_id: Some(detector.id.to_string()),
-                        before: None,
-                        after: snapshot(&detector),
-                    },
+                    Entry::new(Some(tenant), "detector.create", "detector", Some(detector.id.to_string()))
+                        .after(snapshot(&detector)),
                 )
                 .await?;
             }
@@ -677,19 +665,7 @@ impl Services {
             "detectors": summary.detectors,
             "projects": summary.projects,
         });
-        self.log(
-            &tx,
-            who,
-            Entry {
-                tenant: Some(tenant),
-                action: "import.devices",
-                target_type: "import",
-                target_id: None,
-                before: None,
-                after: Some(counts),
-            },
-        )
-        .await?;
+        self.log(&tx, who, Entry::new(Some(tenant), "import.devices", "import", None).after(Some(counts))).await?;
         tx.commit().await?;
         self.sites_changed();
         progress.end(ImportStage::Inserting);

@@ -124,16 +124,10 @@ impl Services {
             locale: locale.tag(),
         };
         let stored = st::upsert_token(&tx, &new, now).await?;
-        let entry = Entry {
-            tenant: Some(tenant),
-            action: "push_token.register",
-            target_type: "push_token",
-            target_id: Some(stored.id.to_string()),
-            before: None,
-            after: snapshot(
+        let entry =
+            Entry::new(Some(tenant), "push_token.register", "push_token", Some(stored.id.to_string())).after(snapshot(
                 &serde_json::json!({"platform": stored.platform, "appId": stored.app_id, "locale": stored.locale}),
-            ),
-        };
+            ));
         self.log(&tx, who, entry).await?;
         tx.commit().await?;
         Ok(stored)
@@ -145,14 +139,7 @@ impl Services {
         let tx = self.begin().await?;
         let removed = st::delete_token(&tx, user, token.trim()).await?;
         if removed {
-            let entry = Entry {
-                tenant: Some(tenant),
-                action: "push_token.unregister",
-                target_type: "push_token",
-                target_id: None,
-                before: None,
-                after: None,
-            };
+            let entry = Entry::new(Some(tenant), "push_token.unregister", "push_token", None);
             self.log(&tx, who, entry).await?;
         }
         tx.commit().await?;
@@ -178,14 +165,9 @@ impl Services {
         let tx = self.begin().await?;
         let before = st::preferences(&tx, user).await?;
         st::save_preferences(&tx, tenant, user, &p, now).await?;
-        let entry = Entry {
-            tenant: Some(tenant),
-            action: "notification_preferences.update",
-            target_type: "user",
-            target_id: Some(user.to_string()),
-            before: snapshot(&before),
-            after: snapshot(&p),
-        };
+        let entry = Entry::new(Some(tenant), "notification_preferences.update", "user", Some(user.to_string()))
+            .before(snapshot(&before))
+            .after(snapshot(&p));
         self.log(&tx, who, entry).await?;
         tx.commit().await?;
         Ok(p)
@@ -210,14 +192,9 @@ impl Services {
         let before = t.escalation;
         t.escalation = p;
         tenants::update(&tx, &t).await?;
-        let entry = Entry {
-            tenant: Some(tenant),
-            action: "escalation_policy.update",
-            target_type: "tenant",
-            target_id: Some(tenant.to_string()),
-            before: snapshot(&before),
-            after: snapshot(&p),
-        };
+        let entry = Entry::new(Some(tenant), "escalation_policy.update", "tenant", Some(tenant.to_string()))
+            .before(snapshot(&before))
+            .after(snapshot(&p));
         self.log(&tx, who, entry).await?;
         tx.commit().await?;
         // Ingestion caches the policy with the site data.

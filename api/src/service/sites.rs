@@ -77,14 +77,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "project.create",
-                target_type: "project",
-                target_id: Some(p.id.to_string()),
-                before: None,
-                after: snapshot(&p),
-            },
+            Entry::new(Some(tenant), "project.create", "project", Some(p.id.to_string())).after(snapshot(&p)),
         )
         .await?;
         tx.commit().await?;
@@ -107,14 +100,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(p.tenant_id),
-                action: "project.update",
-                target_type: "project",
-                target_id: Some(id.to_string()),
-                before: snapshot(&before),
-                after: snapshot(&p),
-            },
+            Entry::new(Some(p.tenant_id), "project.update", "project", Some(id.to_string()))
+                .before(snapshot(&before))
+                .after(snapshot(&p)),
         )
         .await?;
         tx.commit().await?;
@@ -135,14 +123,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(p.tenant_id),
-                action: "project.delete",
-                target_type: "project",
-                target_id: Some(id.to_string()),
-                before: snapshot(&p),
-                after: None,
-            },
+            Entry::new(Some(p.tenant_id), "project.delete", "project", Some(id.to_string())).before(snapshot(&p)),
         )
         .await?;
         tx.commit().await?;
@@ -182,14 +163,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "device.create",
-                target_type: "device",
-                target_id: Some(d.id.to_string()),
-                before: None,
-                after: snapshot(&d),
-            },
+            Entry::new(Some(d.tenant_id), "device.create", "device", Some(d.id.to_string())).after(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;
@@ -225,14 +199,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "device.update",
-                target_type: "device",
-                target_id: Some(id.to_string()),
-                before: snapshot(&before),
-                after: snapshot(&d),
-            },
+            Entry::new(Some(d.tenant_id), "device.update", "device", Some(id.to_string()))
+                .before(snapshot(&before))
+                .after(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;
@@ -248,14 +217,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "device.delete",
-                target_type: "device",
-                target_id: Some(id.to_string()),
-                before: snapshot(&d),
-                after: None,
-            },
+            Entry::new(Some(d.tenant_id), "device.delete", "device", Some(id.to_string())).before(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;
@@ -299,14 +261,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "detector.create",
-                target_type: "detector",
-                target_id: Some(d.id.to_string()),
-                before: None,
-                after: snapshot(&d),
-            },
+            Entry::new(Some(d.tenant_id), "detector.create", "detector", Some(d.id.to_string())).after(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;
@@ -331,14 +286,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "detector.update",
-                target_type: "detector",
-                target_id: Some(id.to_string()),
-                before: snapshot(&before),
-                after: snapshot(&d),
-            },
+            Entry::new(Some(d.tenant_id), "detector.update", "detector", Some(id.to_string()))
+                .before(snapshot(&before))
+                .after(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;
@@ -354,14 +304,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(d.tenant_id),
-                action: "detector.delete",
-                target_type: "detector",
-                target_id: Some(id.to_string()),
-                before: snapshot(&d),
-                after: None,
-            },
+            Entry::new(Some(d.tenant_id), "detector.delete", "detector", Some(id.to_string())).before(snapshot(&d)),
         )
         .await?;
         tx.commit().await?;

@@ -30,14 +30,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(t.id),
-                action: "tenant.create",
-                target_type: "tenant",
-                target_id: Some(t.id.to_string()),
-                before: None,
-                after: snapshot(&t),
-            },
+            Entry::new(Some(t.id), "tenant.create", "tenant", Some(t.id.to_string())).after(snapshot(&t)),
         )
         .await?;
         tx.commit().await?;
@@ -68,14 +61,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(id),
-                action: "tenant.update",
-                target_type: "tenant",
-                target_id: Some(id.to_string()),
-                before: snapshot(&before),
-                after: snapshot(&after),
-            },
+            Entry::new(Some(id), "tenant.update", "tenant", Some(id.to_string()))
+                .before(snapshot(&before))
+                .after(snapshot(&after)),
         )
         .await?;
         tx.commit().await?;

@@ -76,14 +76,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action,
-                target_type: "thresholds",
-                target_id: Some(id.to_string()),
-                before: snapshot(&before),
-                after: snapshot(&after),
-            },
+            Entry::new(Some(tenant), action, "thresholds", Some(id.to_string()))
+                .before(snapshot(&before))
+                .after(snapshot(&after)),
         )
         .await?;
         tx.commit().await?;

@@ -165,19 +165,8 @@ impl Services {
         st::insert_user(&tx, &user).await?;
         st::set_user_projects(&tx, user.id, &input.project_ids).await?;
         let after = user_json(&user);
-        self.log(
-            &tx,
-            who,
-            Entry {
-                tenant,
-                action: "user.create",
-                target_type: "user",
-                target_id: Some(user.id.to_string()),
-                before: None,
-                after: Some(after),
-            },
-        )
-        .await?;
+        self.log(&tx, who, Entry::new(tenant, "user.create", "user", Some(user.id.to_string())).after(Some(after)))
+            .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -246,14 +235,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "user.update",
-                target_type: "user",
-                target_id: Some(id.to_string()),
-                before: Some(user_json(&before)),
-                after: Some(after),
-            },
+            Entry::new(Some(tenant), "user.update", "user", Some(id.to_string()))
+                .before(Some(user_json(&before)))
+                .after(Some(after)),
         )
         .await?;
         tx.commit().await?;
@@ -271,19 +255,8 @@ impl Services {
         user.password_hash = password::hash(new)?;
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
-        self.log(
-            &tx,
-            who,
-            Entry {
-                tenant: user.tenant_id,
-                action: "user.change_password",
-                target_type: "user",
-                target_id: Some(user.id.to_string()),
-                before: None,
-                after: None,
-            },
-        )
-        .await?;
+        self.log(&tx, who, Entry::new(user.tenant_id, "user.change_password", "user", Some(user.id.to_string())))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -328,14 +301,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "role.create",
-                target_type: "role",
-                target_id: Some(role.id.to_string()),
-                before: None,
-                after: Some(after),
-            },
+            Entry::new(Some(tenant), "role.create", "role", Some(role.id.to_string())).after(Some(after)),
         )
         .await?;
         tx.commit().await?;
@@ -365,14 +331,9 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "role.update",
-                target_type: "role",
-                target_id: Some(id.to_string()),
-                before: Some(json!({"name": before.name, "permissions": codes(&before)})),
-                after: Some(json!({"name": role.name, "permissions": codes(&role)})),
-            },
+            Entry::new(Some(tenant), "role.update", "role", Some(id.to_string()))
+                .before(Some(json!({"name": before.name, "permissions": codes(&before)})))
+                .after(Some(json!({"name": role.name, "permissions": codes(&role)}))),
         )
         .await?;
         tx.commit().await?;
@@ -395,14 +356,8 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "role.delete",
-                target_type: "role",
-                target_id: Some(id.to_string()),
-                before: Some(json!({"name": role.name})),
-                after: None,
-            },
+            Entry::new(Some(tenant), "role.delete", "role", Some(id.to_string()))
+                .before(Some(json!({"name": role.name}))),
         )
         .await?;
         tx.commit().await?;
@@ -454,14 +409,7 @@ impl Services {
         self.log(
             &tx,
             who,
-            Entry {
-                tenant: Some(tenant),
-                action: "apikey.create",
-                target_type: "api_key",
-                target_id: Some(key.id.to_string()),
-                before: None,
-                after: Some(after),
-            },
+            Entry::new(Some(tenant), "apikey.create", "api_key", Some(key.id.to_string())).after(Some(after)),
         )
         .await?;
         tx.commit().await?;
@@ -479,19 +427,7 @@ impl Services {
         let tx = self.begin().await?;
         st::key(&tx, tenant, id).await?.ok_or(AppError::NotFound("API key"))?;
         st::revoke_key(&tx, id, self.now()).await?;
-        self.log(
-            &tx,
-            who,
-            Entry {
-                tenant: Some(tenant),
-                action: "apikey.revoke",
-                target_type: "api_key",
-                target_id: Some(id.to_string()),
-                before: None,
-                after: None,
-            },
-        )
-        .await?;
+        self.log(&tx, who, Entry::new(Some(tenant), "apikey.revoke", "api_key", Some(id.to_string()))).await?;
         let key = st::key(&tx, tenant, id).await?.ok_or(AppError::NotFound("API key"))?;
         tx.commit().await?;
         self.access_changed(tenant);

@@ -49,6 +49,25 @@ pub struct Entry<'a> {
     pub after: Option<Value>,
 }
 
+impl<'a> Entry<'a> {
+    /// An entry without snapshots.
+    pub fn new(tenant: Option<TenantId>, action: &'a str, target_type: &'a str, target_id: Option<String>) -> Self {
+        Entry { tenant, action, target_type, target_id, before: None, after: None }
+    }
+
+    /// With the target as it was.
+    pub fn before(mut self, snapshot: Option<Value>) -> Self {
+        self.before = snapshot;
+        self
+    }
+
+    /// With the target as it is now.
+    pub fn after(mut self, snapshot: Option<Value>) -> Self {
+        self.after = snapshot;
+        self
+    }
+}
+
 /// Appends an entry for `who`.
 pub async fn append<C: ConnectionTrait>(
     db: &C,
