@@ -314,24 +314,7 @@ impl Pipeline {
                     );
                     let raised = self.raise(&tx, &occ).await?;
                     let remarks = Some(format!("communication lost: 3 polls in a row failed ({detail})"));
-                    self.record(
-                        &tx,
-                        &event(
-                            device,
-                            Some(detector),
-                            Some(raised.episode),
-                            EventKind::Offline,
-                            EventCategory::Fault,
-                            "system",
-                            &Channel::DETECTOR,
-                            *received_at,
-                            *received_at,
-                            None,
-                            None,
-                            remarks,
-                        ),
-                    )
-                    .await?;
+                    self.record(&tx, &occ.event(Some(raised.episode), remarks)).await?;
                 }
                 Work::CommRestored { device, detector, received_at } => {
                     let episode = tel::clear(
@@ -346,20 +329,20 @@ impl Pipeline {
                     let remarks = Some("communication restored".to_owned());
                     self.record(
                         &tx,
-                        &event(
+                        &occurrence(
                             device,
                             Some(detector),
-                            episode,
+                            &Channel::DETECTOR,
                             EventKind::Online,
                             EventCategory::Status,
                             "system",
-                            &Channel::DETECTOR,
                             *received_at,
                             *received_at,
+                            now,
                             None,
                             None,
-                            remarks,
-                        ),
+                        )
+                        .event(episode, remarks),
                     )
                     .await?;
                 }
@@ -413,45 +396,23 @@ impl Pipeline {
         let alarm = category == EventCategory::Alarm;
         match change {
             Change::Raised => {
+                let occ = occurrence(
+                    device,
+                    Some(det),
+                    &channel,
+                    kind,
+                    category,
+                    "engine",
+                    at,
+                    received_at,
+                    now,
+                    Some(value),
+                    Some(setpoint),
+                );
                 // Pre-alarms are early warnings: recorded as events, not latched, no hazard.
-                let episode = if alarm {
-                    let occ = occurrence(
-                        device,
-                        Some(det),
-                        &channel,
-                        kind,
-                        category,
-                        "engine",
-                        at,
-                        received_at,
-                        now,
-                        Some(value),
-                        Some(setpoint),
-                    );
-                    let raised = self.raise(tx, &occ).await?;
-                    Some(raised.episode)
-                } else {
-                    None
-                };
+                let episode = if alarm { Some(self.raise(tx, &occ).await?.episode) } else { None };
                 let remarks = Some(describe(kind, category, &channel, Some(value), Some(setpoint)));
-                self.record(
-                    tx,
-                    &event(
-                        device,
-                        Some(det),
-                        episode,
-                        kind,
-                        category,
-                        "engine",
-                        &channel,
-                        at,
-                        received_at,
-                        Some(value),
-                        Some(setpoint),
-                        remarks,
-                    ),
-                )
-                .await?;
+                self.record(tx, &occ.event(episode, remarks)).await?;
             }
             Change::Continuing => {
                 if alarm {
@@ -473,20 +434,20 @@ impl Pipeline {
                     ));
                     self.record(
                         tx,
-                        &event(
+                        &occurrence(
                             device,
                             Some(det),
-                            episode,
+                            &channel,
                             EventKind::Recovered,
                             EventCategory::Recovery,
                             "engine",
-                            &channel,
                             at,
                             received_at,
+                            now,
                             Some(value),
                             None,
-                            remarks,
-                        ),
+                        )
+                        .event(episode, remarks),
                     )
                     .await?;
                 }
@@ -520,23 +481,22 @@ impl Pipeline {
             return Ok(());
         }
         let category = e.kind.category();
+        let occ = occurrence(
+            device,
+            Some(det),
+            &e.channel,
+            e.kind,
+            category,
+            "device",
+            e.at,
+            received_at,
+            now,
+            e.value,
+            e.setpoint,
+        );
         let mut episode = None;
         if e.kind.is_alarm() || e.kind.is_fault() {
-            let occ = occurrence(
-                device,
-                Some(det),
-                &e.channel,
-                e.kind,
-                category,
-                "device",
-                e.at,
-                received_at,
-                now,
-                e.value,
-                e.setpoint,
-            );
-            let raised = self.raise(tx, &occ).await?;
-            episode = Some(raised.episode);
+            episode = Some(self.raise(tx, &occ).await?.episode);
         } else if e.kind == EventKind::Recovered
             && let Some(cause) = e.cause
         {
@@ -551,24 +511,7 @@ impl Pipeline {
                 format!("{} (reported by the device)", describe(kind, category, &e.channel, e.value, e.setpoint))
             }
         });
-        self.record(
-            tx,
-            &event(
-                device,
-                Some(det),
-                episode,
-                e.kind,
-                category,
-                "device",
-                &e.channel,
-                e.at,
-                received_at,
-                e.value,
-                e.setpoint,
-                remarks,
-            ),
-        )
-        .await?;
+        self.record(tx, &occ.event(episode, remarks)).await?;
         Ok(())
     }
 
@@ -600,20 +543,20 @@ impl Pipeline {
         let remarks = Some("device online".to_owned());
         self.record(
             tx,
-            &event(
+            &occurrence(
                 device,
                 None,
-                episode,
+                &Channel::DETECTOR,
                 EventKind::Online,
                 EventCategory::Status,
                 "system",
-                &Channel::DETECTOR,
                 at,
+                now,
                 now,
                 None,
                 None,
-                remarks,
-            ),
+            )
+            .event(episode, remarks),
         )
         .await?;
         Ok(())
@@ -653,24 +596,7 @@ impl Pipeline {
             None,
         );
         let raised = self.raise(tx, &occ).await?;
-        self.record(
-            tx,
-            &event(
-                device,
-                None,
-                Some(raised.episode),
-                EventKind::Offline,
-                EventCategory::Fault,
-                "system",
-                &Channel::DETECTOR,
-                at,
-                now,
-                None,
-                None,
-                Some(why.to_owned()),
-            ),
-        )
-        .await?;
+        self.record(tx, &occ.event(Some(raised.episode), Some(why.to_owned()))).await?;
         Ok(())
     }
 
@@ -1155,39 +1081,6 @@ fn occurrence(
         processed_at: now,
         value,
         setpoint,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn event(
-    device: &DeviceInfo,
-    det: Option<&DetectorInfo>,
-    episode: Option<uuid::Uuid>,
-    kind: EventKind,
-    category: EventCategory,
-    source: &'static str,
-    channel: &Channel,
-    at: DateTime<Utc>,
-    received_at: DateTime<Utc>,
-    value: Option<f64>,
-    setpoint: Option<f64>,
-    remarks: Option<String>,
-) -> NewEvent {
-    NewEvent {
-        tenant: device.tenant,
-        project: det.map_or(device.project, |d| d.project),
-        device: device.id,
-        detector: det.map(|d| d.id),
-        episode,
-        kind: kind.code(),
-        category: category.code(),
-        source,
-        channel: channel.code(),
-        at,
-        received_at,
-        value,
-        setpoint,
-        remarks,
     }
 }
 

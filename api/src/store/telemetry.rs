@@ -644,6 +644,28 @@ pub struct NewEvent {
     pub remarks: Option<String>,
 }
 
+impl Occurrence {
+    /// The event recording this occurrence (or its end, with another kind).
+    pub fn event(&self, episode: Option<Uuid>, remarks: Option<String>) -> NewEvent {
+        NewEvent {
+            tenant: self.tenant,
+            project: self.project,
+            device: self.device,
+            detector: self.detector,
+            episode,
+            kind: self.kind,
+            category: self.category,
+            source: self.source,
+            channel: self.channel.clone(),
+            at: self.at,
+            received_at: self.ingested_at,
+            value: self.value,
+            setpoint: self.setpoint,
+            remarks,
+        }
+    }
+}
+
 /// Records an event; returns its id.
 pub async fn insert_event<C: ConnectionTrait>(db: &C, e: &NewEvent) -> Result<Uuid, DbErr> {
     let id = new_id();
