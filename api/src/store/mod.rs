@@ -43,17 +43,18 @@ impl Store {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
-            // SQLite allows one writer; a small pool avoids lock convoys.
-            options.max_connections(4);
+            // SQLite allows one writer; a small pool avoids lock convoys. WAL lets readers
+            // run beside the writer; it is set as each connection opens (switching later, on
+            // one connection while others are open, can fail with "database is locked").
+            options.max_connections(4).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(30))
+            });
         }
         let db = Database::connect(options)
             .await
             .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?;
-        if url.starts_with("sqlite:") {
-            db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
-                .await
-                .context("configuring SQLite")?;
-        }
         Ok(Store { db })
     }
 

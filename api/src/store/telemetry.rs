@@ -146,19 +146,50 @@ pub async fn set_devices_seen<C: ConnectionTrait>(
         }
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = seen
-        .iter()
-        .map(|(id, online, at)| {
-            serde_json::json!({"id": id.as_uuid(), "online": online, "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})
-        })
-        .collect();
-    let stmt = sea_orm::Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        "UPDATE devices SET online = v.online, last_seen_at = v.at \
-         FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, online boolean, at timestamptz) WHERE devices.id = v.id",
-        [serde_json::Value::Array(rows).to_string().into()],
-    );
-    db.execute_raw(stmt).await.map(|_| ())
+    let rows = seen.iter().map(|(id, online, at)| {
+        serde_json::json!({"id": id.as_uuid(), "online": online, "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})
+    });
+    for batch in json_batches(rows) {
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "UPDATE devices SET online = v.online, last_seen_at = v.at \
+             FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, online boolean, at timestamptz) WHERE devices.id = v.id",
+            [batch.into()],
+        );
+        db.execute_raw(stmt).await?;
+    }
+    Ok(())
+}
+
+/// Largest JSON parameter of one PostgreSQL batch statement. sqlx 0.9.0 leaves Nagle's
+/// algorithm on (no `TCP_NODELAY`; transact-rs/sqlx#4335, fixed upstream but unreleased):
+/// a statement bigger than the connection's send buffer (16 KiB at first) leaves in two
+/// writes, and the second waits for the server's delayed ACK — 40 ms per statement. That
+/// capped ingestion at ~15k readings/s over TCP while the same run over a Unix socket
+/// reached 37k/s. Several statements under the limit cost a few round trips instead.
+const MAX_PARAM_BYTES: usize = 12 * 1024;
+
+/// JSON arrays of `rows`, each at most [`MAX_PARAM_BYTES`] long (a single bigger row goes
+/// alone).
+fn json_batches(rows: impl Iterator<Item = serde_json::Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::from("[");
+    for row in rows {
+        let row = row.to_string();
+        if cur.len() > 1 && cur.len() + row.len() + 2 > MAX_PARAM_BYTES {
+            cur.push(']');
+            out.push(std::mem::replace(&mut cur, String::from("[")));
+        }
+        if cur.len() > 1 {
+            cur.push(',');
+        }
+        cur.push_str(&row);
+    }
+    if cur.len() > 1 {
+        cur.push(']');
+        out.push(cur);
+    }
+    out
 }
 
 /// A reading row to store.
@@ -212,8 +243,9 @@ pub async fn insert_readings<C: ConnectionTrait>(
     Ok(inserted)
 }
 
-/// PostgreSQL: the whole batch as ONE JSON parameter expanded by `jsonb_to_recordset`. The
-/// statement text never changes with the batch size, so it is prepared once per connection;
+/// PostgreSQL: the batch as JSON parameters (see [`MAX_PARAM_BYTES`]) expanded by
+/// `jsonb_to_recordset`. The statement text never changes with the batch size, so it is
+/// prepared once per connection;
 /// a multi-row VALUES list would be a new 5000-parameter statement to parse and plan for
 /// every batch size (measured: that, not the insert, capped ingestion at ~5k readings/s).
 async fn insert_readings_postgres<C: ConnectionTrait>(
@@ -225,24 +257,17 @@ async fn insert_readings_postgres<C: ConnectionTrait>(
         AS x(tenant_id uuid, detector_id uuid, at timestamptz, received_at timestamptz, \"values\" text) \
         ON CONFLICT (detector_id, at) DO NOTHING RETURNING detector_id, at";
     let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(5000) {
-        let batch: Vec<serde_json::Value> = chunk
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "tenant_id": r.tenant.as_uuid(),
-                    "detector_id": r.detector.as_uuid(),
-                    "at": r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "received_at": r.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "values": r.values,
-                })
-            })
-            .collect();
-        let stmt = sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            SQL,
-            [serde_json::Value::Array(batch).to_string().into()],
-        );
+    let json = rows.iter().map(|r| {
+        serde_json::json!({
+            "tenant_id": r.tenant.as_uuid(),
+            "detector_id": r.detector.as_uuid(),
+            "at": r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "received_at": r.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "values": r.values,
+        })
+    });
+    for batch in json_batches(json) {
+        let stmt = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, SQL, [batch.into()]);
         for row in db.query_all_raw(stmt).await? {
             let detector: Uuid = row.try_get("", "detector_id")?;
             let at: DateTime<Utc> = row.try_get("", "at")?;
@@ -315,7 +340,8 @@ pub struct Rollup {
 /// Merges rollup cells into the stored ones (min of mins, max of maxes, sums added).
 pub async fn merge_rollups<C: ConnectionTrait>(db: &C, cells: &[Rollup]) -> Result<(), DbErr> {
     use reading_rollup::Column as R;
-    for chunk in cells.chunks(500) {
+    // Small statements: see `MAX_PARAM_BYTES` (a cell is ~100 bytes on the wire).
+    for chunk in cells.chunks(100) {
         let models = chunk.iter().map(|c| reading_rollup::ActiveModel {
             detector_id: Set(c.detector.as_uuid()),
             bucket: Set(c.bucket.to_owned()),
