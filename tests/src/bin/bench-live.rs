@@ -278,16 +278,19 @@ impl Server {
         Ok(res["data"].clone())
     }
 
-    /// Runs many mutation fields (`createDevice(…) { id }`), 100 per request, and returns
-    /// their results in order.
-    async fn batch(&self, token: &str, fields: &[String]) -> anyhow::Result<Vec<Value>> {
-        let mut out = Vec::with_capacity(fields.len());
+    /// Runs many mutation fields that select `{ id }` (`createDevice(…) { id }`), 100 per
+    /// request, and returns the ids in order.
+    async fn batch(&self, token: &str, fields: &[String]) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(fields.len());
         for chunk in fields.chunks(100) {
             let body: String = chunk.iter().enumerate().map(|(i, f)| format!("a{i}: {f}\n")).collect();
             let data = self.gql(Some(token), &format!("mutation {{\n{body}}}"), json!({})).await?;
-            out.extend((0..chunk.len()).map(|i| data[format!("a{i}")].clone()));
+            for i in 0..chunk.len() {
+                let id = data[format!("a{i}")]["id"].as_str().with_context(|| format!("no id in {data}"))?;
+                ids.push(id.to_owned());
+            }
         }
-        Ok(out)
+        Ok(ids)
     }
 
     async fn login(&self, login: &str) -> anyhow::Result<String> {
@@ -367,12 +370,7 @@ async fn seed(server: &Server, opts: &Opts, alarm_detectors: usize) -> anyhow::R
             )
         })
         .collect();
-    let device_ids: Vec<String> = server
-        .batch(&admin, &devices)
-        .await?
-        .iter()
-        .map(|v| v["id"].as_str().map(str::to_owned).context("device id"))
-        .collect::<anyhow::Result<_>>()?;
+    let device_ids = server.batch(&admin, &devices).await?;
     let detector = |device: &str, address: u64| {
         format!(r#"createDetector(input: {{deviceId: "{device}", address: {address}}}) {{ id }}"#)
     };
@@ -385,12 +383,7 @@ async fn seed(server: &Server, opts: &Opts, alarm_detectors: usize) -> anyhow::R
             detector(&device_ids[d as usize], address)
         })
         .collect();
-    let alarm_ids: Vec<String> = server
-        .batch(&admin, &alarms)
-        .await?
-        .iter()
-        .map(|v| v["id"].as_str().map(str::to_owned).context("detector id"))
-        .collect::<anyhow::Result<_>>()?;
+    let alarm_ids = server.batch(&admin, &alarms).await?;
     let thresholds: Vec<String> = alarm_ids
         .iter()
         .map(|id| {
@@ -689,6 +682,30 @@ struct Step {
     errors: u64,
 }
 
+impl Step {
+    fn missing(&self) -> u64 {
+        self.expected - self.delivered.min(self.expected)
+    }
+
+    /// The row of the latency table.
+    fn latency_row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} |",
+            self.subscribers,
+            self.alarms,
+            self.delivered,
+            self.missing(),
+            pct(&self.sub_ms, 0.5),
+            pct(&self.sub_ms, 0.99),
+            pct(&self.sub_ms, 1.0),
+            self.push_ms.len(),
+            self.push_expected,
+            pct(&self.push_ms, 0.5),
+            pct(&self.push_ms, 0.99),
+        )
+    }
+}
+
 /// Everything a step needs.
 struct Rig<'a> {
     opts: &'a Opts,
@@ -793,18 +810,9 @@ impl Rig<'_> {
         step.push_ms = push_latencies(self.fcm, &raised).into_iter().map(|(_, ms)| ms).collect();
         step.push_ms.sort_by(f64::total_cmp);
         eprintln!(
-            "  deliveries {}/{} (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), pushes {}/{} (p99 {:.1} ms), {} closed, {} errors",
-            step.delivered,
-            step.expected,
-            pct(&step.sub_ms, 0.5),
-            pct(&step.sub_ms, 0.99),
-            pct(&step.sub_ms, 1.0),
-            step.push_ms.len(),
-            step.push_expected,
-            pct(&step.push_ms, 0.99),
-            step.closed,
-            step.errors
+            "  subscribers | alarms | deliveries | missing | → subscriber p50, p99, max ms | pushes | → push p50, p99 ms"
         );
+        eprintln!("  {} ({} closed, {} errors)", step.latency_row(), step.closed, step.errors);
         if step.closed > 0 || step.errors > 0 {
             let codes = self.pool.tally.close_codes.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let first = self.pool.tally.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -985,20 +993,7 @@ fn report(opts: &Opts, db: &Db, relay: f64, rss0: u64, steps: &[Step], dispatch:
             println!("| {} | {why} |||||||||", s.subscribers);
             continue;
         }
-        println!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} |",
-            s.subscribers,
-            s.alarms,
-            s.delivered,
-            s.expected - s.delivered.min(s.expected),
-            pct(&s.sub_ms, 0.5),
-            pct(&s.sub_ms, 0.99),
-            pct(&s.sub_ms, 1.0),
-            s.push_ms.len(),
-            s.push_expected,
-            pct(&s.push_ms, 0.5),
-            pct(&s.push_ms, 0.99),
-        );
+        println!("{}", s.latency_row());
     }
     println!(
         "\n| subscribers | opened in s | failed | server RSS MiB | KiB per subscription (≤ {TARGET_KIB_PER_SUB:.0}) | peak RSS MiB | stored readings/s | server cores | bench cores | machine busy % |"
@@ -1032,7 +1027,7 @@ fn report(opts: &Opts, db: &Db, relay: f64, rss0: u64, steps: &[Step], dispatch:
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         let sub = pct(&s.sub_ms, 0.99);
         let push = pct(&s.push_ms, 0.99);
-        let missing = s.expected - s.delivered.min(s.expected);
+        let missing = s.missing();
         println!(
             "- {} subscribers: subscriber p99 {sub:.1} ms ≤ {TARGET_SUB_P99_MS:.0}: {}{}; push p99 {push:.1} ms ≤ {TARGET_PUSH_P99_MS:.0}: {}; {:.1} KiB per subscription ≤ {TARGET_KIB_PER_SUB:.0}: {}",
             s.subscribers,
