@@ -5,6 +5,7 @@
 //! Layout: [`Backend`] picks the database, [`TestServer`] runs the server, [`Gql`] sends
 //! GraphQL requests and reads `extensions.code`.
 
+pub mod bench;
 pub mod push_standin;
 
 use std::sync::Arc;

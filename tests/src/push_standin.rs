@@ -117,6 +117,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// Raw body.
     pub body: Vec<u8>,
+    /// When it arrived (wall clock, for latency measurements).
+    pub received_at: std::time::SystemTime,
 }
 
 impl Recorded {
@@ -204,6 +206,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Log {
     async fn record(&self, request: Request) -> Recorded {
+        let received_at = std::time::SystemTime::now();
         let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
         let recorded = Recorded {
@@ -212,6 +215,7 @@ impl Log {
             version: parts.version,
             headers: parts.headers,
             body,
+            received_at,
         };
         lock(&self.requests).push(recorded.clone());
         recorded

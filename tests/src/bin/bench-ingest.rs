@@ -7,170 +7,20 @@
 //! PostgreSQL is measured when `SPARKWATCH_TEST_DATABASE_URL` is set. The publisher runs as
 //! a child process (`bench-ingest publish …`) so that CPU figures are the server's own.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use chrono::Utc;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use sparkwatch_api::auth::Principal;
 use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::service::thresholds::ThresholdTarget;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use sparkwatch_tests::bench::{Broker, ProcStats, arg, pct, publisher, relay_rate, spawn_publisher};
 
 /// CPU seconds (user + system) and peak RSS (KiB) of this process.
 fn usage() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, hwm)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A private Mosquitto whose queues are large enough not to drop QoS 1 bursts.
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> anyhow::Result<Broker> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000000\n\
-                 max_queued_bytes 0\nmax_inflight_messages 0\nmax_keepalive 600\nlog_type error\n"
-            ),
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mosquitto (Debian package mosquitto)")?;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(Broker { child, port, _dir: dir });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        anyhow::bail!("mosquitto did not start on port {port}")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Child-process publisher: `publish PORT PREFIX DEVICES RATE SECONDS START_SEQ [alarm]`.
-async fn publisher(args: &[String]) -> anyhow::Result<()> {
-    let port: u16 = args[2].parse()?;
-    let prefix = args[3].clone();
-    let devices: u64 = args[4].parse()?;
-    let rate: u64 = args[5].parse()?;
-    let seconds: u64 = args[6].parse()?;
-    let alarm = args.get(7).is_some_and(|a| a == "alarm");
-    let mut opts = MqttOptions::new(format!("bench-pub-{}", std::process::id()), "127.0.0.1", port);
-    opts.set_inflight(1000).set_keep_alive(Duration::from_secs(60));
-    let (client, mut lp) = AsyncClient::new(opts, 10_000);
-    tokio::spawn(async move { while lp.poll().await.is_ok() {} });
-    // Rate 0 means "as fast as possible", and then `seconds` is the message count.
-    let total = if rate == 0 { seconds } else { rate * seconds };
-    // Like real devices, counters keep increasing across runs.
-    let base = Utc::now().timestamp_micros() as u64;
-    let start = Instant::now();
-    for i in 0..total {
-        // Pace to the target rate (0 = as fast as possible).
-        if rate > 0 {
-            let due = Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        let d = i % devices;
-        let now = Utc::now().timestamp_millis();
-        let leak = if alarm { 900.0 } else { 20.0 + (i % 50) as f64 };
-        let seq = base + i;
-        let body = format!(
-            r#"{{"ts":{now},"seq":{seq},"detectors":[{{"addr":1,"leak":[{leak}],"temp":[35.5,null,null,null]}}]}}"#
-        );
-        client.publish(format!("{prefix}/BENCH-{d}/telemetry"), QoS::AtLeastOnce, false, body).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-fn spawn_publisher(
-    port: u16,
-    prefix: &str,
-    devices: u64,
-    rate: u64,
-    seconds: u64,
-    alarm: bool,
-) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["publish", &port.to_string(), prefix, &devices.to_string(), &rate.to_string(), &seconds.to_string()]);
-    if alarm {
-        cmd.arg("alarm");
-    }
-    Ok(cmd.stdout(Stdio::null()).spawn()?)
-}
-
-/// Baseline: how fast Mosquitto relays QoS 1 telemetry to one plain subscriber.
-async fn relay_rate(broker: &Broker, devices: u64, n: u64) -> anyhow::Result<f64> {
-    let mut opts = MqttOptions::new("bench-plain-sub", "127.0.0.1", broker.port);
-    opts.set_keep_alive(Duration::from_secs(60));
-    let (client, mut lp) = AsyncClient::new(opts, 10_000);
-    client.subscribe("raw/+/telemetry", QoS::AtLeastOnce).await?;
-    // Wait for SUBACK before publishing.
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = lp.poll().await? {
-            break;
-        }
-    }
-    let mut child = spawn_publisher(broker.port, "raw", devices, 0, n, false)?;
-    let mut first = None;
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(Duration::from_secs(20), lp.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
-                first.get_or_insert_with(Instant::now);
-                got += 1;
-            }
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-    }
-    let _ = child.wait();
-    let secs = first.map_or(1.0, |f| f.elapsed().as_secs_f64());
-    Ok(got as f64 / secs)
+    let own = ProcStats::own();
+    (own.cpu_s, own.peak_kib)
 }
 
 struct Outcome {
@@ -327,13 +177,6 @@ async fn measure(
     eprintln!("  readings in the database: {total}");
     let _ = stop.send(true);
     Ok((outcomes, lat))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main]
