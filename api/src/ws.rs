@@ -93,6 +93,15 @@ enum ClientMessage {
     ConnectionTerminate {},
 }
 
+/// A `next`/`data`/`error` message.
+#[derive(serde::Serialize)]
+struct Outgoing<'a, P: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    payload: &'a P,
+}
+
 /// Why the connection ends.
 struct Close(u16, String);
 
@@ -252,12 +261,13 @@ impl Connection {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let payload = if kind == "error" {
-            serde_json::to_value(&response.errors).unwrap_or_default()
+        // Serialised once, straight to text: this runs per subscriber per event.
+        let text = if kind == "error" {
+            serde_json::to_string(&Outgoing { kind, id: &id, payload: &response.errors })
         } else {
-            serde_json::to_value(&response).unwrap_or_default()
+            serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
         };
-        self.send(json!({"type": kind, "id": id, "payload": payload})).await?;
+        self.send_text(text.unwrap_or_else(|_| String::from("{}"))).await?;
         if failed {
             // `error` ends an operation in graphql-transport-ws; legacy clients expect `complete`.
             self.streams.remove(&id);
@@ -269,7 +279,11 @@ impl Connection {
     }
 
     async fn send(&mut self, message: Value) -> Result<(), Close> {
-        let text = Utf8Bytes::from(message.to_string());
+        self.send_text(message.to_string()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Close> {
+        let text = Utf8Bytes::from(text);
         match tokio::time::timeout(self.limits.write_timeout, self.socket.send(Message::Text(text))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close::new(1000, "gone")),

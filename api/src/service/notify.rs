@@ -360,6 +360,11 @@ impl Services {
                 return Ok(total);
             }
             total += claimed.len();
+            // One stamp per hazard for the whole claim, not one contended row update per phone.
+            let mut hazards: Vec<Uuid> = claimed.iter().filter_map(|n| n.hazard_id).collect();
+            hazards.sort_unstable();
+            hazards.dedup();
+            crate::store::hazards::mark_first_push(db, &hazards, now).await?;
             let ids: Vec<Uuid> = claimed.iter().filter_map(|n| n.token_id).collect();
             let tokens = tokens_by_id(db, &ids).await?;
             futures_util::stream::iter(claimed)
@@ -383,9 +388,6 @@ impl Services {
             st::record_attempt(db, &n, &outcome, None, attempted_at, attempted_at).await?;
             return Ok(());
         };
-        if let Some(h) = n.hazard_id {
-            crate::store::hazards::mark_first_push(db, h, attempted_at).await?;
-        }
         let message = PushMessage {
             platform: platform_from(&n.platform),
             token: token.token.clone(),

@@ -267,11 +267,14 @@ pub async fn place_of<C: ConnectionTrait>(
     Ok((name, position))
 }
 
-/// Stamps the hazard's first push request (only the first stamp counts).
-pub async fn mark_first_push<C: ConnectionTrait>(db: &C, id: Uuid, at: DateTime<Utc>) -> Result<(), DbErr> {
+/// Stamps the hazards' first push request (only the first stamp counts).
+pub async fn mark_first_push<C: ConnectionTrait>(db: &C, ids: &[Uuid], at: DateTime<Utc>) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     hazard::Entity::update_many()
         .col_expr(hazard::Column::FirstPushAt, Expr::value(at))
-        .filter(hazard::Column::Id.eq(id))
+        .filter(hazard::Column::Id.is_in(ids.iter().copied()))
         .filter(hazard::Column::FirstPushAt.is_null())
         .exec(db)
         .await?;
