@@ -163,7 +163,9 @@ impl Connection {
                     };
                     let parsed: ClientMessage = serde_json::from_str(text.as_str())
                         .map_err(|e| Close::new(4400, format!("invalid message: {e}")))?;
-                    if let Some(at) = self.handle(parsed).await? {
+                    // Boxed: `handle` may authenticate (database queries), a large future that
+                    // would otherwise be part of every idle connection's task for its lifetime.
+                    if let Some(at) = Box::pin(self.handle(parsed)).await? {
                         expiry = Some(at);
                     }
                 }

@@ -152,7 +152,9 @@ impl Live {
                 continue;
             }
             if matches!(env.message, BusMessage::AccessChanged) {
-                if let Err(e) = self.recheck().await {
+                // Boxed: re-authenticating is rare and its future large; inline, it would
+                // be held by every open subscription.
+                if let Err(e) = Box::pin(self.recheck()).await {
                     self.done = true;
                     return Some(Err(e));
                 }
