@@ -12,8 +12,9 @@ use super::hazards::EventCategoryGql;
 use super::input::parse_id;
 use super::object::{Conn, connection};
 use crate::push::PushPlatform;
+use crate::service::notify::platform_from;
 use crate::service::page_request;
-use crate::store::notify::{Notification, NotificationFilter as StoreFilter, PushToken};
+use crate::store::notify::{Notification, NotificationFilter as StoreFilter, PushToken, token_tail};
 
 /// The push service a phone uses.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -151,7 +152,7 @@ impl PushTokenObj {
     }
     /// IOS or ANDROID.
     async fn platform(&self) -> PushPlatformGql {
-        if self.0.platform == "IOS" { PushPlatformGql::Ios } else { PushPlatformGql::Android }
+        platform_from(&self.0.platform).into()
     }
     /// The app's bundle id / package name.
     async fn app_id(&self) -> &str {
@@ -163,8 +164,7 @@ impl PushTokenObj {
     }
     /// The token's last six characters (enough to tell phones apart).
     async fn token_tail(&self) -> String {
-        let n = self.0.token.chars().count();
-        self.0.token.chars().skip(n.saturating_sub(6)).collect()
+        token_tail(&self.0.token)
     }
     /// When it was first registered.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -244,7 +244,7 @@ impl NotificationObj {
     }
     /// IOS or ANDROID.
     async fn platform(&self) -> PushPlatformGql {
-        if self.0.platform == "IOS" { PushPlatformGql::Ios } else { PushPlatformGql::Android }
+        platform_from(&self.0.platform).into()
     }
     /// The phone token's last six characters.
     async fn token_tail(&self) -> &str {

@@ -75,7 +75,8 @@ pub fn platform_code(p: PushPlatform) -> &'static str {
     }
 }
 
-fn platform_from(code: &str) -> PushPlatform {
+/// The [`PushPlatform`] of a stored platform code.
+pub fn platform_from(code: &str) -> PushPlatform {
     if code == "IOS" { PushPlatform::Ios } else { PushPlatform::Android }
 }
 
@@ -324,7 +325,7 @@ impl Services {
                     user: c.user.id,
                     token_id: t.id,
                     platform: t.platform.clone(),
-                    token_tail: t.token.chars().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect(),
+                    token_tail: st::token_tail(&t.token),
                     project: Some(s.project),
                     hazard: s.hazard,
                     event: s.event,

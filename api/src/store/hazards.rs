@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    QueryOrder, Select,
 };
 use serde::{Deserialize, Serialize};
 use sparkwatch_domain::access::ProjectScope;
@@ -63,10 +63,7 @@ where
     if let Some(k) = req.after {
         q = q.filter(Condition::any().add(at.lt(k.at)).add(Condition::all().add(at.eq(k.at)).add(id.lt(k.id))));
     }
-    let mut items = q.limit(req.first + 1).all(db).await?;
-    let has_next = items.len() as u64 > req.first;
-    items.truncate(req.first as usize);
-    Ok(Page { items, has_next, has_previous: req.after.is_some(), total })
+    super::fetch_page(db, q, req.first, req.after.is_some(), total).await
 }
 
 // ---- hazards ----

@@ -155,10 +155,27 @@ where
     if let Some(after) = req.after {
         q = q.filter(if newest_first { id.lt(after) } else { id.gt(after) });
     }
-    let mut items = q.limit(req.first + 1).all(db).await?;
-    let has_next = items.len() as u64 > req.first;
-    items.truncate(req.first as usize);
-    Ok(Page { items, has_next, has_previous: req.after.is_some(), total })
+    fetch_page(db, q, req.first, req.after.is_some(), total).await
+}
+
+/// Reads one page of an ordered, cursor-filtered `select`: one row more than `first` tells
+/// whether another page follows.
+pub(crate) async fn fetch_page<E, C>(
+    db: &C,
+    ordered: Select<E>,
+    first: u64,
+    has_previous: bool,
+    total: u64,
+) -> Result<Page<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+    C: ConnectionTrait,
+{
+    let mut items = ordered.limit(first + 1).all(db).await?;
+    let has_next = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(Page { items, has_next, has_previous, total })
 }
 
 /// Restricts `select` to the projects in `scope` through its project-id column.

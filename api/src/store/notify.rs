@@ -44,6 +44,13 @@ pub struct PushToken {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The last six characters of a device token: enough to tell phones apart in lists and
+/// logs without showing the token.
+pub fn token_tail(token: &str) -> String {
+    let n = token.chars().count();
+    token.chars().skip(n.saturating_sub(6)).collect()
+}
+
 fn token_from(m: push_token::Model) -> PushToken {
     PushToken {
         id: m.id,
