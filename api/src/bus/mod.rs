@@ -4,7 +4,7 @@
 //! Messages are published on *feeds*: one per tenant (events, hazards, device status,
 //! access changes — low rate) and one per detector (readings — high rate, so nobody pays
 //! for readings they did not ask for). Locally every feed with listeners is a bounded
-//! `tokio::sync::broadcast` ring: a slow listener lags and is told so ([`Lagged`]), it never
+//! `tokio::sync::broadcast` ring: a slow listener lags and is told so (`RecvError::Lagged`), it never
 //! slows the publisher or the other listeners. Feeds without listeners cost nothing.
 //!
 //! With `--redis-url` every message goes through Redis pub/sub (channel `sw:bus:{feed}`):
@@ -106,9 +106,6 @@ pub struct Envelope {
 
 /// A listener's end of a feed.
 pub type Listener = broadcast::Receiver<Arc<Envelope>>;
-
-/// Why a listener missed messages.
-pub use broadcast::error::RecvError as Lagged;
 
 /// The bus; cheap to clone.
 #[derive(Clone, Default)]
