@@ -24,6 +24,9 @@ use sparkwatch_domain::access::ProjectScope;
 use sparkwatch_migration::{Migrator, MigratorTrait};
 use uuid::Uuid;
 
+/// Connections to a SQLite file (one writer at a time; a small pool avoids lock convoys).
+const SQLITE_CONNECTIONS: u32 = 4;
+
 /// The database behind the service layer (SQLite or PostgreSQL, chosen by URL).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -43,18 +46,40 @@ impl Store {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
-            // SQLite allows one writer; a small pool avoids lock convoys. WAL lets readers
-            // run beside the writer; it is set as each connection opens (switching later, on
-            // one connection while others are open, can fail with "database is locked").
-            options.max_connections(4).map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(30))
+            // WAL lets readers run beside the one writer. It is a property of the file, set
+            // once here on a lone connection: `journal_mode` needs an exclusive lock that
+            // SQLite does not wait for, so setting it as each pooled connection opens failed
+            // now and then with "database is locked" when another connection was writing.
+            let mut first = ConnectOptions::new(url.to_owned());
+            first.sqlx_logging(false).max_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).busy_timeout(Duration::from_secs(30))
             });
+            Database::connect(first)
+                .await
+                .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?
+                .close()
+                .await
+                .context("closing the set-up connection")?;
+            // A small pool avoids lock convoys; these pragmas are per connection.
+            options
+                .max_connections(SQLITE_CONNECTIONS)
+                .min_connections(SQLITE_CONNECTIONS)
+                .map_sqlx_sqlite_opts(|o| o.foreign_keys(true).busy_timeout(Duration::from_secs(30)));
         }
         let db = Database::connect(options)
             .await
             .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?;
+        if url.starts_with("sqlite:") {
+            // Open every pooled connection now, one after the other: connections opening at
+            // the same moment on a WAL file can meet "database is locked" while one of them
+            // initialises the shared WAL index (seen when the first requests and the
+            // background jobs started together).
+            let pool = db.get_sqlite_connection_pool();
+            let mut held = Vec::with_capacity(SQLITE_CONNECTIONS as usize);
+            for _ in 0..SQLITE_CONNECTIONS {
+                held.push(pool.acquire().await.context("opening the SQLite connections")?);
+            }
+        }
         Ok(Store { db })
     }
 
