@@ -106,11 +106,18 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             ws: WsLimits::default(),
             access_token_ttl: None,
-            // Fast ticks: tests move a manual clock and expect reminders soon after.
-            jobs: JobSettings { tick: std::time::Duration::from_millis(100), ..JobSettings::default() },
+            // Production pacing: every tick reads the queue and the reminders, and suites that
+            // do not push should not add database traffic. Push tests use `fast_jobs()`.
+            jobs: JobSettings::default(),
             push: None,
         }
     }
+}
+
+/// Job settings for push and escalation tests: they move a manual clock and expect
+/// deliveries and reminders soon after.
+pub fn fast_jobs() -> JobSettings {
+    JobSettings { tick: std::time::Duration::from_millis(100), ..JobSettings::default() }
 }
 
 impl TestServer {

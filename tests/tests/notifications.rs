@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sparkwatch_api::config::PushSettings;
 use sparkwatch_api::service::{Clock, ManualClock};
 use sparkwatch_tests::push_standin::{APNS_KEY_ID, APNS_TEAM_ID, ApnsStandIn, FcmStandIn, Recorded, Reply, TestKeys};
-use sparkwatch_tests::{Backend, Feeder, Gql, Options, TestServer, backends};
+use sparkwatch_tests::{Backend, Feeder, Gql, Options, TestServer, backends, fast_jobs};
 
 const REGISTER: &str =
     "mutation($i: RegisterPushTokenInput!) { registerPushToken(input: $i) { id platform tokenTail locale } }";
@@ -94,7 +94,7 @@ fn hex_token(seed: u8) -> String {
 async fn an_alarm_reaches_the_managers_phones_and_nobody_else() -> anyhow::Result<()> {
     for backend in backends() {
         let providers = Providers::start().await?;
-        let opts = Options { push: Some(providers.settings.clone()), ..Options::default() };
+        let opts = Options { push: Some(providers.settings.clone()), jobs: fast_jobs(), ..Options::default() };
         let server = TestServer::start_opts(&backend, opts).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let mut feed = Feeder::start(&server.services);
@@ -167,7 +167,7 @@ async fn an_alarm_reaches_the_managers_phones_and_nobody_else() -> anyhow::Resul
 #[tokio::test]
 async fn bad_tokens_are_pruned_and_throttling_is_retried() -> anyhow::Result<()> {
     let providers = Providers::start().await?;
-    let opts = Options { push: Some(providers.settings.clone()), ..Options::default() };
+    let opts = Options { push: Some(providers.settings.clone()), jobs: fast_jobs(), ..Options::default() };
     let server = TestServer::start_opts(&Backend::Sqlite, opts).await?;
     sparkwatch_api::demo::seed(&server.services).await?;
     let mut feed = Feeder::start(&server.services);
@@ -230,7 +230,7 @@ async fn eventually_gql<T>(admin: &Gql, check: impl Fn(&Value) -> Option<T>) -> 
 #[tokio::test]
 async fn quiet_hours_hold_back_all_but_alarms_and_logout_removes_the_phone() -> anyhow::Result<()> {
     let providers = Providers::start().await?;
-    let opts = Options { push: Some(providers.settings.clone()), ..Options::default() };
+    let opts = Options { push: Some(providers.settings.clone()), jobs: fast_jobs(), ..Options::default() };
     let server = TestServer::start_opts(&Backend::Sqlite, opts).await?;
     sparkwatch_api::demo::seed(&server.services).await?;
     let mut feed = Feeder::start(&server.services);
@@ -292,7 +292,12 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
     for backend in backends() {
         let providers = Providers::start().await?;
         let clock = Arc::new(ManualClock::new(Utc::now()));
-        let opts = Options { push: Some(providers.settings.clone()), clock: clock.clone(), ..Options::default() };
+        let opts = Options {
+            push: Some(providers.settings.clone()),
+            clock: clock.clone(),
+            jobs: fast_jobs(),
+            ..Options::default()
+        };
         let server = TestServer::start_opts(&backend, opts).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let mut feed = Feeder::start(&server.services);
@@ -373,7 +378,12 @@ async fn two_instances_escalate_once() -> anyhow::Result<()> {
     for backend in backends() {
         let providers = Providers::start().await?;
         let clock = Arc::new(ManualClock::new(Utc::now()));
-        let opts = Options { push: Some(providers.settings.clone()), clock: clock.clone(), ..Options::default() };
+        let opts = Options {
+            push: Some(providers.settings.clone()),
+            clock: clock.clone(),
+            jobs: fast_jobs(),
+            ..Options::default()
+        };
         let a = TestServer::start_opts(&backend, opts.clone()).await?;
         sparkwatch_api::demo::seed(&a.services).await?;
         // Same database, same clock: both instances run the delivery and reminder jobs.
