@@ -118,8 +118,17 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
 
 /// Runs the demo's simulated devices in this process until `stop` turns true: the MQTT
 /// devices feed the ingestion queue directly (no broker needed) and the Modbus gateway
-/// `GW-DEMO-0001` is a simulated gateway on 127.0.0.1:5020 that the poller reads.
-pub async fn simulate(queue: crate::ingest::IngestQueue, prefix: String, stop: tokio::sync::watch::Receiver<bool>) {
+/// `GW-DEMO-0001` is a simulated gateway on 127.0.0.1:5020 that the poller reads. With a
+/// broker (`broker`: the ingestion's settings) the MQTT devices also answer remote commands.
+pub async fn simulate(
+    queue: crate::ingest::IngestQueue,
+    prefix: String,
+    broker: Option<crate::ingest::mqtt::MqttSettings>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Some(settings) = broker {
+        tokio::spawn(crate::simulate::run::answer_commands(settings, queue.clone(), stop.clone()));
+    }
     use crate::simulate::scenarios::{Scenario, SimDevice};
     let devices = vec![
         SimDevice::new("SW-DEMO-0001", 3, Scenario::LeakCreep, 1),

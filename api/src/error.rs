@@ -17,6 +17,10 @@ pub enum AppError {
     /// The caller is known but may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The operation needs the caller's password again, and it was missing or wrong
+    /// (`FORBIDDEN` with `extensions.field = "password"`).
+    #[error("{0}")]
+    Reauthenticate(String),
     /// An input value breaks a rule.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -53,7 +57,7 @@ impl AppError {
         match self {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::Forbidden(_) | AppError::Reauthenticate(_) => "FORBIDDEN",
             AppError::Validation(_) => "VALIDATION",
             AppError::Conflict(_) => "CONFLICT",
             AppError::RateLimited { .. } => "RATE_LIMITED",
@@ -124,6 +128,7 @@ impl From<ApiError> for async_graphql::Error {
         let e = async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code));
         match err {
             AppError::Validation(v) => e.extend_with(|_, ext| ext.set("field", v.field.clone())),
+            AppError::Reauthenticate(_) => e.extend_with(|_, ext| ext.set("field", "password")),
             AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
             _ => e,
         }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits of WebSocket connections.
     pub ws_limits: WsLimits,
+    /// Shared execution of subscriptions.
+    pub hub: ws::Hub,
 }
 
 /// The full router.
@@ -101,8 +103,7 @@ async fn graphql_ws(
             .into_response();
     };
     let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
-    let services = state.services.clone();
-    let schema = state.schema.clone();
+    let hub = state.hub.clone();
     let limits = state.ws_limits;
     // Small buffers: most connections carry a few small messages a minute, and there may be
     // tens of thousands of them.
@@ -120,7 +121,7 @@ async fn graphql_ws(
                     return;
                 }
             };
-            ws::serve(socket, protocol, schema, services, ClientAddr(peer.ip().to_string()), limits).await
+            ws::serve(socket, protocol, hub, ClientAddr(peer.ip().to_string()), limits).await
         })
         .into_response()
 }

@@ -87,8 +87,10 @@ pub async fn run_with(
     ws_limits: ws::WsLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let schema = graphql::schema(Some(services.clone()));
     let state = http::AppState {
-        schema: graphql::schema(Some(services.clone())),
+        hub: ws::Hub::new(schema.clone(), services.clone()),
+        schema,
         metrics: services.metrics().clone(),
         services,
         ws_limits,
@@ -99,12 +101,13 @@ pub async fn run_with(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")
 }
 
-/// Starts the background jobs: push routing and delivery, reminders. Returns a stop switch.
+/// Starts the background jobs: push routing and delivery, reminders, command expiry. Returns a stop switch.
 pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> tokio::sync::watch::Sender<bool> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(service::notify::run_router(services.clone()));
     tokio::spawn(service::notify::run_dispatcher(services.clone(), jobs, stop_rx.clone()));
-    tokio::spawn(service::notify::run_reminders(services.clone(), jobs, stop_rx));
+    tokio::spawn(service::notify::run_reminders(services.clone(), jobs, stop_rx.clone()));
+    tokio::spawn(service::commands::run_expiry(services.clone(), jobs.tick, stop_rx));
     stop
 }
 
@@ -126,19 +129,11 @@ pub fn start_ingest_with(
     mqtt: Option<ingest::mqtt::MqttSettings>,
 ) -> (ingest::IngestQueue, tokio::sync::watch::Sender<bool>) {
     let (queue, rx) = ingest::IngestQueue::new(10_000);
-    let pipeline = ingest::pipeline::Pipeline::new(
-        services.store().clone(),
-        services.metrics().clone(),
-        services.latest().clone(),
-        services.clock(),
-        config,
-        services.site_generation(),
-        services.bus().clone(),
-    );
+    let pipeline = ingest::pipeline::Pipeline::new(services, config);
     tokio::spawn(pipeline.run(rx));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(settings) = mqtt {
-        tokio::spawn(ingest::mqtt::run(settings, queue.clone(), stop_rx));
+        tokio::spawn(ingest::mqtt::run(settings, queue.clone(), services.commands().downlink().clone(), stop_rx));
     }
     (queue, stop)
 }

@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             // Jobs first: the push router must be listening before the first event is recorded.
             let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
+            let demo_broker = mqtt.clone();
             let (queue, stop_ingest) = sparkwatch_api::start_ingest_with(
                 &services,
                 PipelineConfig {
@@ -113,11 +114,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 services.store().clone(),
                 queue.clone(),
                 services.metrics().clone(),
+                services.commands().clone(),
                 sparkwatch_api::ingest::modbus::PollerConfig::default(),
                 stop_ingest.subscribe(),
             ));
             if with_demo {
-                tokio::spawn(demo::simulate(queue.clone(), config.mqtt_prefix.clone(), stop_ingest.subscribe()));
+                let prefix = config.mqtt_prefix.clone();
+                tokio::spawn(demo::simulate(queue.clone(), prefix, demo_broker, stop_ingest.subscribe()));
             }
             let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                 format!(

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub bus_dropped: IntCounter,
     /// Open GraphQL subscriptions.
     pub subscriptions: IntGauge,
+    /// Running subscription executions (identical subscriptions share one).
+    pub subscription_executions: IntGauge,
     /// Subscriptions ended because their client fell too far behind.
     pub slow_consumers: IntCounter,
     /// Push delivery attempts by platform and outcome.
@@ -72,6 +74,10 @@ impl Metrics {
             modbus_polls: IntCounterVec::new(Opts::new("modbus_polls_total", "Modbus polls by outcome"), &["outcome"])?,
             bus_dropped: IntCounter::new("bus_dropped_total", "Bus messages dropped (Redis unreachable or too slow)")?,
             subscriptions: IntGauge::new("subscriptions_open", "Open GraphQL subscriptions")?,
+            subscription_executions: IntGauge::new(
+                "subscription_executions",
+                "Running subscription executions (identical subscriptions of callers with the same access share one)",
+            )?,
             slow_consumers: IntCounter::new(
                 "subscriptions_slow_consumer_total",
                 "Subscriptions ended because the client fell too far behind",
@@ -94,6 +100,7 @@ impl Metrics {
         m.registry.register(Box::new(m.modbus_polls.clone()))?;
         m.registry.register(Box::new(m.bus_dropped.clone()))?;
         m.registry.register(Box::new(m.subscriptions.clone()))?;
+        m.registry.register(Box::new(m.subscription_executions.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
         m.registry.register(Box::new(m.push_attempts.clone()))?;
         Ok(m)

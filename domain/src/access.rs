@@ -198,7 +198,7 @@ impl BuiltinRole {
 }
 
 /// Which projects of its tenant a principal may see.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ProjectScope {
     /// Every project of the tenant (tenant admins, or roles with [`Permission::AllProjects`]).
     All,
@@ -226,7 +226,7 @@ impl ProjectScope {
 }
 
 /// The authenticated caller of an operation, as far as rules are concerned.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Access {
     /// The caller's tenant; `None` only for platform operators.
     pub tenant: Option<TenantId>,

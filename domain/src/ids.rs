@@ -71,6 +71,8 @@ id_type!(
     ApiKeyId,
     /// One entry of the append-only operation log.
     OperationId,
+    /// A remote command sent to a detector.
+    CommandId,
 );
 
 #[cfg(test)]

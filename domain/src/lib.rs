@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`ids`] — newtype ids (`TenantId`, `ProjectId`, `DetectorId`, …) over UUIDv7 values.
 //! - [`access`] — permissions, the built-in roles and the project scope of a principal.
+//! - [`command`] — remote commands: lifecycle, re-authentication, cool-down, expiry, set-threshold params, outcomes.
 //! - [`alarm`] — the reading evaluator: delay, hysteresis, pre-alarms and escalation per channel; heartbeat timeout.
 //! - [`hazard`] — the hazard lifecycle (`transition`) and the alarm-latch contract.
 //! - [`reading`] — readings, channels, event kinds and categories.
@@ -17,6 +18,7 @@
 
 pub mod access;
 pub mod alarm;
+pub mod command;
 pub mod hazard;
 pub mod ids;
 pub mod modbus;

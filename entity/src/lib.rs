@@ -6,6 +6,7 @@
 #![allow(missing_docs)]
 
 pub mod api_key;
+pub mod command;
 pub mod dead_letter;
 pub mod detector;
 pub mod device;

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_foundation;
 mod m20261124_000002_telemetry;
 mod m20261124_000003_notifications;
+mod m20261124_000004_commands;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_foundation::Migration),
             Box::new(m20261124_000002_telemetry::Migration),
             Box::new(m20261124_000003_notifications::Migration),
+            Box::new(m20261124_000004_commands::Migration),
         ]
     }
 }

@@ -105,7 +105,7 @@ impl Broker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000000\n\
-                 max_queued_bytes 0\nmax_inflight_messages 0\nmax_keepalive 600\nlog_type error\n"
+                 max_queued_bytes 0\nmax_inflight_messages 1000\nmax_keepalive 600\nlog_type error\n"
             ),
         )?;
         let child = Command::new("mosquitto")

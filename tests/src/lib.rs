@@ -269,6 +269,35 @@ impl Feeder {
     }
 }
 
+/// Poll interval of the Modbus suites (instead of the devices' 1 s).
+pub const MODBUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts ingestion (no broker) and the Modbus poller on `services` with every interval,
+/// timeout and back-off shortened, so a Modbus scenario takes a second or two. Returns
+/// their stop switch.
+pub fn start_modbus(services: &Services) -> tokio::sync::watch::Sender<bool> {
+    use std::time::Duration;
+    let (queue, stop) = sparkwatch_api::start_ingest(services, "sw", None);
+    let fast = sparkwatch_api::ingest::modbus::PollerConfig {
+        request_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        refresh: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        interval_override: Some(MODBUS_INTERVAL),
+        command_check: MODBUS_INTERVAL,
+    };
+    tokio::spawn(sparkwatch_api::ingest::modbus::run(
+        services.store().clone(),
+        queue,
+        services.metrics().clone(),
+        services.commands().clone(),
+        fast,
+        stop.subscribe(),
+    ));
+    stop
+}
+
 /// A GraphQL-over-HTTP client.
 #[derive(Clone)]
 pub struct Gql {

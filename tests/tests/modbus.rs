@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use sparkwatch_api::auth::Principal;
-use sparkwatch_api::ingest::modbus::{GatewayConnection, ModbusError, PollerConfig};
+use sparkwatch_api::ingest::modbus::{GatewayConnection, ModbusError};
 use sparkwatch_api::ingest::pipeline::reading_from_json;
 use sparkwatch_api::service::thresholds::ThresholdTarget;
 use sparkwatch_api::simulate::modbus_server::{self, ModbusSim};
@@ -18,21 +18,10 @@ use sparkwatch_domain::modbus::decode_input_registers;
 use sparkwatch_domain::payload::{CommandOp, SetThresholds};
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
 use sparkwatch_entity::{dead_letter, episode, event, hazard};
-use sparkwatch_tests::{Backend, TestServer, backends};
+use sparkwatch_tests::{Backend, MODBUS_INTERVAL, TestServer, backends, start_modbus};
 
 /// Poll interval of every test (instead of the devices' 1 s).
-const INTERVAL: Duration = Duration::from_millis(200);
-
-fn fast() -> PollerConfig {
-    PollerConfig {
-        request_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(500),
-        refresh: Duration::from_millis(500),
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(400),
-        interval_override: Some(INTERVAL),
-    }
-}
+const INTERVAL: Duration = MODBUS_INTERVAL;
 
 /// A running server with a Modbus gateway device whose detectors are at `addresses`, the
 /// simulated gateway it points at, the pipeline and the poller.
@@ -87,16 +76,7 @@ impl Site {
 
     /// Starts the pipeline and the poller; returns their stop switch.
     fn ingest(server: &TestServer) -> tokio::sync::watch::Sender<bool> {
-        let (queue, stop) = sparkwatch_api::start_ingest(&server.services, "sw", None);
-        let s = &server.services;
-        tokio::spawn(sparkwatch_api::ingest::modbus::run(
-            s.store().clone(),
-            queue,
-            s.metrics().clone(),
-            fast(),
-            stop.subscribe(),
-        ));
-        stop
+        start_modbus(&server.services)
     }
 
     /// Stops the pipeline and the poller and starts new ones, as a server restart would.

@@ -254,6 +254,16 @@ async fn legacy_graphql_ws_clients_receive_data() -> anyhow::Result<()> {
     }
     ws.send(json!({"type": "stop", "id": "1"})).await?;
     assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "complete"));
+    // Legacy clients send queries over the socket too: one answer as the caller, then `complete`.
+    ws.send(json!({"type": "start", "id": "q", "payload": {"query": "{ me { email } }"}})).await?;
+    match ws.recv(WAIT).await? {
+        WsEvent::Message(m) => {
+            assert_eq!(m["type"], "data", "{m}");
+            assert_eq!(m["payload"]["data"]["me"]["email"], "manager@demo.local", "{m}");
+        }
+        other => anyhow::bail!("expected data, got {other:?}"),
+    }
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "complete" && m["id"] == "q"));
     // A refused token is reported with connection_error before the close.
     let mut ws = WsClient::connect(&server, "graphql-ws").await?;
     ws.send(json!({"type": "connection_init", "payload": {"authorization": "Bearer nope"}})).await?;
@@ -405,6 +415,90 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
         }
     } else {
         eprintln!("SPARKWATCH_TEST_REDIS_URL is not set: the two-instance Redis fan-out test is skipped");
+    }
+    Ok(())
+}
+
+/// A gauge or counter from `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> anyhow::Result<f64> {
+    let text = server.http.get(format!("{}/metrics", server.base)).send().await?.text().await?;
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+    Ok(line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_default())
+}
+
+/// Waits until `name` reads `want`.
+async fn metric_reaches(server: &TestServer, name: &str, want: f64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let value = metric(server, name).await?;
+        if value == want {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{name} is {value}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn identical_subscriptions_share_one_execution_but_not_access() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let mut feed = Feeder::start(&server.services);
+        let admin = server.demo_login("admin@demo.local").await?;
+        let projects = admin.ok("{ projects { edges { node { id name } } } }", json!({})).await?;
+        let id_of = |name: &str| {
+            projects["projects"]["edges"].as_array().into_iter().flatten().find_map(|e| {
+                let node = &e["node"];
+                node["name"].as_str().is_some_and(|n| n.contains(name)).then(|| node["id"].clone())
+            })
+        };
+        let (mall, school) = (id_of("Mall"), id_of("School"));
+        anyhow::ensure!(mall.is_some() && school.is_some(), "demo projects not found: {projects}");
+        // A second manager with the demo manager's role and projects: the same access.
+        let created = admin
+            .ok(
+                "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+                json!({"i": {"email": "manager2@demo.local", "password": "second-manager-1", "roleId": "manager",
+                             "projectIds": [mall, school]}}),
+            )
+            .await?;
+        let second_id = created["createUser"]["id"].clone();
+        let second_token = server.login("manager2@demo.local", "second-manager-1").await?.token.unwrap_or_default();
+        let mut first = WsClient::signed_in(&server, &token(&server, "manager@demo.local").await?).await?;
+        let mut second = WsClient::signed_in(&server, &second_token).await?;
+        first.subscribe("a", ALARMS, json!({})).await?;
+        second.subscribe("mine", ALARMS, json!({})).await?;
+        metric_reaches(&server, "sparkwatch_subscriptions_open", 2.0).await?;
+        metric_reaches(&server, "sparkwatch_subscription_executions", 1.0).await?;
+
+        // Narrowing the second manager to the school splits the execution ...
+        let update = "mutation($i: UpdateUserInput!) { updateUser(input: $i) { id } }";
+        admin.ok(update, json!({"i": {"id": second_id, "projectIds": [school]}})).await?;
+        metric_reaches(&server, "sparkwatch_subscription_executions", 2.0).await?;
+        // ... so a mall alarm reaches only the first, a school alarm both.
+        raise_leak_alarm(&mut feed, "SW-DEMO-0001", 1).await?;
+        next_kind(&mut first, "a", "LEAK_ALARM").await?;
+        raise_leak_alarm(&mut feed, "SW-DEMO-0101", 1).await?;
+        let e = next_kind(&mut first, "a", "LEAK_ALARM").await?;
+        assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Teaching building");
+        let e = next_kind(&mut second, "mine", "LEAK_ALARM").await?;
+        assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Teaching building", "the mall alarm leaked: {e}");
+
+        // Deactivating the second manager ends their feed only.
+        admin.ok(update, json!({"i": {"id": second_id, "active": false}})).await?;
+        match second.recv(WAIT).await? {
+            WsEvent::Message(m) => {
+                assert_eq!(m["type"], "error", "{m}");
+                assert_eq!(m["id"], "mine", "{m}");
+                assert_eq!(m["payload"][0]["extensions"]["code"], "UNAUTHENTICATED", "{m}");
+            }
+            other => anyhow::bail!("expected an error, got {other:?}"),
+        }
+        raise_leak_alarm(&mut feed, "SW-DEMO-0102", 1).await?;
+        let e = next_kind(&mut first, "a", "LEAK_ALARM").await?;
+        assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Canteen");
+        metric_reaches(&server, "sparkwatch_subscription_executions", 1.0).await?;
+        metric_reaches(&server, "sparkwatch_subscriptions_open", 1.0).await?;
     }
     Ok(())
 }

@@ -89,6 +89,8 @@ pub enum BusMessage {
     Reading(Box<ReadingNote>),
     /// A device went online or offline.
     DeviceStatus(Box<DeviceStatus>),
+    /// A remote command was accepted or changed status.
+    Command(Box<crate::store::commands::Command>),
     /// Roles, scopes or accounts of the tenant changed: listeners re-check their caller.
     AccessChanged,
 }

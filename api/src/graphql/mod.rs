@@ -3,9 +3,10 @@
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
 //! `mutation` (the core root parts), `subscription` (live feeds), `notify` (push tokens, preferences, escalation, delivery log), `hazards` (hazards, events, dead letters and readings:
-//! types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
+//! types and root parts), `commands` (remote commands: types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
+pub mod commands;
 pub mod guard;
 pub mod hazards;
 pub mod input;
@@ -21,11 +22,11 @@ use crate::service::Services;
 
 /// Read operations.
 #[derive(MergedObject, Default)]
-pub struct Query(query::CoreQuery, hazards::HazardQuery, notify::NotifyQuery);
+pub struct Query(query::CoreQuery, hazards::HazardQuery, notify::NotifyQuery, commands::CommandQuery);
 
 /// Write operations. Every one of them is recorded in the operation log.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation, notify::NotifyMutation);
+pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation, notify::NotifyMutation, commands::CommandMutation);
 
 /// The executable schema.
 pub type AppSchema = Schema<Query, Mutation, subscription::Subscription>;
@@ -59,8 +60,3 @@ pub type Result<T> = std::result::Result<T, crate::error::ApiError>;
 /// The client's address, for login rate limiting.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
-
-/// The `Authorization` value a WebSocket connection signed in with; live feeds re-check it
-/// when the tenant's access changes.
-#[derive(Clone, Debug)]
-pub struct Credentials(pub Option<String>);

@@ -396,6 +396,19 @@ impl DetectorObj {
         let (s, who) = caller(ctx)?;
         Ok(EffectiveThresholdsObj(s.detector_thresholds(who, self.0.id).await?.effective))
     }
+    /// Remote commands sent to it, newest first.
+    #[graphql(
+        guard = "Require(Permission::SiteRead)",
+        complexity = "first.unwrap_or(50).max(0) as usize * child_complexity"
+    )]
+    async fn commands(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<super::commands::CommandObj>> {
+        super::commands::detector_commands(ctx, self.0.id, first, after).await
+    }
     /// The newest reading (live when ingestion has seen one since start, else the newest stored).
     #[graphql(guard = "Require(Permission::SiteRead)")]
     async fn latest(&self, ctx: &Context<'_>) -> Result<Option<ReadingObj>> {

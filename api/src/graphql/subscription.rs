@@ -10,10 +10,11 @@ use futures_util::stream::BoxStream;
 use sparkwatch_domain::access::Permission;
 use sparkwatch_domain::reading::EventCategory;
 
+use super::Result;
+use super::commands::CommandObj;
 use super::guard::{Require, caller};
 use super::hazards::{EventCategoryGql, EventObj, HazardObj, ReadingObj};
 use super::input::{parse_id, parse_projects};
-use super::{Credentials, Result};
 use crate::bus::{BusMessage, DeviceStatus};
 use crate::error::ApiError;
 use crate::service::live::Want;
@@ -72,8 +73,7 @@ async fn follow<T: Send + 'static>(
     pick: impl Fn(BusMessage) -> Option<T> + Send + 'static,
 ) -> Result<Feed<T>> {
     let (services, who) = caller(ctx)?;
-    let credentials = ctx.data_opt::<Credentials>().and_then(|c| c.0.clone());
-    let feed = services.live(who, credentials, want).await?;
+    let feed = services.live(who, want).await?;
     Ok(feed
         .filter_map(move |item| {
             let out = match item {
@@ -141,6 +141,24 @@ impl Subscription {
     ) -> Result<Feed<DeviceStatusObj>> {
         follow(ctx, Want::DeviceStatus(projects(project_ids)?), |m| match m {
             BusMessage::DeviceStatus(s) => Some(DeviceStatusObj(*s)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Remote commands accepted or changing status (sent, acknowledged, failed, expired) on
+    /// detectors the caller can see; `projectIds` narrows to those projects, `detectorId` to
+    /// one detector (`NOT_FOUND` when the caller cannot see it).
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn command_changed(
+        &self,
+        ctx: &Context<'_>,
+        project_ids: Option<Vec<ID>>,
+        detector_id: Option<ID>,
+    ) -> Result<Feed<CommandObj>> {
+        let detector = detector_id.map(|d| parse_id("detectorId", &d)).transpose()?;
+        follow(ctx, Want::Commands(projects(project_ids)?, detector), |m| match m {
+            BusMessage::Command(c) => Some(CommandObj(*c)),
             _ => None,
         })
         .await

@@ -15,6 +15,14 @@
 //!   [`ModbusOutcome::CommRestored`] before its reading.
 //! - [`GatewayConnection`] — one Modbus TCP connection with a timeout on every request:
 //!   poll reads, coil writes and set-point writes with read-back (for remote commands).
+//! - Remote commands: the supervisor looks for queued Modbus commands every
+//!   [`PollerConfig::command_check`] and at once when this instance queued one, claims each
+//!   (`QUEUED → SENT`, a conditional UPDATE, so exactly one instance writes it) and hands it
+//!   to the task of its gateway, which writes it between polls on the same connection — the
+//!   coil ON (function 05) or the set-points (06/16) with their read-back (03) — and finishes
+//!   it: a successful write is the acknowledgement; an exception fails it with the exception
+//!   code, a timeout or connection failure with the error, a read-back difference with the
+//!   registers that differ. A write is never retried: the device may have acted on it.
 //!
 //! Failures: a timeout, an I/O error or a Modbus exception fails the poll. The connection is
 //! re-established lazily: after an I/O error or timeout it is dropped (a late answer would be
@@ -40,6 +48,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sparkwatch_domain::command::{CommandOutcome, OutcomeSource, ReadBackMismatch};
 use sparkwatch_domain::ids::DetectorId;
 use sparkwatch_domain::modbus::{
     self as mb, BitStatus, FAILED_POLLS_FOR_COMM_FAULT, INPUT_REGISTER_COUNT, INPUT_REGISTER_START,
@@ -49,7 +58,7 @@ use sparkwatch_domain::payload::{CommandOp, SetThresholds};
 use sparkwatch_domain::reading::{Channel, EventKind};
 use sparkwatch_domain::site::DeviceTransport;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_modbus::client::{Context as ModbusContext, Reader, Writer};
@@ -58,7 +67,9 @@ use tokio_modbus::{ExceptionCode, Slave};
 
 use super::{Inbound, IngestQueue, ModbusOutcome, ModbusReport};
 use crate::metrics::Metrics;
+use crate::service::commands::Ledger;
 use crate::store::Store;
+use crate::store::commands::Command;
 use crate::store::telemetry::{self as tel, DeviceInfo};
 
 /// Tuning of the poller. The defaults suit production; tests shorten everything.
@@ -77,6 +88,9 @@ pub struct PollerConfig {
     /// Polls every detector at this interval instead of its device's `interval_s` (tests and
     /// the simulator); `None` in production.
     pub interval_override: Option<Duration>,
+    /// How often queued remote commands are looked for in the store (commands queued on
+    /// this instance are picked up at once).
+    pub command_check: Duration,
 }
 
 impl Default for PollerConfig {
@@ -88,6 +102,7 @@ impl Default for PollerConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             interval_override: None,
+            command_check: Duration::from_secs(1),
         }
     }
 }
@@ -347,30 +362,60 @@ impl Link {
         self.last_error = e.to_string();
     }
 
+    /// The open connection, connecting first if there is none (failing at once while
+    /// backing off from an unreachable gateway).
+    async fn connection(&mut self) -> Result<&mut GatewayConnection, ModbusError> {
+        if self.conn.is_none() {
+            if let Some(at) = self.retry_at
+                && Instant::now() < at
+            {
+                return Err(ModbusError::Unreachable(self.last_error.clone()));
+            }
+            let (connect, request) = (self.config.connect_timeout, self.config.request_timeout);
+            match GatewayConnection::connect(&self.host, self.port, connect, request).await {
+                Ok(conn) => {
+                    tracing::debug!(gateway = %conn.peer, "connected to the Modbus gateway");
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    self.down(&e);
+                    return Err(e);
+                }
+            }
+        }
+        self.conn.as_mut().ok_or_else(|| ModbusError::Unreachable(self.last_error.clone()))
+    }
+
+    /// Writes a command to `unit`: its coil, or its set-points with the read-back. Never
+    /// retried — the device may have acted on a write whose answer was lost.
+    async fn write(&mut self, unit: u8, command: &Command) -> Result<(), ModbusError> {
+        let params = command
+            .params
+            .as_ref()
+            .map(|p| sparkwatch_domain::command::parse_params(command.op, Some(p)))
+            .transpose()
+            .map_err(|e| ModbusError::Invalid(e.to_string()))?
+            .flatten();
+        let conn = self.connection().await?;
+        let written = match &params {
+            Some(set) => conn.write_thresholds(unit, set).await,
+            None => conn.write_coil(unit, command.op).await,
+        };
+        match &written {
+            Ok(()) | Err(ModbusError::Exception { .. } | ModbusError::ReadBack(_)) => self.up(),
+            // A late answer would be taken for the next request's.
+            Err(ModbusError::Timeout(_) | ModbusError::Io(_) | ModbusError::Protocol(_)) => self.conn = None,
+            Err(ModbusError::Unreachable(_) | ModbusError::Invalid(_)) => {}
+        }
+        written
+    }
+
     /// One poll of `unit`; `units` is how many units the gateway has (when that many timeouts
     /// come in a row, nothing on the gateway answers and it is backed off from).
     async fn read(&mut self, unit: u8, units: usize) -> Result<Vec<u16>, ModbusError> {
         for attempt in 0..2 {
             let fresh = self.conn.is_none();
-            if fresh {
-                if let Some(at) = self.retry_at
-                    && Instant::now() < at
-                {
-                    return Err(ModbusError::Unreachable(self.last_error.clone()));
-                }
-                let (connect, request) = (self.config.connect_timeout, self.config.request_timeout);
-                match GatewayConnection::connect(&self.host, self.port, connect, request).await {
-                    Ok(conn) => {
-                        tracing::debug!(gateway = %conn.peer, "connected to the Modbus gateway");
-                        self.conn = Some(conn);
-                    }
-                    Err(e) => {
-                        self.down(&e);
-                        return Err(e);
-                    }
-                }
-            }
-            let Some(conn) = self.conn.as_mut() else { break };
+            let conn = self.connection().await?;
             match conn.read_inputs(unit).await {
                 Ok(regs) => {
                     self.up();
@@ -487,9 +532,45 @@ struct GatewayTask {
     store: Store,
     queue: IngestQueue,
     metrics: Metrics,
+    commands: Ledger,
+}
+
+/// A claimed command for a gateway task: write it to `unit`.
+struct Job {
+    command: Command,
+    unit: u8,
+}
+
+/// The outcome of a command's Modbus write.
+fn command_outcome(written: &Result<(), ModbusError>) -> CommandOutcome {
+    let outcome =
+        |ok, source, code, msg: String| CommandOutcome { ok, source, code, msg: Some(msg), mismatches: vec![] };
+    match written {
+        Ok(()) => outcome(true, OutcomeSource::Device, Some(0), "written".to_owned()),
+        Err(e @ ModbusError::Exception { code, .. }) => {
+            outcome(false, OutcomeSource::ModbusException, Some(i64::from(*code)), e.to_string())
+        }
+        Err(e @ ModbusError::ReadBack(list)) => CommandOutcome {
+            mismatches: list.iter().map(ReadBackMismatch::from).collect(),
+            ..outcome(false, OutcomeSource::ReadBack, None, e.to_string())
+        },
+        Err(e) => CommandOutcome::transport_failure(e.to_string()),
+    }
 }
 
 impl GatewayTask {
+    /// Writes a claimed command and records its outcome.
+    async fn execute(&mut self, job: Job) {
+        let written = self.link.write(job.unit, &job.command).await;
+        let gateway = format!("gateway {}:{}", self.link.host, self.link.port);
+        if let Err(e) = &written {
+            tracing::warn!(command = %job.command.id, %gateway, unit = job.unit, error = %e, "Modbus command failed");
+        }
+        if let Err(e) = self.commands.finish(job.command.id, &command_outcome(&written), &gateway).await {
+            tracing::warn!(command = %job.command.id, error = %e, "could not record a Modbus command's outcome");
+        }
+    }
+
     /// Takes a new list of detectors: keeps the state of those still listed, drops the others
     /// and schedules new ones at their offset in the interval.
     async fn apply_plan(&mut self, plan: Vec<Target>) {
@@ -603,6 +684,7 @@ impl GatewayTask {
 async fn run_gateway(
     mut task: GatewayTask,
     mut plans: watch::Receiver<Vec<Target>>,
+    mut jobs: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
     closed: Arc<AtomicBool>,
 ) {
@@ -620,6 +702,7 @@ async fn run_gateway(
                 let plan = plans.borrow_and_update().clone();
                 task.apply_plan(plan).await;
             }
+            Some(job) = jobs.recv() => task.execute(job).await,
             () = tokio::time::sleep_until(wake) => {
                 let Some((key, _)) = next else { continue };
                 let open = tokio::select! {
@@ -638,7 +721,47 @@ async fn run_gateway(
 /// A running gateway task.
 struct Gateway {
     plan: watch::Sender<Vec<Target>>,
+    jobs: mpsc::Sender<Job>,
     task: JoinHandle<()>,
+}
+
+/// Commands waiting for one gateway task at most; more are refused (and fail) rather than
+/// queued behind a gateway that is not keeping up.
+const GATEWAY_JOBS: usize = 64;
+
+/// Claims the queued Modbus commands of gateways this instance polls and hands each to its
+/// gateway task. `units` maps a detector to its gateway endpoint and unit id.
+async fn dispatch_commands(
+    ledger: &Ledger,
+    gateways: &HashMap<(String, u16), Gateway>,
+    units: &HashMap<DetectorId, ((String, u16), u8)>,
+) {
+    let queued = match ledger.queued_modbus().await {
+        Ok(q) => q,
+        Err(e) => return tracing::warn!(error = %e, "could not load queued Modbus commands"),
+    };
+    for command in queued {
+        // Detectors this instance does not poll (yet) are left for the instance that does, or
+        // for the next device refresh.
+        let Some((endpoint, unit)) = units.get(&command.detector_id) else { continue };
+        let Some(gateway) = gateways.get(endpoint) else { continue };
+        let claimed = match ledger.mark_sent(command.id).await {
+            Ok(Some(c)) => c,
+            // Claimed by another instance, or expired meanwhile.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(command = %command.id, error = %e, "could not claim a Modbus command");
+                continue;
+            }
+        };
+        let id = claimed.id;
+        if gateway.jobs.try_send(Job { command: claimed, unit: *unit }).is_err() {
+            let outcome = CommandOutcome::transport_failure("the gateway's command queue is full");
+            if let Err(e) = ledger.finish(id, &outcome, "sparkwatch").await {
+                tracing::warn!(command = %id, error = %e, "could not fail a Modbus command");
+            }
+        }
+    }
 }
 
 /// The detectors to poll per gateway endpoint (`host` lower-cased, port), in a stable order.
@@ -675,18 +798,35 @@ pub async fn run(
     store: Store,
     queue: IngestQueue,
     metrics: Metrics,
+    commands: Ledger,
     config: PollerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
     let closed = Arc::new(AtomicBool::new(false));
     let mut gateways: HashMap<(String, u16), Gateway> = HashMap::new();
+    let mut units: HashMap<DetectorId, ((String, u16), u8)> = HashMap::new();
+    let mut next_refresh = Instant::now();
     loop {
         if *stop.borrow() || closed.load(Ordering::SeqCst) {
             break;
         }
+        if Instant::now() < next_refresh {
+            dispatch_commands(&commands, &gateways, &units).await;
+            tokio::select! {
+                _ = stop.changed() => break,
+                () = tokio::time::sleep_until(next_refresh.min(Instant::now() + config.command_check)) => {}
+                () = commands.modbus_wakeup().notified() => {}
+            }
+            continue;
+        }
+        next_refresh = Instant::now() + config.refresh;
         match tel::devices_by_transport(store.db(), DeviceTransport::ModbusTcp).await {
             Ok(devices) => {
                 let wanted = plans(&devices, &config);
+                units = wanted
+                    .iter()
+                    .flat_map(|(endpoint, targets)| targets.iter().map(|t| (t.detector, (endpoint.clone(), t.address))))
+                    .collect();
                 // Dropping a gateway's plan sender ends its task (and closes its connection).
                 gateways.retain(|endpoint, g| wanted.contains_key(endpoint) && !g.task.is_finished());
                 for (endpoint, targets) in wanted {
@@ -702,6 +842,7 @@ pub async fn run(
                     }
                     tracing::info!(gateway = %format!("{}:{}", endpoint.0, endpoint.1), detectors = targets.len(), "polling a Modbus gateway");
                     let (plan, plan_rx) = watch::channel(targets);
+                    let (jobs, jobs_rx) = mpsc::channel(GATEWAY_JOBS);
                     let task = GatewayTask {
                         link: Link::new(endpoint.0.clone(), endpoint.1, config.clone()),
                         phase: phase(&endpoint.0, endpoint.1),
@@ -710,18 +851,15 @@ pub async fn run(
                         store: store.clone(),
                         queue: queue.clone(),
                         metrics: metrics.clone(),
+                        commands: commands.clone(),
                     };
-                    let task = tokio::spawn(run_gateway(task, plan_rx, stop.clone(), closed.clone()));
-                    gateways.insert(endpoint, Gateway { plan, task });
+                    let task = tokio::spawn(run_gateway(task, plan_rx, jobs_rx, stop.clone(), closed.clone()));
+                    gateways.insert(endpoint, Gateway { plan, jobs, task });
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not load the Modbus devices; polling continues with the last list")
             }
-        }
-        tokio::select! {
-            _ = stop.changed() => break,
-            () = tokio::time::sleep(config.refresh) => {}
         }
     }
     for (_, g) in gateways.drain() {

@@ -3,7 +3,12 @@
 //! published while Sparkwatch is down are delivered when it reconnects. Acknowledgements
 //! are manual: a message is acknowledged only after the pipeline committed its batch, so a
 //! crash between receipt and storage means redelivery, never loss.
+//!
+//! The same connection carries commands down to devices ([`Downlink`]): the subscriber
+//! registers its client there while it runs, and command results come back on
+//! `{prefix}/+/cmd/ack` through the pipeline like every other device message.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -67,9 +72,32 @@ impl MqttSettings {
     }
 }
 
+/// The way commands go down to MQTT devices: the running subscriber's client and topic
+/// prefix, shared with the command service. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Downlink(Arc<RwLock<Option<(AsyncClient, String)>>>);
+
+impl Downlink {
+    fn attach(&self, client: Option<(AsyncClient, String)>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
+    /// Publishes a command on `{prefix}/{serial}/cmd` (QoS 1, not retained: a device that
+    /// is away must not act on it later than its expiry allows). Done once the client
+    /// accepted it; while the broker is unreachable the client holds it and sends it on
+    /// reconnection. Fails when this instance has no MQTT connection at all.
+    pub async fn publish_command(&self, serial: &str, payload: Vec<u8>) -> Result<(), String> {
+        let Some((client, prefix)) = self.0.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err("this server has no MQTT connection (no broker configured)".to_owned());
+        };
+        let topic = sparkwatch_domain::payload::command_topic(&prefix, serial);
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| format!("MQTT publish failed: {e}"))
+    }
+}
+
 /// Runs the subscriber until `stop` turns true. Connection problems are logged and retried
 /// with backoff (1 s doubling to 30 s); they never end the task.
-pub async fn run(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Receiver<bool>) {
+pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink, mut stop: watch::Receiver<bool>) {
     let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -81,6 +109,7 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Re
     }
     // Acknowledgements of a whole batch are queued at once; the request channel must hold them.
     let (client, mut eventloop) = AsyncClient::new(options, 32_768);
+    downlink.attach(Some((client.clone(), settings.prefix.clone())));
     let topics = settings.topics();
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -130,6 +159,7 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Re
             }
         }
     }
+    downlink.attach(None);
     let _ = client.try_disconnect();
 }
 

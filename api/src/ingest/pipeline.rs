@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, TenantId};
 use sparkwatch_domain::notify::{self, EscalationPolicy, Locale};
@@ -31,8 +31,9 @@ use super::latest::LatestCache;
 use super::{Inbound, ModbusOutcome, ModbusReport};
 use crate::bus::{Bus, BusMessage, DeviceStatus, Envelope, Feed, ReadingNote};
 use crate::metrics::Metrics;
-use crate::service::Clock;
+use crate::service::commands::{AckApplied, Ledger};
 use crate::service::notify::schedule_escalation;
+use crate::service::{Clock, Services};
 use crate::store::Store;
 use crate::store::telemetry::{self as tel, DetectorInfo, DeviceInfo, NewEvent, NewReading, Occurrence, Rollup};
 use crate::store::thresholds::{self as th, Level};
@@ -109,6 +110,7 @@ pub struct Pipeline {
     bus: Bus,
     outbox: Outbox,
     policies: HashMap<TenantId, (Instant, EscalationPolicy)>,
+    commands: Ledger,
 }
 
 /// What a transaction changed, published on the bus once it commits.
@@ -126,21 +128,13 @@ type RecentSeqs = VecDeque<(u64, DateTime<Utc>, DateTime<Utc>)>;
 const SEQ_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Pipeline {
-    /// A pipeline over `store`.
-    pub fn new(
-        store: Store,
-        metrics: Metrics,
-        latest: Arc<LatestCache>,
-        clock: Arc<dyn Clock>,
-        config: PipelineConfig,
-        site_generation: Arc<std::sync::atomic::AtomicU64>,
-        bus: Bus,
-    ) -> Self {
+    /// A pipeline over the services' ingestion store, publishing on their bus.
+    pub fn new(services: &Services, config: PipelineConfig) -> Self {
         Pipeline {
-            store,
-            metrics,
-            latest,
-            clock,
+            store: services.store().ingestion(),
+            metrics: services.metrics().clone(),
+            latest: services.latest().clone(),
+            clock: services.clock(),
             config,
             thresholds: HashMap::new(),
             states: HashMap::new(),
@@ -148,11 +142,12 @@ impl Pipeline {
             rollups: HashMap::new(),
             last_prune: None,
             last_flush: Instant::now(),
-            site_generation,
+            site_generation: services.site_generation(),
             seen_generation: 0,
-            bus,
+            bus: services.bus().clone(),
             outbox: Outbox::default(),
             policies: HashMap::new(),
+            commands: services.commands().clone(),
         }
     }
 
@@ -172,6 +167,7 @@ impl Pipeline {
             seqs: HashMap::new(),
             site_generation: self.site_generation.clone(),
             seen_generation: 0,
+            commands: self.commands.clone(),
         };
         tokio::spawn(validator.run(rx, validated_tx));
         let mut tick = tokio::time::interval(self.config.housekeeping);
@@ -267,7 +263,7 @@ impl Pipeline {
         }
         // Whatever an earlier, rolled-back transaction noted never happened.
         self.outbox = Outbox::default();
-        let tx = self.store.db().begin().await?;
+        let tx = self.store.begin().await?;
         let inserted: HashSet<(DetectorId, DateTime<Utc>)> =
             tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect();
         self.metrics.readings_stored.inc_by(inserted.len() as u64);
@@ -732,7 +728,7 @@ impl Pipeline {
             return Ok(());
         }
         self.outbox = Outbox::default();
-        let tx = self.store.db().begin().await?;
+        let tx = self.store.begin().await?;
         for (device, last_seen) in due {
             let why = format!("no message since {} (heartbeat timeout)", last_seen.format("%Y-%m-%d %H:%M:%S UTC"));
             self.went_offline(&tx, &device, now, now, &why).await?;
@@ -789,6 +785,7 @@ struct Validator {
     seqs: HashMap<String, RecentSeqs>,
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     seen_generation: u64,
+    commands: Ledger,
 }
 
 /// A validated batch on its way to the store stage.
@@ -943,9 +940,29 @@ impl Validator {
             },
             TopicKind::CommandAck => match payload::decode_command_result(&msg.payload) {
                 Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
-                // The command ledger arrives with the remote-control issue; until then results are logged.
-                Ok(result) => tracing::info!(serial = %serial, id = %result.id, ok = result.ok, "command result"),
+                Ok(result) => self.command_result(&device, msg, &result).await,
             },
+        }
+    }
+
+    /// Applies a device's answer to its command at once (its own transaction): the answer is
+    /// acknowledged to the broker with the batch, after it was applied. Answers that match no
+    /// open command of this device are counted and dead-lettered, never applied.
+    async fn command_result(&self, device: &DeviceInfo, msg: &Inbound, result: &payload::CommandResult) {
+        let serial = device.serial.as_str();
+        match self.commands.apply_ack(device.id, serial, result).await {
+            Ok(AckApplied::Applied(_)) => {}
+            Ok(AckApplied::Unknown) => {
+                let detail = format!("no command {} was sent to this device", result.id);
+                tracing::info!(serial, id = %result.id, "command result for an unknown command ignored");
+                self.reject(Some(device), Some(serial), msg, "unknown_command", &detail).await;
+            }
+            Ok(AckApplied::Late(status)) => {
+                let detail = format!("command {} is already {}; the result changes nothing", result.id, status.code());
+                tracing::info!(serial, id = %result.id, status = status.code(), "late command result ignored");
+                self.reject(Some(device), Some(serial), msg, "command_finished", &detail).await;
+            }
+            Err(e) => tracing::warn!(serial, id = %result.id, error = %e, "could not apply a command result"),
         }
     }
 

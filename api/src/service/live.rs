@@ -1,11 +1,11 @@
 //! Live feeds for subscriptions: the bus messages a caller may see, as a stream.
 //!
-//! Every message is checked against the caller's tenant, permission and project scope.
-//! When the tenant's roles, scopes or accounts change (an `AccessChanged` message on the
-//! tenant feed), the caller's credentials are checked again: a deactivated account or a
-//! lost permission ends the stream with the error, a narrowed scope applies to the next
-//! message. A listener that falls [`crate::bus::FEED_CAPACITY`] messages behind is ended
-//! with `SLOW_CONSUMER` instead of slowing anybody else down.
+//! Every message is checked against the access the feed was started with: tenant,
+//! permission and project scope. A feed serves every subscriber with that access (see
+//! `crate::ws`), so it does not re-check credentials itself: when the tenant's roles,
+//! scopes or accounts change, each subscriber re-authenticates and moves to the feed of its
+//! new access or ends. A listener that falls [`crate::bus::FEED_CAPACITY`] messages behind
+//! is ended with `SLOW_CONSUMER` instead of slowing anybody else down.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use sparkwatch_domain::ids::{DetectorId, ProjectId, TenantId};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Services;
-use crate::auth::{Auth, Principal};
+use crate::auth::Principal;
 use crate::bus::{BusMessage, Envelope, Feed, Listener};
 use crate::error::{AppError, AppResult};
 
@@ -31,19 +31,21 @@ pub enum Want {
     DeviceStatus(Option<HashSet<ProjectId>>),
     /// Readings of one detector.
     Readings(DetectorId),
+    /// Command changes in these projects, of one detector if given.
+    Commands(Option<HashSet<ProjectId>>, Option<DetectorId>),
 }
 
 impl Want {
     fn permission(&self) -> Permission {
         match self {
             Want::Events(_) | Want::Hazards(_) => Permission::HazardRead,
-            Want::DeviceStatus(_) | Want::Readings(_) => Permission::SiteRead,
+            Want::DeviceStatus(_) | Want::Readings(_) | Want::Commands(..) => Permission::SiteRead,
         }
     }
 
     fn projects(&self) -> Option<&HashSet<ProjectId>> {
         match self {
-            Want::Events(p) | Want::Hazards(p) | Want::DeviceStatus(p) => p.as_ref(),
+            Want::Events(p) | Want::Hazards(p) | Want::DeviceStatus(p) | Want::Commands(p, _) => p.as_ref(),
             Want::Readings(_) => None,
         }
     }
@@ -55,6 +57,9 @@ impl Want {
             (Want::Hazards(_), BusMessage::Hazard(h)) => Some(h.project_id),
             (Want::DeviceStatus(_), BusMessage::DeviceStatus(s)) => Some(s.project_id),
             (Want::Readings(d), BusMessage::Reading(r)) if r.detector_id == *d => Some(r.project_id),
+            (Want::Commands(_, d), BusMessage::Command(c)) if d.is_none_or(|d| d == c.detector_id) => {
+                Some(c.project_id)
+            }
             _ => None,
         }
     }
@@ -65,29 +70,17 @@ struct Live {
     services: Services,
     who: Principal,
     tenant: TenantId,
-    credentials: Option<String>,
     want: Want,
     tenant_feed: Listener,
     readings_feed: Option<Listener>,
     done: bool,
 }
 
-/// Keeps the open-subscriptions gauge right however the stream ends.
-struct Counted(crate::metrics::Metrics);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.subscriptions.dec();
-    }
-}
-
 impl Services {
-    /// Starts a live feed for `who`. `credentials` (the `Authorization` value the connection
-    /// signed in with) are re-checked when the tenant's access changes.
+    /// Starts a live feed of what `who` may see of `want`.
     pub async fn live(
         &self,
         who: &Principal,
-        credentials: Option<String>,
         want: Want,
     ) -> AppResult<impl Stream<Item = AppResult<Arc<Envelope>>> + Send + 'static> {
         let tenant = who.tenant()?;
@@ -103,23 +96,24 @@ impl Services {
                 self.detector(who, *detector).await?;
                 Some(self.inner.bus.subscribe(Feed::Readings(*detector)))
             }
+            Want::Commands(_, Some(detector)) => {
+                self.detector(who, *detector).await?;
+                None
+            }
             _ => None,
         };
         let live = Live {
             services: self.clone(),
             who: who.clone(),
             tenant,
-            credentials,
             want,
             tenant_feed: self.inner.bus.subscribe(Feed::Tenant(tenant)),
             readings_feed,
             done: false,
         };
-        self.inner.metrics.subscriptions.inc();
-        let counted = Counted(self.inner.metrics.clone());
-        Ok(futures_util::stream::unfold((live, counted), |(mut live, counted)| async move {
+        Ok(futures_util::stream::unfold(live, |mut live| async move {
             let item = live.next().await?;
-            Some((item, (live, counted)))
+            Some((item, live))
         }))
     }
 }
@@ -151,40 +145,11 @@ impl Live {
             if env.tenant != self.tenant {
                 continue;
             }
-            if matches!(env.message, BusMessage::AccessChanged) {
-                // Boxed: re-authenticating is rare and its future large; inline, it would
-                // be held by every open subscription.
-                if let Err(e) = Box::pin(self.recheck()).await {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            }
             let Some(project) = self.want.project_of(&env.message) else { continue };
             if !self.who.sees_project(project) || self.want.projects().is_some_and(|p| !p.contains(&project)) {
                 continue;
             }
             return Some(Ok(env));
         }
-    }
-
-    /// Loads the caller's access again; fails when it may no longer follow this feed.
-    async fn recheck(&mut self) -> AppResult<()> {
-        let who = match self.services.authenticate(self.credentials.as_deref()).await {
-            Auth::Authenticated(p) => *p,
-            Auth::Invalid(reason) => return Err(AppError::Unauthenticated(reason)),
-            // A connection without credentials has nothing to re-check (system principals in tests).
-            Auth::Anonymous if self.credentials.is_none() => return Ok(()),
-            Auth::Anonymous => return Err(AppError::Unauthenticated("credentials are no longer valid".into())),
-        };
-        who.require(self.want.permission())?;
-        if who.access.tenant != Some(self.tenant) {
-            return Err(AppError::Forbidden("the account changed tenant".into()));
-        }
-        if let Want::Readings(detector) = self.want {
-            self.services.detector(&who, detector).await?;
-        }
-        self.who = who;
-        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! the CLI are called with a system principal.
 
 pub mod auth;
+pub mod commands;
 pub mod hazards;
 pub mod import;
 pub mod live;
@@ -18,7 +19,7 @@ pub mod users;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::DatabaseTransaction;
 use serde::Serialize;
 
 use crate::auth::Principal;
@@ -99,6 +100,7 @@ struct Inner {
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
+    commands: commands::Ledger,
 }
 
 impl Services {
@@ -112,10 +114,12 @@ impl Services {
         bus: crate::bus::Bus,
         push: crate::push::Push,
     ) -> Self {
+        let site_generation = Arc::<std::sync::atomic::AtomicU64>::default();
+        let commands = commands::Ledger::new(store.clone(), bus.clone(), clock.clone(), site_generation.clone());
         Services {
             inner: Arc::new(Inner {
                 store,
-                site_generation: Arc::default(),
+                site_generation,
                 metrics,
                 latest: Arc::new(latest),
                 bus,
@@ -126,6 +130,7 @@ impl Services {
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
+                commands,
             }),
         }
     }
@@ -176,7 +181,7 @@ impl Services {
     }
 
     async fn begin(&self) -> AppResult<DatabaseTransaction> {
-        Ok(self.inner.store.db().begin().await?)
+        Ok(self.inner.store.begin().await?)
     }
 
     async fn log(&self, tx: &DatabaseTransaction, who: &Principal, entry: oplog::Entry<'_>) -> AppResult<()> {

@@ -2,10 +2,16 @@
 //! which go either to an MQTT broker (one connection per device, client id = serial, last
 //! will `{"online": false}` — like real devices) or straight into this process's ingestion
 //! queue (the demo, which needs no broker).
+//!
+//! Simulated devices carry out the commands they are sent (`{prefix}/{serial}/cmd`): each is
+//! answered `ok` on `cmd/ack`, and a trip is also reported as the device's `trip` event. Over
+//! MQTT every device answers on its own connection; for the demo, whose devices feed the queue,
+//! [`answer_commands`] listens for all of them on the broker and answers into the queue.
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::scenarios::SimDevice;
@@ -53,11 +59,26 @@ async fn run_one(
                 opts.set_credentials(u.clone(), p.clone());
             }
             let (client, mut lp) = AsyncClient::new(opts, 64);
+            let command_topic = format!("{prefix}/{}/cmd", device.serial);
+            let (answering, serial, prefix) = (client.clone(), device.serial.clone(), prefix.clone());
             tokio::spawn(async move {
                 loop {
-                    if let Err(e) = lp.poll().await {
-                        tracing::debug!(error = %e, "simulated device connection");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    match lp.poll().await {
+                        // Subscribed on every connection: the session is not kept.
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let _ = answering.try_subscribe(command_topic.clone(), QoS::AtLeastOnce);
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) if p.topic == command_topic => {
+                            for (suffix, payload) in answers(&p.payload, chrono::Utc::now()) {
+                                let topic = format!("{prefix}/{serial}/{suffix}");
+                                let _ = answering.try_publish(topic, QoS::AtLeastOnce, false, payload);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "simulated device connection");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
                 }
             });
@@ -102,5 +123,89 @@ async fn run_one(
     }
     if let Some(c) = client {
         let _ = c.disconnect().await;
+    }
+}
+
+/// What a simulated device publishes when it receives `command` (the contract's command
+/// JSON): `(topic suffix, payload)` — the `ok` result, and for a trip the `trip` event.
+/// Anything that is not a command is left unanswered, as a real device would.
+pub fn answers(command: &[u8], now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, String)> {
+    let Ok(cmd) = serde_json::from_slice::<Value>(command) else { return vec![] };
+    let (Some(id), Some(op), Some(addr)) = (cmd["id"].as_str(), cmd["op"].as_str(), cmd["addr"].as_u64()) else {
+        return vec![];
+    };
+    let mut out = vec![("cmd/ack", json!({"id": id, "ok": true, "code": 0, "msg": "done"}).to_string())];
+    if op == "trip" {
+        out.push(("event", json!({"ts": now.timestamp_millis(), "addr": addr, "type": "trip"}).to_string()));
+    }
+    out
+}
+
+/// Answers, into this process's ingestion `queue`, the commands published on the broker for
+/// the demo's simulated devices (which feed the queue directly and have no connection of
+/// their own). Runs until `stop` turns true.
+pub async fn answer_commands(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Receiver<bool>) {
+    let mut opts =
+        MqttOptions::new(format!("{}-simulated-devices", settings.client_id), settings.host.clone(), settings.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = &settings.credentials {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut lp) = AsyncClient::new(opts, 64);
+    let filter = format!("{}/+/cmd", settings.prefix);
+    loop {
+        let event = tokio::select! {
+            e = lp.poll() => e,
+            _ = stop.changed() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some(serial) = p.topic.split('/').nth_back(1) else { continue };
+                for (suffix, payload) in answers(&p.payload, chrono::Utc::now()) {
+                    let msg = Inbound {
+                        topic: format!("{}/{serial}/{suffix}", settings.prefix),
+                        payload: payload.into_bytes(),
+                        modbus: None,
+                        received_at: chrono::Utc::now(),
+                        ack: None,
+                    };
+                    if !queue.push(msg).await {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "simulated devices' command connection");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_devices_answer_commands() {
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let trip = br#"{"id":"8c1f6a52-3e0b-4b8e-9a53-2f3f1c1d9e10","addr":2,"op":"trip","expires":1}"#;
+        let out = answers(trip, now);
+        assert_eq!(out.len(), 2);
+        let ack: Value = serde_json::from_str(&out[0].1).unwrap_or_default();
+        assert_eq!(
+            (out[0].0, &ack["id"], &ack["ok"]),
+            ("cmd/ack", &json!("8c1f6a52-3e0b-4b8e-9a53-2f3f1c1d9e10"), &json!(true))
+        );
+        assert_eq!(out[1], ("event", r#"{"addr":2,"ts":0,"type":"trip"}"#.to_owned()));
+        let reset = br#"{"id":"8c1f6a52-3e0b-4b8e-9a53-2f3f1c1d9e10","addr":2,"op":"reset","expires":1}"#;
+        assert_eq!(answers(reset, now).len(), 1);
+        for junk in [&b"not json"[..], br#"{"op":"trip"}"#, b"[]"] {
+            assert!(answers(junk, now).is_empty());
+        }
     }
 }

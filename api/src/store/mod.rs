@@ -5,6 +5,7 @@
 //! Functions take any `ConnectionTrait` so services can run several in one transaction.
 
 pub mod access;
+pub mod commands;
 pub mod hazards;
 pub mod notify;
 pub mod oplog;
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use sparkwatch_domain::access::ProjectScope;
 use sparkwatch_migration::{Migrator, MigratorTrait};
@@ -26,25 +28,47 @@ use uuid::Uuid;
 
 /// Connections to a SQLite file (one writer at a time; a small pool avoids lock convoys).
 const SQLITE_CONNECTIONS: u32 = 4;
+/// Connections of the ingestion pool: the store stage's transaction, the validator's
+/// look-ups, the periodic flush.
+const INGEST_CONNECTIONS: u32 = 3;
 
 /// The database behind the service layer (SQLite or PostgreSQL, chosen by URL).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// A separate pool for ingestion (see [`Store::ingestion`]).
+    ingestion: Option<DatabaseConnection>,
 }
 
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        let store = Store::connect(url).await?;
+        let mut store = Store::connect(url).await?;
         store.migrate().await?;
+        store.ingestion = Some(Store::connect_sized(url, Some(INGEST_CONNECTIONS)).await?.db);
         Ok(store)
+    }
+
+    /// The store ingestion writes through: a second, small pool on the same database, so a
+    /// burst of API work (a thousand phones signing in at once) waits for its own
+    /// connections and never holds up storing readings — which the broker would answer by
+    /// queueing (see BENCHMARKS.md, bench-live run 4).
+    pub fn ingestion(&self) -> Store {
+        Store { db: self.ingestion.clone().unwrap_or_else(|| self.db.clone()), ingestion: None }
     }
 
     /// Connects without migrating.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_sized(url, None).await
+    }
+
+    async fn connect_sized(url: &str, connections: Option<u32>) -> anyhow::Result<Store> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(10));
+        if let Some(n) = connections {
+            options.max_connections(n);
+        }
+        let sqlite_connections = connections.unwrap_or(SQLITE_CONNECTIONS);
         if url.starts_with("sqlite:") {
             // WAL lets readers run beside the one writer. It is a property of the file, set
             // once here on a lone connection: `journal_mode` needs an exclusive lock that
@@ -62,8 +86,8 @@ impl Store {
                 .context("closing the set-up connection")?;
             // A small pool avoids lock convoys; these pragmas are per connection.
             options
-                .max_connections(SQLITE_CONNECTIONS)
-                .min_connections(SQLITE_CONNECTIONS)
+                .max_connections(sqlite_connections)
+                .min_connections(sqlite_connections)
                 .map_sqlx_sqlite_opts(|o| o.foreign_keys(true).busy_timeout(Duration::from_secs(30)));
         }
         let db = Database::connect(options)
@@ -75,12 +99,12 @@ impl Store {
             // initialises the shared WAL index (seen when the first requests and the
             // background jobs started together).
             let pool = db.get_sqlite_connection_pool();
-            let mut held = Vec::with_capacity(SQLITE_CONNECTIONS as usize);
-            for _ in 0..SQLITE_CONNECTIONS {
+            let mut held = Vec::with_capacity(sqlite_connections as usize);
+            for _ in 0..sqlite_connections {
                 held.push(pool.acquire().await.context("opening the SQLite connections")?);
             }
         }
-        Ok(Store { db })
+        Ok(Store { db, ingestion: None })
     }
 
     /// Applies pending migrations.
@@ -91,6 +115,20 @@ impl Store {
     /// The connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Starts a transaction that writes. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that has read and then writes after
+    /// another connection committed fails at once with "database is locked"
+    /// (`SQLITE_BUSY_SNAPSHOT`, which the busy timeout cannot help), while an immediate
+    /// one waits its turn behind the busy timeout. PostgreSQL ignores the mode.
+    pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
     }
 
     /// Whether the database answers.

@@ -9,8 +9,11 @@
 //! cargo build --release --workspace   # builds `sparkwatch` next to `bench-live`
 //! cargo run --release -p sparkwatch-tests --bin bench-live -- \
 //!     [--subscribers 1000,5000,10000] [--seconds 20] [--ingest-rate 8000] [--devices 1000] \
-//!     [--alarm-every-ms 200] [--latency-tokens 10] [--push-tokens 2000]
+//!     [--alarm-every-ms 200] [--latency-tokens 10] [--push-tokens 2000] [--documents 1] [--floor 1]
 //! ```
+//! `--documents N` spreads the subscribers over N distinct subscription documents, so the
+//! server runs N shared executions per event instead of one (all subscribers sign in as
+//! the same manager; distinct documents cost what distinct accesses cost).
 //! PostgreSQL when `SPARKWATCH_TEST_DATABASE_URL` is set (a fresh database, dropped at the
 //! end), SQLite in a temp dir otherwise. `--ingest-rate` is the maximum sustained ingestion
 //! rate (from `bench-ingest`); the background load runs at half of it. The telemetry
@@ -62,6 +65,9 @@ struct Opts {
     alarm_every: Duration,
     latency_tokens: usize,
     push_tokens: usize,
+    documents: usize,
+    /// Measure the raw fan-out floor before each step.
+    floor: bool,
 }
 
 impl Opts {
@@ -80,6 +86,8 @@ impl Opts {
             devices: arg("--devices", 1000).max(1),
             alarm_every: Duration::from_millis(arg("--alarm-every-ms", 200).max(10)),
             latency_tokens: arg("--latency-tokens", 10) as usize,
+            documents: (arg("--documents", 1) as usize).max(1),
+            floor: arg("--floor", 1) != 0,
             push_tokens: arg("--push-tokens", 2000) as usize,
         };
         ensure!(opts.push_tokens >= opts.latency_tokens, "--push-tokens must be at least --latency-tokens");
@@ -528,14 +536,24 @@ impl Drop for Conn {
 struct Pool {
     url: String,
     token: String,
+    /// Distinct subscription documents to spread the subscribers over.
+    documents: usize,
     conns: Vec<Conn>,
     tally: Arc<Tally>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Subscription document number `variant`: the same fields, a distinct document.
+fn document(variant: usize) -> String {
+    match variant {
+        0 => SUBSCRIPTION.to_owned(),
+        k => SUBSCRIPTION.replace(" at }", &format!(" at v{k}: __typename }}")),
+    }
+}
+
 /// Connects, signs in and subscribes.
-async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
+async fn open(url: &str, token: &str, query: &str) -> anyhow::Result<Ws> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
     // Small buffers, as the server uses: many connections, few small messages each.
@@ -555,7 +573,7 @@ async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
             Some(Ok(_)) => {}
         }
     }
-    let subscribe = json!({"type": "subscribe", "id": "1", "payload": {"query": SUBSCRIPTION}});
+    let subscribe = json!({"type": "subscribe", "id": "1", "payload": {"query": query}});
     ws.send(Message::text(subscribe.to_string())).await?;
     Ok(ws)
 }
@@ -608,8 +626,9 @@ impl Pool {
             let (tx, rx) = oneshot::channel::<Result<(), String>>();
             let seen: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
             let (url, token, tally, sink) = (self.url.clone(), self.token.clone(), self.tally.clone(), seen.clone());
+            let query = document((self.conns.len() + i) % self.documents);
             let task = tokio::spawn(async move {
-                let ws = open(&url, &token).await;
+                let ws = open(&url, &token, &query).await;
                 drop(permit);
                 match ws {
                     Ok(ws) => {
@@ -655,6 +674,90 @@ impl Pool {
 }
 
 // ---------------------------------------------------------------------------------------
+// The raw fan-out floor
+
+/// Size of one floor message: about an `alarmEvents { id kind at }` frame.
+const FLOOR_MESSAGE: usize = 150;
+/// Messages per floor measurement, 300 ms apart.
+const FLOOR_ROUNDS: usize = 10;
+
+/// What this machine needs to hand one small message to `n` local TCP sockets, each read by
+/// its own task in this process, under the same background load: a child process
+/// (`bench-live fanout N`) writes a timestamped message to all `n` sockets in one loop —
+/// no WebSocket, no GraphQL, no task per connection on the sending side. Latency is
+/// receive time − send time, per socket per message, in ms, sorted.
+async fn fanout_floor(n: usize) -> anyhow::Result<Vec<f64>> {
+    use std::io::{BufRead, Write};
+    use tokio::io::AsyncReadExt;
+    let exe = std::env::current_exe()?;
+    let mut child = KillOnDrop(
+        Command::new(exe).args(["fanout", &n.to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?,
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().context("fan-out child stdout")?).lines();
+    let port: u16 = lines.next().context("fan-out child ended")??.trim().parse()?;
+    let seen: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut readers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        drop(permit);
+        let seen = seen.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = [0u8; FLOOR_MESSAGE];
+            while socket.read_exact(&mut buf).await.is_ok() {
+                let received = now_us();
+                let sent: i64 = std::str::from_utf8(&buf[..16]).ok().and_then(|t| t.parse().ok()).unwrap_or(received);
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push((received - sent) as f64 / 1000.0);
+            }
+        }));
+    }
+    ensure!(lines.next().context("fan-out child ended")??.trim() == "ready", "fan-out child not ready");
+    let mut stdin = child.0.stdin.take().context("fan-out child stdin")?;
+    for _ in 0..FLOOR_ROUNDS {
+        writeln!(stdin, "go")?;
+        stdin.flush()?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap_or_else(|e| e.into_inner()).len() < n * FLOOR_ROUNDS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stdin);
+    for r in &readers {
+        r.abort();
+    }
+    let mut ms = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    ensure!(ms.len() == n * FLOOR_ROUNDS, "fan-out floor: {} of {} messages arrived", ms.len(), n * FLOOR_ROUNDS);
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
+/// The sending side of [`fanout_floor`]: `bench-live fanout N` accepts N connections, says
+/// `ready`, and for every line on stdin writes one timestamped message to all of them.
+async fn fanout_sender(args: &[String]) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let n: usize = args.get(2).context("bench-live fanout N")?.parse()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (socket, _) = listener.accept().await?;
+        socket.set_nodelay(true)?;
+        sockets.push(socket);
+    }
+    println!("ready");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while lines.next_line().await?.is_some() {
+        let message = format!("{:016}{}", now_us(), " ".repeat(FLOOR_MESSAGE - 16));
+        for socket in &mut sockets {
+            socket.write_all(message.as_bytes()).await?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // Measuring
 
 /// The figures of one subscriber count.
@@ -672,6 +775,8 @@ struct Step {
     expected: u64,
     delivered: u64,
     sub_ms: Vec<f64>,
+    /// The raw TCP fan-out floor measured just before the step.
+    floor_ms: Vec<f64>,
     push_expected: u64,
     push_ms: Vec<f64>,
     stored_per_s: f64,
@@ -690,11 +795,13 @@ impl Step {
     /// The row of the latency table.
     fn latency_row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} |",
             self.subscribers,
             self.alarms,
             self.delivered,
             self.missing(),
+            pct(&self.floor_ms, 0.5),
+            pct(&self.floor_ms, 0.99),
             pct(&self.sub_ms, 0.5),
             pct(&self.sub_ms, 0.99),
             pct(&self.sub_ms, 1.0),
@@ -724,6 +831,11 @@ impl Rig<'_> {
         if self.pool.conns.len() > n {
             self.pool.shrink_to(n);
             eprintln!("  closed subscribers down to {n} (the RSS figure below then includes freed memory)");
+        }
+        if self.opts.floor {
+            eprintln!("  raw TCP fan-out floor to {n} sockets …");
+            step.floor_ms = fanout_floor(n).await.context("measuring the raw fan-out floor")?;
+            eprintln!("    p50 {:.1} ms, p99 {:.1} ms", pct(&step.floor_ms, 0.5), pct(&step.floor_ms, 0.99));
         }
         eprintln!("  opening subscribers up to {n} …");
         let t = Instant::now();
@@ -810,7 +922,7 @@ impl Rig<'_> {
         step.push_ms = push_latencies(self.fcm, &raised).into_iter().map(|(_, ms)| ms).collect();
         step.push_ms.sort_by(f64::total_cmp);
         eprintln!(
-            "  subscribers | alarms | deliveries | missing | → subscriber p50, p99, max ms | pushes | → push p50, p99 ms"
+            "  subscribers | alarms | deliveries | missing | raw TCP floor p50 / p99 ms | → subscriber p50, p99, max ms | pushes | → push p50, p99 ms"
         );
         eprintln!("  {} ({} closed, {} errors)", step.latency_row(), step.closed, step.errors);
         if step.closed > 0 || step.errors > 0 {
@@ -950,7 +1062,13 @@ async fn measure(
     eprintln!("server RSS before subscribers: {:.1} MiB", rss0 as f64 / 1024.0);
 
     let ws_url = format!("{}/graphql", server.base.replace("http://", "ws://"));
-    let pool = Pool { url: ws_url, token: site.manager.clone(), conns: Vec::new(), tally: Arc::default() };
+    let pool = Pool {
+        url: ws_url,
+        token: site.manager.clone(),
+        documents: opts.documents,
+        conns: Vec::new(),
+        tally: Arc::default(),
+    };
     let mut rig = Rig { opts, server, fcm, alarms, pool, rss0_kib: rss0 };
     let mut steps = Vec::new();
     for &n in &opts.counts {
@@ -982,15 +1100,16 @@ fn report(opts: &Opts, db: &Db, relay: f64, rss0: u64, steps: &[Step], dispatch:
         opts.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!("subscription documents: {} (the server's shared executions per event)", opts.documents);
     println!("baseline: mosquitto QoS 1 relay to a plain subscriber: {relay:.0} msg/s");
     println!("server RSS before subscribers: {:.1} MiB\n", rss0 as f64 / 1024.0);
     println!(
-        "| subscribers | alarms | deliveries | missing | → subscriber p50 ms | p99 ms (≤ {TARGET_SUB_P99_MS:.0}) | max ms | pushes | → push p50 ms | p99 ms (≤ {TARGET_PUSH_P99_MS:.0}) |"
+        "| subscribers | alarms | deliveries | missing | raw TCP fan-out floor p50 / p99 ms | → subscriber p50 ms | p99 ms (≤ {TARGET_SUB_P99_MS:.0}) | max ms | pushes | → push p50 ms | p99 ms (≤ {TARGET_PUSH_P99_MS:.0}) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in steps {
         if let Some(why) = &s.skipped {
-            println!("| {} | {why} |||||||||", s.subscribers);
+            println!("| {} | {why} ||||||||||", s.subscribers);
             continue;
         }
         println!("{}", s.latency_row());
@@ -1037,6 +1156,11 @@ fn report(opts: &Opts, db: &Db, relay: f64, rss0: u64, steps: &[Step], dispatch:
             s.kib_per_sub,
             verdict(s.kib_per_sub <= TARGET_KIB_PER_SUB),
         );
+        println!(
+            "  (this machine's raw TCP fan-out floor to {} sockets: p99 {:.1} ms)",
+            s.subscribers,
+            pct(&s.floor_ms, 0.99)
+        );
     }
     let most = steps.iter().filter(|s| s.skipped.is_none()).map(|s| s.subscribers - s.open_failed).max().unwrap_or(0);
     println!(
@@ -1059,6 +1183,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a == "publish") {
         return publisher(&args).await;
+    }
+    if args.get(1).is_some_and(|a| a == "fanout") {
+        return fanout_sender(&args).await;
     }
     let opts = Opts::parse()?;
     let db = Db::choose().await?;

@@ -8,20 +8,25 @@
 //!
 //! One task per connection. Subscriptions are streams in a `StreamMap` polled fairly; a
 //! client that does not take a message within [`WsLimits::write_timeout`] is dropped (its
-//! subscriptions end, nobody else waits), and a subscription that falls behind the bus ends
-//! with `SLOW_CONSUMER`. The connection closes with 4403 when its access token expires.
+//! subscriptions end, nobody else waits), and a subscription that falls behind ends with
+//! `SLOW_CONSUMER`. The connection closes with 4403 when its access token expires.
+//! Identical subscriptions of callers with the same access share one execution
+//! ([`shared`]).
+
+mod shared;
 
 use std::time::Duration;
 
-use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+pub use shared::Hub;
+use shared::{Caller, Out};
 use tokio_stream::{StreamExt, StreamMap};
 
 use crate::auth::Auth;
-use crate::graphql::{AppSchema, ClientAddr, Credentials};
+use crate::graphql::ClientAddr;
 use crate::service::Services;
 
 /// Which protocol the client chose with `Sec-WebSocket-Protocol`.
@@ -93,15 +98,6 @@ enum ClientMessage {
     ConnectionTerminate {},
 }
 
-/// A `next`/`data`/`error` message.
-#[derive(serde::Serialize)]
-struct Outgoing<'a, P: serde::Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    id: &'a str,
-    payload: &'a P,
-}
-
 /// Why the connection ends.
 struct Close(u16, String);
 
@@ -114,27 +110,34 @@ impl Close {
 struct Connection {
     socket: WebSocket,
     protocol: Protocol,
-    schema: AppSchema,
-    services: Services,
+    hub: Hub,
     limits: WsLimits,
     client: ClientAddr,
-    data: Option<(Auth, Credentials)>,
-    streams: StreamMap<String, BoxStream<'static, Response>>,
+    /// The caller, once `connection_init` is acknowledged.
+    signed_in: Option<SignedIn>,
+    streams: StreamMap<String, BoxStream<'static, Out>>,
+}
+
+/// How long a connection's access, once read, serves new subscriptions without being read
+/// again: a client opening its subscriptions right after `connection_init` costs one
+/// authentication, not one per subscription, and later subscriptions see current access.
+const ACCESS_FRESH: Duration = Duration::from_secs(2);
+
+/// The caller of a connection.
+struct SignedIn {
+    /// The `Authorization` value of `connection_init`.
+    credentials: Option<String>,
+    /// Its access when last read.
+    auth: Auth,
+    /// When that was.
+    read_at: tokio::time::Instant,
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(
-    socket: WebSocket,
-    protocol: Protocol,
-    schema: AppSchema,
-    services: Services,
-    client: ClientAddr,
-    limits: WsLimits,
-) {
-    let mut conn =
-        Connection { socket, protocol, schema, services, limits, client, data: None, streams: StreamMap::new() };
+pub async fn serve(socket: WebSocket, protocol: Protocol, hub: Hub, client: ClientAddr, limits: WsLimits) {
+    let mut conn = Connection { socket, protocol, hub, limits, client, signed_in: None, streams: StreamMap::new() };
     let outcome = conn.run().await;
-    let metrics = conn.services.metrics().clone();
+    let metrics = conn.services().metrics().clone();
     if let Err(Close(code, reason)) = outcome {
         if code == 4499 {
             // The client stopped reading: there is nobody to say goodbye to.
@@ -148,9 +151,17 @@ pub async fn serve(
 }
 
 impl Connection {
+    fn services(&self) -> &Services {
+        self.hub.services()
+    }
+
     async fn run(&mut self) -> Result<(), Close> {
-        let init_deadline = tokio::time::Instant::now() + self.limits.init_timeout;
-        let mut expiry: Option<tokio::time::Instant> = None;
+        // One timer for the connection's life, reset rather than re-created: first the
+        // `connection_init` deadline, then the access token's expiry. A timer registered and
+        // dropped per loop turn cost two timer-wheel updates per delivered message.
+        let deadline = tokio::time::sleep(self.limits.init_timeout);
+        tokio::pin!(deadline);
+        let mut armed = true;
         loop {
             tokio::select! {
                 incoming = self.socket.recv() => {
@@ -163,20 +174,26 @@ impl Connection {
                     };
                     let parsed: ClientMessage = serde_json::from_str(text.as_str())
                         .map_err(|e| Close::new(4400, format!("invalid message: {e}")))?;
+                    let initialising = self.signed_in.is_none();
                     // Boxed: `handle` may authenticate (database queries), a large future that
                     // would otherwise be part of every idle connection's task for its lifetime.
-                    if let Some(at) = Box::pin(self.handle(parsed)).await? {
-                        expiry = Some(at);
+                    let expires = Box::pin(self.handle(parsed)).await?;
+                    if initialising && self.signed_in.is_some() {
+                        match expires {
+                            Some(at) => deadline.as_mut().reset(at),
+                            None => armed = false,
+                        }
                     }
                 }
-                Some((id, response)) = self.streams.next(), if !self.streams.is_empty() => {
-                    self.forward(id, response).await?;
+                Some((id, out)) = self.streams.next(), if !self.streams.is_empty() => {
+                    self.forward(id, out).await?;
                 }
-                _ = tokio::time::sleep_until(init_deadline), if self.data.is_none() => {
-                    return Err(Close::new(4408, "connection initialisation timeout"));
-                }
-                _ = sleep_until_opt(expiry) => {
-                    return Err(Close::new(4403, "the access token expired; reconnect with a fresh token"));
+                _ = &mut deadline, if armed => {
+                    return Err(if self.signed_in.is_none() {
+                        Close::new(4408, "connection initialisation timeout")
+                    } else {
+                        Close::new(4403, "the access token expired; reconnect with a fresh token")
+                    });
                 }
             }
         }
@@ -187,7 +204,7 @@ impl Connection {
     async fn handle(&mut self, msg: ClientMessage) -> Result<Option<tokio::time::Instant>, Close> {
         match msg {
             ClientMessage::ConnectionInit { payload } => {
-                if self.data.is_some() {
+                if self.signed_in.is_some() {
                     return Err(Close::new(4429, "too many initialisation requests"));
                 }
                 // Clients differ in the key's case (`authorization`, `Authorization`).
@@ -196,18 +213,19 @@ impl Connection {
                     .and_then(Value::as_object)
                     .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
                     .and_then(|(_, v)| v.as_str().map(str::to_owned));
-                let auth = self.services.authenticate(credentials.as_deref()).await;
+                let auth = self.services().authenticate(credentials.as_deref()).await;
                 if let Auth::Invalid(reason) = &auth {
                     if self.protocol == Protocol::Legacy {
                         self.send(json!({"type": "connection_error", "payload": {"message": reason}})).await?;
                     }
                     return Err(Close::new(4403, format!("forbidden: {reason}")));
                 }
-                let expires = self.services.credentials_expire_at(credentials.as_deref()).map(|at| {
-                    let left = (at - self.services.clock().now()).to_std().unwrap_or_default();
+                let services = self.services();
+                let expires = services.credentials_expire_at(credentials.as_deref()).map(|at| {
+                    let left = (at - services.clock().now()).to_std().unwrap_or_default();
                     tokio::time::Instant::now() + left
                 });
-                self.data = Some((auth, Credentials(credentials)));
+                self.signed_in = Some(SignedIn { credentials, auth, read_at: tokio::time::Instant::now() });
                 self.send(json!({"type": "connection_ack"})).await?;
                 Ok(expires)
             }
@@ -223,7 +241,7 @@ impl Connection {
             }
             ClientMessage::Pong {} => Ok(None),
             ClientMessage::Subscribe { id, payload } => {
-                let Some((auth, credentials)) = &self.data else {
+                let Some(signed_in) = &self.signed_in else {
                     return Err(Close::new(4401, "unauthorized: send connection_init first"));
                 };
                 if self.streams.contains_key(&id) {
@@ -231,18 +249,30 @@ impl Connection {
                 }
                 if self.streams.len() >= self.limits.max_subscriptions {
                     let message = format!("at most {} subscriptions per connection", self.limits.max_subscriptions);
-                    let errors = json!([{"message": message, "extensions": {"code": "RATE_LIMITED"}}]);
-                    self.send(json!({"type": "error", "id": id, "payload": errors})).await?;
+                    self.send_error(&id, &message, "RATE_LIMITED").await?;
                     return Ok(None);
                 }
-                let mut data = Data::default();
-                data.insert(auth.clone());
-                data.insert(credentials.clone());
-                data.insert(self.client.clone());
-                let mut request = *payload;
-                request.data = data;
-                let stream = self.schema.execute_stream(request);
-                self.streams.insert(id, Box::pin(stream));
+                // Access as it is now, not as it was at `connection_init`: roles and scopes
+                // may have changed since, and the access decides which execution is shared.
+                let credentials = signed_in.credentials.clone();
+                let auth = if signed_in.read_at.elapsed() <= ACCESS_FRESH {
+                    signed_in.auth.clone()
+                } else {
+                    let auth = self.services().authenticate(credentials.as_deref()).await;
+                    self.signed_in = Some(SignedIn {
+                        credentials: credentials.clone(),
+                        auth: auth.clone(),
+                        read_at: tokio::time::Instant::now(),
+                    });
+                    auth
+                };
+                if let Auth::Invalid(reason) = &auth {
+                    self.send_error(&id, reason, "UNAUTHENTICATED").await?;
+                    return Ok(None);
+                }
+                let caller = Caller { auth, credentials, client: self.client.clone() };
+                let stream = self.hub.start(caller, *payload);
+                self.streams.insert(id, stream);
                 Ok(None)
             }
             ClientMessage::Complete { id } => {
@@ -255,29 +285,39 @@ impl Connection {
         }
     }
 
-    /// Sends one result of subscription `id`; a request error ends the subscription.
-    async fn forward(&mut self, id: String, response: Response) -> Result<(), Close> {
-        let failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
-        let kind = match self.protocol {
-            Protocol::TransportWs if failed => "error",
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
+    /// Sends what subscription `id` produced; an error or completion ends it.
+    async fn forward(&mut self, id: String, out: Out) -> Result<(), Close> {
+        // The payload is shared text, serialised once for every subscriber of the same
+        // execution; only the frame around it is this client's.
+        let id_json = serde_json::to_string(&id).unwrap_or_default();
+        let frame = match (&out, self.protocol) {
+            (Out::Next(p), Protocol::TransportWs) => format!(r#"{{"type":"next","id":{id_json},"payload":{p}}}"#),
+            (Out::Next(p), Protocol::Legacy) => format!(r#"{{"type":"data","id":{id_json},"payload":{p}}}"#),
+            (Out::Error(p), Protocol::TransportWs) => format!(r#"{{"type":"error","id":{id_json},"payload":{p}}}"#),
+            // Legacy clients read a failure as a `data` message without data.
+            (Out::Error(p), Protocol::Legacy) => {
+                format!(r#"{{"type":"data","id":{id_json},"payload":{{"data":null,"errors":{p}}}}}"#)
+            }
+            (Out::Complete, _) => {
+                self.streams.remove(&id);
+                return self.send_text(format!(r#"{{"type":"complete","id":{id_json}}}"#)).await;
+            }
         };
-        // Serialised once, straight to text: this runs per subscriber per event.
-        let text = if kind == "error" {
-            serde_json::to_string(&Outgoing { kind, id: &id, payload: &response.errors })
-        } else {
-            serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
-        };
-        self.send_text(text.unwrap_or_else(|_| String::from("{}"))).await?;
-        if failed {
+        self.send_text(frame).await?;
+        if let Out::Error(_) = out {
             // `error` ends an operation in graphql-transport-ws; legacy clients expect `complete`.
             self.streams.remove(&id);
             if self.protocol == Protocol::Legacy {
-                self.send(json!({"type": "complete", "id": id})).await?;
+                self.send_text(format!(r#"{{"type":"complete","id":{id_json}}}"#)).await?;
             }
         }
         Ok(())
+    }
+
+    /// Ends operation `id` with one error.
+    async fn send_error(&mut self, id: &str, message: &str, code: &str) -> Result<(), Close> {
+        let errors = json!([{"message": message, "extensions": {"code": code}}]);
+        self.send(json!({"type": "error", "id": id, "payload": errors})).await
     }
 
     async fn send(&mut self, message: Value) -> Result<(), Close> {
@@ -285,18 +325,17 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Close> {
-        let text = Utf8Bytes::from(text);
-        match tokio::time::timeout(self.limits.write_timeout, self.socket.send(Message::Text(text))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::new(1000, "gone")),
-            Err(_) => Err(Close::new(4499, "too slow")),
-        }
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        let send = self.socket.send(Message::Text(Utf8Bytes::from(text)));
+        tokio::pin!(send);
+        // Almost every send completes at once (the socket has room); only one that has to
+        // wait gets a timer.
+        let sent = match futures_util::poll!(send.as_mut()) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => match tokio::time::timeout(self.limits.write_timeout, send).await {
+                Ok(r) => r,
+                Err(_) => return Err(Close::new(4499, "too slow")),
+            },
+        };
+        sent.map_err(|_| Close::new(1000, "gone"))
     }
 }
