@@ -42,6 +42,13 @@
 //!   this; we notice it, log an error, and [`EmbeddedBroker::is_running`] turns false. The
 //!   embedded broker serves one Sparkwatch instance, so
 //!   [`EmbeddedBroker::subscriber_settings`] never sets a group.
+//! - **A connection can be cut by another's late end.** rumqttd 0.20 reuses connection ids,
+//!   and a link whose client left with DISCONNECT reports its end a second time when the
+//!   socket closes; if a new connection holds that id by then, the router ends it. Clients
+//!   reconnect (ours does, with backoff) and unacknowledged deliveries come again, so
+//!   nothing is lost, but a device may see an unexpected disconnect. Likewise, acks still
+//!   unprocessed in a connection's buffer when it ends are dropped, so those deliveries
+//!   come again after a reconnect (at least once; the pipeline deduplicates).
 //! - **Nothing survives the process.** Sessions, logs and retained messages live in
 //!   memory, and the broker runs inside Sparkwatch.
 //!
