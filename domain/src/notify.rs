@@ -38,6 +38,12 @@ impl Severity {
         }
     }
 
+    /// Whether events of a category are pushed to phones at all: alarms, pre-alarms, faults
+    /// and recoveries are; operations (commands) and status changes only show in the app.
+    pub const fn pushed(category: EventCategory) -> bool {
+        !matches!(category, EventCategory::Operation | EventCategory::Status)
+    }
+
     /// Stable code (`CRITICAL`).
     pub const fn code(self) -> &'static str {
         match self {

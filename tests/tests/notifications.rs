@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::EntityTrait;
+use sea_orm::{EntityTrait, PaginatorTrait};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -407,6 +407,86 @@ async fn two_instances_escalate_once() -> anyhow::Result<()> {
         let count = |t: &str| titles.iter().filter(|x| x.as_str() == t).count();
         assert_eq!(count("ELECTRICAL ALARM · Riverside Mall"), 1, "{titles:?}");
         assert_eq!(count("UNACKNOWLEDGED 11 MIN · Riverside Mall"), 1, "{titles:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_its_instance_did_not_route_is_routed_by_the_reminder_job_once() -> anyhow::Result<()> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use sparkwatch_api::service::notify::{ROUTE_EVENT, schedule_routing};
+    use sparkwatch_api::store::telemetry::{NewEvent, insert_event};
+    use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
+    use sparkwatch_entity::{detector, device, reminder};
+    for backend in backends() {
+        let providers = Providers::start().await?;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let opts = Options {
+            push: Some(providers.settings.clone()),
+            clock: clock.clone(),
+            jobs: fast_jobs(),
+            ..Options::default()
+        };
+        let server = TestServer::start_opts(&backend, opts).await?;
+        sparkwatch_api::demo::seed(&server.services).await?;
+        let manager = server.demo_login("manager@demo.local").await?;
+        register(&manager, "ANDROID", "fcm-late", Some("en")).await?;
+
+        // What the pipeline commits for an alarm, without the bus publish after the commit:
+        // the instance stopped right after committing.
+        let db = server.services.store().db();
+        let dev = device::Entity::find()
+            .filter(device::Column::Serial.eq("SW-DEMO-0001"))
+            .one(db)
+            .await?
+            .expect("demo device");
+        let det = detector::Entity::find()
+            .filter(detector::Column::DeviceId.eq(dev.id))
+            .filter(detector::Column::Address.eq(3))
+            .one(db)
+            .await?
+            .expect("demo detector");
+        let tenant = TenantId::from(dev.tenant_id);
+        let event = NewEvent {
+            tenant,
+            project: ProjectId::from(dev.project_id),
+            device: DeviceId::from(dev.id),
+            detector: Some(DetectorId::from(det.id)),
+            episode: None,
+            kind: "LEAK_ALARM",
+            category: "ALARM",
+            source: "engine",
+            channel: "leak:1".into(),
+            at: clock.now(),
+            received_at: clock.now(),
+            value: Some(512.0),
+            setpoint: Some(300.0),
+            remarks: None,
+        };
+        let tx = server.services.store().begin().await?;
+        let id = insert_event(&tx, &event).await?;
+        schedule_routing(&tx, tenant, id, clock.now()).await?;
+        tx.commit().await?;
+
+        // Within the grace nothing happens; after it the reminder job routes the event.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(providers.fcm_to("fcm-late").is_empty(), "the recording instance has the grace period");
+        clock.advance(chrono::Duration::seconds(31));
+        let push = eventually("the late push", || providers.fcm_to("fcm-late").into_iter().next()).await?;
+        let msg = &push.json()["message"];
+        assert_eq!(msg["notification"]["title"], "ELECTRICAL ALARM · Riverside Mall", "{msg}");
+        assert_eq!(msg["data"]["eventId"], id.to_string());
+
+        // Routed once: the reminder is gone and nothing is sent again.
+        clock.advance(chrono::Duration::minutes(2));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(providers.fcm_to("fcm-late").len(), 1);
+        let left = reminder::Entity::find()
+            .filter(reminder::Column::Purpose.eq(ROUTE_EVENT))
+            .filter(reminder::Column::SubjectId.eq(id))
+            .count(db)
+            .await?;
+        assert_eq!(left, 0);
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, TenantId};
-use sparkwatch_domain::notify::{self, EscalationPolicy, Locale};
+use sparkwatch_domain::notify::{self, EscalationPolicy, Locale, Severity};
 use sparkwatch_domain::payload::{self, TopicKind};
 use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Reading};
 use sparkwatch_domain::site::DeviceTransport;
@@ -32,7 +32,7 @@ use super::{Inbound, ModbusOutcome, ModbusReport};
 use crate::bus::{Bus, BusMessage, DeviceStatus, Envelope, Feed, ReadingNote};
 use crate::metrics::Metrics;
 use crate::service::commands::{AckApplied, Ledger};
-use crate::service::notify::schedule_escalation;
+use crate::service::notify::{schedule_escalation, schedule_routing};
 use crate::service::{Clock, Services};
 use crate::store::Store;
 use crate::store::telemetry::{self as tel, DetectorInfo, DeviceInfo, NewEvent, NewReading, Occurrence, Rollup};
@@ -599,6 +599,9 @@ impl Pipeline {
     /// Records an event and remembers it for the bus.
     async fn record(&mut self, tx: &DatabaseTransaction, e: &NewEvent) -> Result<(), sea_orm::DbErr> {
         let id = tel::insert_event(tx, e).await?;
+        if EventCategory::from_code(e.category).is_some_and(Severity::pushed) {
+            schedule_routing(tx, e.tenant, id, self.clock.now()).await?;
+        }
         self.outbox.events.push(id);
         Ok(())
     }

@@ -18,6 +18,13 @@
 //!   the responsible people are told, and it repeats every `escalation.every_min` until
 //!   someone acknowledges. Reminders are claimed with a lease like the queue, so one
 //!   instance fires each. The mechanism is general: a reminder names a purpose and subject.
+//! - **Routing is durable.** Every pushed event gets a routing reminder
+//!   ([`ROUTE_EVENT`]) in the transaction that records it, due [`ROUTING_GRACE`] later.
+//!   The instance that recorded the event routes it at once from the bus and deletes the
+//!   reminder in the transaction that queues the notifications; if it crashed after the
+//!   commit, fell behind or met a database error, the reminder job of any instance routes
+//!   the event when the reminder falls due. Deleting the reminder is the claim, so an event
+//!   is routed exactly once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +34,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
-use sparkwatch_domain::notify::{self, Decision, EscalationPolicy, Locale, Notice, Preferences, Reason};
+use sparkwatch_domain::notify::{self, Decision, EscalationPolicy, Locale, Notice, Preferences, Reason, Severity};
 use sparkwatch_domain::reading::{Channel, EventCategory, EventKind};
 use sparkwatch_entity::{notification, push_token};
 use uuid::Uuid;
@@ -47,6 +54,10 @@ use crate::store::{Page, PageRequest, access, sites, tenants};
 
 /// The purpose of the reminder every new alarm hazard gets.
 pub const UNACKNOWLEDGED_ALARM: &str = "hazard.unacknowledged";
+/// The purpose of the reminder every pushed event gets: route it if nobody has.
+pub const ROUTE_EVENT: &str = "event.route";
+/// How long the recording instance has to route an event before the reminder job does.
+pub const ROUTING_GRACE: chrono::Duration = chrono::Duration::seconds(30);
 /// Attempts before a notification is given up.
 pub const MAX_ATTEMPTS: i32 = 8;
 
@@ -217,10 +228,7 @@ impl Services {
 
     /// Queues the notifications an event calls for (see the module docs).
     pub async fn notify_event(&self, tenant: TenantId, e: &EventView) -> AppResult<usize> {
-        if !matches!(
-            e.category,
-            EventCategory::Alarm | EventCategory::PreAlarm | EventCategory::Fault | EventCategory::Recovery
-        ) {
+        if !Severity::pushed(e.category) {
             return Ok(0);
         }
         let hazard = match e.episode_id {
@@ -245,12 +253,12 @@ impl Services {
         self.route(&subject, Reason::Event).await
     }
 
+    /// Queues the notifications for `s`. For an event, the queueing transaction also takes
+    /// its routing reminder; when that is gone, someone else has routed it and nothing is
+    /// queued.
     async fn route(&self, s: &Subject, reason: Reason) -> AppResult<usize> {
         let db = self.inner.store.db();
         let candidates = st::candidates(db, s.tenant).await?;
-        if candidates.is_empty() {
-            return Ok(0);
-        }
         let mut people: Vec<(Candidate, Role)> = Vec::new();
         for c in candidates {
             let permissions = match st::custom_role(&c) {
@@ -339,7 +347,14 @@ impl Services {
                 });
             }
         }
-        st::insert_notifications(db, &rows, now).await?;
+        let tx = self.inner.store.begin().await?;
+        if let Some(event) = s.event.filter(|_| reason == Reason::Event)
+            && !st::take_reminder(&tx, ROUTE_EVENT, "event", event).await?
+        {
+            return Ok(0);
+        }
+        st::insert_notifications(&tx, &rows, now).await?;
+        tx.commit().await?;
         let queued = rows.iter().filter(|r| r.status == "QUEUED").count();
         if queued > 0 {
             self.inner.push_wakeup.notify_one();
@@ -452,6 +467,10 @@ impl Services {
         let due = st::claim_reminders(db, now, lease).await?;
         let mut fired = 0;
         for r in due {
+            if r.purpose == ROUTE_EVENT {
+                fired += self.route_late(&r).await?;
+                continue;
+            }
             if r.purpose != UNACKNOWLEDGED_ALARM {
                 // A purpose this version does not know (written by a newer one): leave it.
                 continue;
@@ -473,6 +492,25 @@ impl Services {
             fired += 1;
         }
         Ok(fired)
+    }
+
+    /// Routes an event whose recording instance did not (it stopped after the commit, fell
+    /// behind, or met an error); the reminder is taken in [`Self::route`].
+    async fn route_late(&self, r: &sparkwatch_entity::reminder::Model) -> AppResult<usize> {
+        let db = self.inner.store.db();
+        let Some((tenant, event)) = crate::store::hazards::events_by_ids(db, &[r.subject_id]).await?.into_iter().next()
+        else {
+            st::take_reminder(db, ROUTE_EVENT, "event", r.subject_id).await?;
+            return Ok(0);
+        };
+        tracing::warn!(
+            event = %event.id,
+            "push routing of an event taken over by the reminder job: the instance that recorded it did not route it \
+             within {} s (stopped, behind, or a database error: see its log)",
+            ROUTING_GRACE.num_seconds()
+        );
+        self.notify_event(tenant, &event).await?;
+        Ok(1)
     }
 
     async fn subject_of_hazard(&self, h: &Hazard) -> AppResult<Subject> {
@@ -517,6 +555,25 @@ pub(crate) async fn schedule_escalation<C: sea_orm::ConnectionTrait>(
         subject: hazard,
         due_at: due,
         every_s: every,
+    };
+    st::schedule_reminder(db, &reminder, now).await
+}
+
+/// Schedules the routing of a pushed event (called in the transaction that records it, so a
+/// committed event is always routed: see the module docs).
+pub async fn schedule_routing<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    event: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let reminder = NewReminder {
+        tenant,
+        purpose: ROUTE_EVENT,
+        subject_type: "event",
+        subject: event,
+        due_at: now + ROUTING_GRACE,
+        every_s: 0,
     };
     st::schedule_reminder(db, &reminder, now).await
 }
@@ -572,7 +629,11 @@ pub async fn run_router(services: Services) {
         let env: Arc<Envelope> = match events.recv().await {
             Ok(env) => env,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "push routing fell behind; {n} events were not pushed (they are recorded)");
+                tracing::warn!(
+                    missed = n,
+                    "push routing fell behind by {n} events; the reminder job routes them within {} s",
+                    ROUTING_GRACE.num_seconds()
+                );
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

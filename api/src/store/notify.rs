@@ -636,3 +636,20 @@ pub async fn finish_reminder<C: ConnectionTrait>(db: &C, id: Uuid, now: DateTime
         .await?;
     Ok(())
 }
+
+/// Deletes the reminder for `purpose` on a subject; `false` when there was none (another
+/// instance took it first). Used as the claim of one-shot reminders.
+pub async fn take_reminder<C: ConnectionTrait>(
+    db: &C,
+    purpose: &str,
+    subject_type: &str,
+    subject: Uuid,
+) -> Result<bool, DbErr> {
+    let done = reminder::Entity::delete_many()
+        .filter(reminder::Column::Purpose.eq(purpose))
+        .filter(reminder::Column::SubjectType.eq(subject_type))
+        .filter(reminder::Column::SubjectId.eq(subject))
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected > 0)
+}
