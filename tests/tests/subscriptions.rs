@@ -412,6 +412,15 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
             let r = ws.next_of("r", WAIT).await?;
             assert_eq!(r["data"]["readings"]["leakMa"], json!([450.0]), "{r}");
             other.silent_for(QUIET).await?;
+            // When the last follower leaves, B withdraws its interest and A stops publishing.
+            let followed: sparkwatch_domain::ids::DetectorId = detector.as_str().unwrap_or_default().parse()?;
+            assert!(a.services.bus().readings_wanted().contains(&followed));
+            ws.send(json!({"id": "r", "type": "complete"})).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while a.services.bus().readings_wanted().contains(&followed) {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "A still publishes readings nobody follows");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     } else {
         eprintln!("SPARKWATCH_TEST_REDIS_URL is not set: the two-instance Redis fan-out test is skipped");

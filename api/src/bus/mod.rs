@@ -10,9 +10,10 @@
 //! With `--redis-url` every message goes through Redis pub/sub (channel `sw:bus:{feed}`):
 //! each instance subscribes to the feeds its own listeners need, so an alarm ingested by
 //! one instance reaches subscribers connected to another. Instances also advertise which
-//! detectors' readings they follow (a Redis sorted set with expiring entries, refreshed
-//! every few seconds), so readings nobody follows never leave the ingesting instance; a new
-//! readings subscription on another instance is seen within about a second. Publishing never waits for Redis:
+//! detectors' readings they follow (a Redis sorted set with expiring entries per instance,
+//! refreshed every few seconds and removed when the last follower leaves), so readings
+//! nobody follows never leave the ingesting instance; a new readings subscription on
+//! another instance is seen within about a second, its end within a few. Publishing never waits for Redis:
 //! messages are handed to a bounded queue and pipelined by a background task; when Redis
 //! is down, messages are dropped (counted) rather than stalling ingestion.
 //!
@@ -131,6 +132,9 @@ impl Default for Inner {
     }
 }
 
+/// How often a Redis bus lets go of feeds nobody listens to any more.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Events the push router may fall behind by.
 const LOCAL_CAPACITY: usize = 16_384;
 
@@ -152,7 +156,9 @@ impl Bus {
         let local = feeds.clone();
         let link = redis_link::RedisLink::start(url, metrics, move |env| deliver(&local, Arc::new(env)))?;
         link.ready().await?;
-        Ok(Bus { inner: Arc::new(Inner { feeds, link: Some(link), ..Inner::default() }) })
+        let inner = Arc::new(Inner { feeds, link: Some(link), ..Inner::default() });
+        tokio::spawn(prune_idle(Arc::downgrade(&inner)));
+        Ok(Bus { inner })
     }
 
     /// Publishes messages; never waits for listeners or for Redis.
@@ -178,22 +184,32 @@ impl Bus {
         self.inner.local.subscribe()
     }
 
-    /// Listens to a feed. Dropping every listener of a feed stops its delivery.
+    /// Listens to a feed. Dropping every listener of a feed stops its delivery (with Redis:
+    /// within [`PRUNE_EVERY`], or at the next subscribe).
     pub fn subscribe(&self, feed: Feed) -> Listener {
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        // Feeds whose listeners all went away are forgotten here rather than on every drop.
-        let idle: Vec<Feed> = feeds.iter().filter(|(_, s)| s.receiver_count() == 0).map(|(f, _)| *f).collect();
-        for f in &idle {
-            feeds.remove(f);
-        }
-        let sender = feeds.entry(feed).or_insert_with(|| broadcast::channel(FEED_CAPACITY).0);
-        let listener = sender.subscribe();
+        forget_idle(&mut feeds);
+        let listener = feeds.entry(feed).or_insert_with(|| broadcast::channel(FEED_CAPACITY).0).subscribe();
+        self.follow(feeds);
+        listener
+    }
+
+    /// Makes the Redis link follow exactly the feeds in `feeds` (and unlocks them).
+    fn follow(&self, feeds: std::sync::MutexGuard<'_, HashMap<Feed, broadcast::Sender<Arc<Envelope>>>>) {
         let active: Vec<String> = feeds.keys().map(Feed::channel).collect();
         drop(feeds);
         if let Some(link) = &self.inner.link {
             link.listen(active);
         }
-        listener
+    }
+
+    /// Forgets feeds whose listeners all left, so Redis stops sending them here and other
+    /// instances stop publishing readings nobody follows any more.
+    fn prune(&self) {
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if forget_idle(&mut feeds) {
+            self.follow(feeds);
+        }
     }
 
     /// Detectors whose readings someone follows — here, or (with Redis) on another
@@ -222,6 +238,23 @@ impl Bus {
             Some(link) => link.ping().await,
             None => Ok(()),
         }
+    }
+}
+
+/// Removes the feeds without listeners; whether there were any.
+fn forget_idle(feeds: &mut HashMap<Feed, broadcast::Sender<Arc<Envelope>>>) -> bool {
+    let before = feeds.len();
+    feeds.retain(|_, s| s.receiver_count() > 0);
+    feeds.len() != before
+}
+
+/// Prunes idle feeds until the bus is dropped.
+async fn prune_idle(bus: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(inner) = bus.upgrade() else { return };
+        Bus { inner }.prune();
     }
 }
 

@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 /// Messages waiting for Redis before new ones are dropped (counted).
 const QUEUE: usize = 20_000;
 
-/// The sorted set of followed detectors: member = detector id, score = expiry (ms).
+/// The sorted set of followed detectors: member = `{instance}:{detector id}` (so an
+/// instance can withdraw its own interest without touching another's), score = expiry (ms).
 const READERS_KEY: &str = "sw:bus:readers";
 /// How long an advertisement lasts, and how often it is renewed.
 const READERS_TTL: Duration = Duration::from_secs(30);
@@ -46,7 +47,8 @@ impl RedisLink {
         let (connected_tx, connected) = watch::channel(Err("connecting".to_owned()));
         let readers = Arc::new(RwLock::new(HashSet::new()));
         tokio::spawn(publisher(client.clone(), rx, metrics.clone()));
-        tokio::spawn(interest(client.clone(), wanted_rx.clone(), readers.clone()));
+        let instance = uuid::Uuid::now_v7().simple().to_string();
+        tokio::spawn(interest(client.clone(), instance, wanted_rx.clone(), readers.clone()));
         tokio::spawn(subscriber(client.clone(), wanted_rx, connected_tx, deliver));
         Ok(RedisLink { client, outbox, wanted, connected, metrics, readers })
     }
@@ -138,10 +140,13 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>,
 /// advertisement expires) and reads back what every instance follows.
 async fn interest(
     client: redis::Client,
+    instance: String,
     mut wanted: watch::Receiver<HashSet<String>>,
     readers: Arc<RwLock<HashSet<DetectorId>>>,
 ) {
     let mut conn = None;
+    // What this instance advertised last, so what it no longer follows can be withdrawn.
+    let mut advertised: HashSet<String> = HashSet::new();
     let mut renew = tokio::time::interval(READERS_RENEW);
     let mut poll = tokio::time::interval(READERS_POLL);
     loop {
@@ -162,25 +167,31 @@ async fn interest(
         let now_ms = chrono::Utc::now().timestamp_millis();
         let result: redis::RedisResult<Vec<String>> = async {
             if advertise {
-                let mine: Vec<String> = wanted
+                let mine: HashSet<String> = wanted
                     .borrow_and_update()
                     .iter()
-                    .filter_map(|ch| ch.strip_prefix("sw:bus:readings:").map(str::to_owned))
+                    .filter_map(|ch| ch.strip_prefix("sw:bus:readings:"))
+                    .map(|d| format!("{instance}:{d}"))
                     .collect();
                 let expires = now_ms + READERS_TTL.as_millis() as i64;
                 let mut pipe = redis::pipe();
-                for d in &mine {
-                    pipe.zadd(READERS_KEY, d, expires).ignore();
+                for m in &mine {
+                    pipe.zadd(READERS_KEY, m, expires).ignore();
+                }
+                for gone in advertised.difference(&mine) {
+                    pipe.zrem(READERS_KEY, gone).ignore();
                 }
                 pipe.zrembyscore(READERS_KEY, "-inf", now_ms).ignore();
                 pipe.query_async::<()>(c).await?;
+                advertised = mine;
             }
             redis::cmd("ZRANGEBYSCORE").arg(READERS_KEY).arg(now_ms).arg("+inf").query_async(c).await
         }
         .await;
         match result {
             Ok(ids) => {
-                let set: HashSet<DetectorId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+                let set: HashSet<DetectorId> =
+                    ids.iter().filter_map(|m| m.rsplit(':').next()).filter_map(|d| d.parse().ok()).collect();
                 *readers.write().unwrap_or_else(|e| e.into_inner()) = set;
             }
             Err(e) => {
