@@ -57,6 +57,19 @@ impl Providers {
     }
 }
 
+/// Stand-ins, a test clock, and server options using both with fast background jobs.
+async fn clocked() -> anyhow::Result<(Providers, Arc<ManualClock>, Options)> {
+    let providers = Providers::start().await?;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let opts = Options {
+        push: Some(providers.settings.clone()),
+        clock: clock.clone(),
+        jobs: fast_jobs(),
+        ..Options::default()
+    };
+    Ok((providers, clock, opts))
+}
+
 /// Waits (at most 10 s) until `check` holds.
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     for _ in 0..200 {
@@ -290,14 +303,7 @@ async fn quiet_hours_hold_back_all_but_alarms_and_logout_removes_the_phone() -> 
 #[tokio::test]
 async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<()> {
     for backend in backends() {
-        let providers = Providers::start().await?;
-        let clock = Arc::new(ManualClock::new(Utc::now()));
-        let opts = Options {
-            push: Some(providers.settings.clone()),
-            clock: clock.clone(),
-            jobs: fast_jobs(),
-            ..Options::default()
-        };
+        let (providers, clock, opts) = clocked().await?;
         let server = TestServer::start_opts(&backend, opts).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let mut feed = Feeder::start(&server.services);
@@ -376,14 +382,7 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
 #[tokio::test]
 async fn two_instances_escalate_once() -> anyhow::Result<()> {
     for backend in backends() {
-        let providers = Providers::start().await?;
-        let clock = Arc::new(ManualClock::new(Utc::now()));
-        let opts = Options {
-            push: Some(providers.settings.clone()),
-            clock: clock.clone(),
-            jobs: fast_jobs(),
-            ..Options::default()
-        };
+        let (providers, clock, opts) = clocked().await?;
         let a = TestServer::start_opts(&backend, opts.clone()).await?;
         sparkwatch_api::demo::seed(&a.services).await?;
         // Same database, same clock: both instances run the delivery and reminder jobs.
@@ -419,14 +418,7 @@ async fn an_event_its_instance_did_not_route_is_routed_by_the_reminder_job_once(
     use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
     use sparkwatch_entity::{detector, device, reminder};
     for backend in backends() {
-        let providers = Providers::start().await?;
-        let clock = Arc::new(ManualClock::new(Utc::now()));
-        let opts = Options {
-            push: Some(providers.settings.clone()),
-            clock: clock.clone(),
-            jobs: fast_jobs(),
-            ..Options::default()
-        };
+        let (providers, clock, opts) = clocked().await?;
         let server = TestServer::start_opts(&backend, opts).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let manager = server.demo_login("manager@demo.local").await?;
