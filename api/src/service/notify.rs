@@ -285,8 +285,13 @@ impl Services {
             // Supervisors hear of escalations, and of events nobody else would hear of.
             Role::Supervisor => escalation || !has_responsible,
         });
-        let project = sites::project(db, s.tenant, &ProjectScope::All, s.project).await?;
-        let project_name = project.map(|p| p.draft.name).unwrap_or_default();
+        // Nobody to tell: the routing reminder below is still taken, but no text is written.
+        let project_name = if people.is_empty() {
+            String::new()
+        } else {
+            let project = sites::project(db, s.tenant, &ProjectScope::All, s.project).await?;
+            project.map(|p| p.draft.name).unwrap_or_default()
+        };
         let now = self.now();
         let mut rows = Vec::new();
         for (c, _) in &people {
