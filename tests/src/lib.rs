@@ -236,6 +236,11 @@ impl Feeder {
         Feeder { queue, acked: Arc::default(), sent: 0, _stop: stop }
     }
 
+    /// Feeds a queue of ingestion started otherwise (e.g. with other pipeline settings).
+    pub fn on(queue: sparkwatch_api::ingest::IngestQueue) -> Feeder {
+        Feeder { queue, acked: Arc::default(), sent: 0, _stop: tokio::sync::watch::channel(false).0 }
+    }
+
     /// Queues a message on `topic` received at `at`.
     pub async fn send_at(&mut self, topic: &str, payload: &str, at: chrono::DateTime<chrono::Utc>) {
         let acked = self.acked.clone();

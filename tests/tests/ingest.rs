@@ -239,6 +239,78 @@ async fn a_silent_device_goes_offline_after_its_heartbeat_timeout() -> anyhow::R
     Ok(())
 }
 
+#[tokio::test]
+async fn readings_roll_up_and_last_seen_is_written_back_beside_ingestion() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let db = server.services.store().db();
+        let config = sparkwatch_api::ingest::pipeline::PipelineConfig {
+            housekeeping: std::time::Duration::from_millis(100),
+            flush_every: std::time::Duration::from_millis(200),
+            ..Default::default()
+        };
+        let (queue, _stop) = sparkwatch_api::start_ingest_with(&server.services, config, None);
+        let mut feed = Feeder::on(queue);
+        let minute =
+            |m: i64| DateTime::from_timestamp(Utc::now().timestamp() / 60 * 60 - 3600 + m * 60, 0).unwrap_or_default();
+        let device = || {
+            sparkwatch_entity::device::Entity::find()
+                .filter(sparkwatch_entity::device::Column::Serial.eq("SW-DEMO-0001"))
+                .one(db)
+        };
+        let device_id = device().await?.ok_or_else(|| anyhow::anyhow!("demo device"))?.id;
+        let detector = sparkwatch_entity::detector::Entity::find()
+            .filter(sparkwatch_entity::detector::Column::DeviceId.eq(device_id))
+            .filter(sparkwatch_entity::detector::Column::Address.eq(1))
+            .one(db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("demo detector"))?;
+        let leak_cell = |start: DateTime<Utc>| {
+            sparkwatch_entity::reading_rollup::Entity::find()
+                .filter(sparkwatch_entity::reading_rollup::Column::DetectorId.eq(detector.id))
+                .filter(sparkwatch_entity::reading_rollup::Column::Bucket.eq("minute"))
+                .filter(sparkwatch_entity::reading_rollup::Column::BucketStart.eq(start))
+                .filter(sparkwatch_entity::reading_rollup::Column::Channel.eq("leak:1"))
+                .one(db)
+        };
+        // Two write-backs into the same minute add up; the next minute is a cell of its own.
+        // The newest receive time of the test (the others are "now").
+        let last = Utc::now() + Duration::seconds(5);
+        let sends = [(minute(0), 100.0, 1), (minute(0) + Duration::seconds(20), 40.0, 2)];
+        for (at, ma, seq) in sends {
+            feed.send(TOPIC, &telemetry(at, Some(seq), leak(1, ma))).await;
+        }
+        feed.settle().await?;
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        feed.send(TOPIC, &telemetry(minute(0) + Duration::seconds(40), Some(3), leak(1, 160.0))).await;
+        feed.send_at(TOPIC, &telemetry(minute(1), Some(4), leak(1, 7.0)), last).await;
+        feed.settle().await?;
+        let mut cell = None;
+        for _ in 0..100 {
+            cell = leak_cell(minute(0)).await?.filter(|c| c.count == 3);
+            if cell.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let cell = cell.ok_or_else(|| anyhow::anyhow!("{backend:?}: minute 0 was not rolled up to 3 readings"))?;
+        assert_eq!((cell.min, cell.max, cell.sum), (40.0, 160.0, 300.0), "{backend:?}");
+        let next = leak_cell(minute(1)).await?.map(|c| (c.count, c.sum));
+        assert_eq!(next, Some((1, 7.0)), "{backend:?}");
+        // The device's last-seen time is its newest receive time.
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = device().await?.and_then(|d| d.last_seen_at);
+            if seen.is_some_and(|s| (s - last).num_milliseconds().abs() < 1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(seen.is_some_and(|s| (s - last).num_milliseconds().abs() < 1), "{backend:?}: {seen:?} vs {last}");
+    }
+    Ok(())
+}
+
 /// Publishes `n` telemetry messages with QoS 1 to `url`, waiting for every PUBACK.
 async fn publish(url: &str, prefix: &str, from: usize, n: usize, t0: DateTime<Utc>) -> anyhow::Result<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};

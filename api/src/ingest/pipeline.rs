@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, Utc};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
-use sparkwatch_domain::ids::{DetectorId, DeviceId, TenantId};
+use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
 use sparkwatch_domain::notify::{self, EscalationPolicy, Locale, Severity};
 use sparkwatch_domain::payload::{self, TopicKind};
 use sparkwatch_domain::reading::{Channel, DeviceEvent, EventCategory, EventKind, Reading};
@@ -111,6 +111,8 @@ pub struct Pipeline {
     outbox: Outbox,
     policies: HashMap<TenantId, (Instant, EscalationPolicy)>,
     commands: Ledger,
+    /// The write-back task's inbox, while `run` runs.
+    write_back: Option<mpsc::Sender<WriteBack>>,
 }
 
 /// What a transaction changed, published on the bus once it commits.
@@ -148,6 +150,7 @@ impl Pipeline {
             outbox: Outbox::default(),
             policies: HashMap::new(),
             commands: services.commands().clone(),
+            write_back: None,
         }
     }
 
@@ -170,6 +173,9 @@ impl Pipeline {
             commands: self.commands.clone(),
         };
         tokio::spawn(validator.run(rx, validated_tx));
+        let (write_back_tx, write_back_rx) = mpsc::channel(1);
+        self.write_back = Some(write_back_tx);
+        let writer = tokio::spawn(write_back(self.store.clone(), write_back_rx));
         let mut tick = tokio::time::interval(self.config.housekeeping);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -182,6 +188,11 @@ impl Pipeline {
             }
         }
         self.housekeeping(true).await;
+        // The last write-back is done before the pipeline counts as stopped.
+        self.write_back = None;
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "the write-back task failed");
+        }
     }
 
     /// Stores and applies one validated batch, then acknowledges its deliveries; never
@@ -202,23 +213,41 @@ impl Pipeline {
         self.metrics.batch_seconds.observe(batch.started.elapsed().as_secs_f64());
     }
 
-    async fn thresholds_of(
-        &mut self,
-        d: &DeviceInfo,
-        det: &DetectorInfo,
-    ) -> Result<EffectiveThresholds, sea_orm::DbErr> {
-        if let Some((at, t)) = self.thresholds.get(&det.id)
-            && at.elapsed() < self.config.cache_ttl
-        {
-            return Ok(*t);
+    /// Resolves the thresholds of every detector in `work` that has none cached or an
+    /// expired one — one query for the batch: looked up per detector (three queries each),
+    /// the cache expiring for a thousand detectors at once held a batch, and the alarms in
+    /// it, for a second.
+    async fn load_thresholds(&mut self, work: &[Work]) -> Result<(), sea_orm::DbErr> {
+        let ttl = self.config.cache_ttl;
+        let stale: HashMap<DetectorId, (TenantId, ProjectId)> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Reading { device, detector, .. } => Some((detector.id, (device.tenant, detector.project))),
+                _ => None,
+            })
+            .filter(|(id, _)| self.thresholds.get(id).is_none_or(|(at, _)| at.elapsed() >= ttl))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
         }
-        let db = self.store.db();
-        let tenant = th::get(db, d.tenant, Level::Tenant, d.tenant.as_uuid()).await?;
-        let project = th::get(db, d.tenant, Level::Project, det.project.as_uuid()).await?;
-        let own = th::get(db, d.tenant, Level::Detector, det.id.as_uuid()).await?;
-        let eff = EffectiveThresholds::resolve(&tenant, &project, &own);
-        self.thresholds.insert(det.id, (Instant::now(), eff));
-        Ok(eff)
+        let mut ids: Vec<uuid::Uuid> =
+            stale.iter().flat_map(|(d, (t, p))| [d.as_uuid(), t.as_uuid(), p.as_uuid()]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = th::get_many(self.store.db(), &ids).await?;
+        let at = |tenant: TenantId, level: Level, id: uuid::Uuid| {
+            found.get(&(tenant, level, id)).cloned().unwrap_or_default()
+        };
+        let now = Instant::now();
+        for (detector, (tenant, project)) in stale {
+            let eff = EffectiveThresholds::resolve(
+                &at(tenant, Level::Tenant, tenant.as_uuid()),
+                &at(tenant, Level::Project, project.as_uuid()),
+                &at(tenant, Level::Detector, detector.as_uuid()),
+            );
+            self.thresholds.insert(detector, (now, eff));
+        }
+        Ok(())
     }
 
     /// The first time a detector is evaluated after a start, conditions whose alarm episodes
@@ -261,8 +290,10 @@ impl Pipeline {
             }
             fresh.push(w);
         }
+        self.load_thresholds(&fresh).await?;
         // Whatever an earlier, rolled-back transaction noted never happened.
         self.outbox = Outbox::default();
+        let t_begin = Instant::now();
         let tx = self.store.begin().await?;
         let inserted: HashSet<(DetectorId, DateTime<Utc>)> =
             tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect();
@@ -279,11 +310,16 @@ impl Pipeline {
             }
             _ => true,
         });
+        let t_inserted = Instant::now();
         for w in &fresh {
             match w {
                 Work::Reading { device, detector, reading, received_at } => {
                     self.mark_seen(&tx, device, *received_at, now).await?;
-                    let thresholds = self.thresholds_of(device, detector).await?;
+                    let thresholds = self
+                        .thresholds
+                        .get(&detector.id)
+                        .map(|(_, t)| *t)
+                        .ok_or_else(|| sea_orm::DbErr::Custom("thresholds were not loaded for the batch".into()))?;
                     self.restore_state(&tx, detector.id).await?;
                     let state = self.states.entry(detector.id).or_default();
                     for signal in alarm::evaluate(state, &thresholds, reading) {
@@ -352,7 +388,9 @@ impl Pipeline {
                 }
             }
         }
+        let t_applied = Instant::now();
         tx.commit().await?;
+        let t_committed = Instant::now();
         let mut latest = Vec::new();
         let mut notes = Vec::new();
         let followed = if fresh.is_empty() { Default::default() } else { self.bus.readings_wanted() };
@@ -376,6 +414,14 @@ impl Pipeline {
         }
         self.publish(notes).await;
         self.latest.put_all(latest).await;
+        tracing::debug!(
+            readings = rows.len(),
+            insert_ms = (t_inserted - t_begin).as_secs_f64() * 1e3,
+            apply_ms = (t_applied - t_inserted).as_secs_f64() * 1e3,
+            commit_ms = (t_committed - t_applied).as_secs_f64() * 1e3,
+            publish_ms = t_committed.elapsed().as_secs_f64() * 1e3,
+            "batch stored"
+        );
         Ok(())
     }
 
@@ -698,14 +744,12 @@ impl Pipeline {
     async fn try_housekeeping(&mut self, force_flush: bool) -> Result<(), sea_orm::DbErr> {
         let now = self.clock.now();
         let flush = force_flush || self.last_flush.elapsed() >= self.config.flush_every;
+        let mut prune_before = None;
         if let Some(keep) = self.config.raw_retention
             && self.last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
         {
             self.last_prune = Some(Instant::now());
-            let pruned = tel::prune_readings(self.store.db(), now - keep).await?;
-            if pruned > 0 {
-                tracing::info!(pruned, "deleted raw readings past their retention (rollups are kept)");
-            }
+            prune_before = Some(now - keep);
         }
         let due: Vec<(Arc<DeviceInfo>, DateTime<Utc>)> = self
             .liveness
@@ -717,17 +761,24 @@ impl Pipeline {
             })
             .map(|l| (l.device.clone(), l.last_seen))
             .collect();
-        let dirty: Vec<(DeviceId, DateTime<Utc>)> = if flush {
-            self.liveness.values().filter(|l| l.dirty).map(|l| (l.device.id, l.last_seen)).collect()
-        } else {
-            Vec::new()
-        };
-        let cells: Vec<Rollup> =
-            if flush { self.rollups.drain().map(|(k, c)| k.rollup(c)).collect() } else { Vec::new() };
-        if flush {
+        if flush || prune_before.is_some() {
             self.last_flush = Instant::now();
+            let mut out = WriteBack { cells: std::mem::take(&mut self.rollups), prune_before, ..Default::default() };
+            for l in self.liveness.values_mut().filter(|l| l.dirty) {
+                l.dirty = false;
+                out.seen.insert(l.device.id, l.last_seen);
+            }
+            if let Some(to) = &self.write_back
+                && let Err(mpsc::error::SendError(lost)) = to.send(out).await
+            {
+                tracing::error!(
+                    devices = lost.seen.len(),
+                    cells = lost.cells.len(),
+                    "the write-back task is gone; last-seen times and rollups of the last interval are lost"
+                );
+            }
         }
-        if due.is_empty() && dirty.is_empty() && cells.is_empty() {
+        if due.is_empty() {
             return Ok(());
         }
         self.outbox = Outbox::default();
@@ -736,17 +787,8 @@ impl Pipeline {
             let why = format!("no message since {} (heartbeat timeout)", last_seen.format("%Y-%m-%d %H:%M:%S UTC"));
             self.went_offline(&tx, &device, now, now, &why).await?;
         }
-        let seen: Vec<(DeviceId, bool, DateTime<Utc>)> =
-            dirty.iter().map(|(id, at)| (*id, self.liveness.get(id).is_some_and(|l| l.online), *at)).collect();
-        tel::set_devices_seen(&tx, &seen).await?;
-        tel::merge_rollups(&tx, &cells).await?;
         tx.commit().await?;
         self.publish(Vec::new()).await;
-        for (id, _) in dirty {
-            if let Some(l) = self.liveness.get_mut(&id) {
-                l.dirty = false;
-            }
-        }
         Ok(())
     }
 
@@ -767,11 +809,8 @@ impl Pipeline {
                         series: q as u8,
                         index: i as u8,
                     });
-                    let cell = cell.or_insert(Cell { min: v, max: v, sum: 0.0, count: 0 });
-                    cell.min = cell.min.min(v);
-                    cell.max = cell.max.max(v);
-                    cell.sum += v;
-                    cell.count += 1;
+                    let one = Cell { min: v, max: v, sum: v, count: 1 };
+                    cell.and_modify(|c| c.merge(one)).or_insert(one);
                 }
             }
         }
@@ -819,6 +858,7 @@ impl Validator {
                 self.seen_generation = generation;
                 self.devices.clear();
             }
+            self.load_devices(&batch).await;
             let mut work = Vec::with_capacity(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
             for msg in batch {
@@ -855,6 +895,37 @@ impl Validator {
         };
         if let Err(e) = tel::insert_dead_letter(self.store.db(), letter).await {
             tracing::warn!(error = %e, "could not write the dead-letter log");
+        }
+    }
+
+    /// Looks up, in one go, the devices of `batch` that are not cached or whose entry
+    /// expired (one by one, a thousand expiring together held the batch for a second). A
+    /// failure here only leaves them to [`Validator::device`].
+    async fn load_devices(&mut self, batch: &[Inbound]) {
+        let ttl = self.config.cache_ttl;
+        let stale: HashSet<&str> = batch
+            .iter()
+            .filter_map(|m| match &m.modbus {
+                Some(report) => Some(report.serial.as_str()),
+                None => payload::parse_topic(&self.config.prefix, &m.topic).ok().map(|(serial, _)| serial),
+            })
+            .filter(|serial| self.devices.get(*serial).is_none_or(|(at, _)| at.elapsed() >= ttl))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let serials: Vec<String> = stale.into_iter().map(str::to_owned).collect();
+        match tel::devices_by_serials(self.store.db(), &serials).await {
+            Ok(found) => {
+                let mut found: HashMap<String, Arc<DeviceInfo>> =
+                    found.into_iter().map(|d| (d.serial.clone(), Arc::new(d))).collect();
+                let now = Instant::now();
+                for serial in serials {
+                    let device = found.remove(&serial);
+                    self.devices.insert(serial, (now, device));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "looking up a batch's devices failed; trying one by one"),
         }
     }
 
@@ -1051,6 +1122,77 @@ struct Cell {
     max: f64,
     sum: f64,
     count: i64,
+}
+
+impl Cell {
+    fn merge(&mut self, other: Cell) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+/// Last-seen times and rollup cells on their way to the database, and raw readings to
+/// delete. A task of their own does that ([`write_back`]): done by the store stage, the
+/// thousands of rows of a write-back held up the next batch, and the alarms in it, for a few
+/// hundred milliseconds every interval (and a retention purge for far longer).
+#[derive(Default)]
+struct WriteBack {
+    seen: HashMap<DeviceId, DateTime<Utc>>,
+    cells: HashMap<CellKey, Cell>,
+    /// Delete raw readings older than this.
+    prune_before: Option<DateTime<Utc>>,
+}
+
+impl WriteBack {
+    fn absorb(&mut self, later: WriteBack) {
+        for (device, at) in later.seen {
+            let seen = self.seen.entry(device).or_insert(at);
+            *seen = (*seen).max(at);
+        }
+        for (key, cell) in later.cells {
+            self.cells.entry(key).and_modify(|c| c.merge(cell)).or_insert(cell);
+        }
+        self.prune_before = self.prune_before.max(later.prune_before);
+    }
+
+    async fn write(&mut self, store: &Store) -> Result<(), sea_orm::DbErr> {
+        let seen: Vec<(DeviceId, DateTime<Utc>)> = self.seen.iter().map(|(d, at)| (*d, *at)).collect();
+        let cells: Vec<Rollup> = self.cells.iter().map(|(k, c)| k.rollup(*c)).collect();
+        let tx = store.begin().await?;
+        tel::set_last_seen(&tx, &seen).await?;
+        tel::merge_rollups(&tx, &cells).await?;
+        tx.commit().await?;
+        self.seen.clear();
+        self.cells.clear();
+        if let Some(before) = self.prune_before {
+            let pruned = tel::prune_readings(store.db(), before).await?;
+            self.prune_before = None;
+            if pruned > 0 {
+                tracing::info!(pruned, "deleted raw readings past their retention (rollups are kept)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes what the pipeline hands over until the pipeline is gone. A write that fails is kept
+/// and merged into the next one (cells add up), so a database outage delays rollups and
+/// last-seen times but does not lose them while the process runs.
+async fn write_back(store: Store, mut rx: mpsc::Receiver<WriteBack>) {
+    let mut pending = WriteBack::default();
+    while let Some(next) = rx.recv().await {
+        pending.absorb(next);
+        if let Err(e) = pending.write(&store).await {
+            tracing::warn!(
+                error = %e,
+                devices = pending.seen.len(),
+                cells = pending.cells.len(),
+                "writing back last-seen times and rollups failed; kept for the next write-back"
+            );
+        }
+    }
 }
 
 impl CellKey {

@@ -1,6 +1,8 @@
 //! Telemetry storage: device lookups for ingestion, batched readings, rollups, episodes,
 //! hazards, events and dead letters.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -67,15 +69,16 @@ async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>)
         return Ok(vec![]);
     }
     let ids: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
-    let mut detectors = Vec::new();
+    let mut detectors: HashMap<Uuid, Vec<detector::Model>> = HashMap::new();
     for chunk in ids.chunks(500) {
-        detectors.extend(
-            detector::Entity::find()
-                .filter(detector::Column::DeviceId.is_in(chunk.iter().copied()))
-                .order_by_asc(detector::Column::Address)
-                .all(db)
-                .await?,
-        );
+        let found = detector::Entity::find()
+            .filter(detector::Column::DeviceId.is_in(chunk.iter().copied()))
+            .order_by_asc(detector::Column::Address)
+            .all(db)
+            .await?;
+        for x in found {
+            detectors.entry(x.device_id).or_default().push(x);
+        }
     }
     Ok(devices
         .into_iter()
@@ -90,14 +93,15 @@ async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>)
             online: d.online,
             last_seen_at: d.last_seen_at,
             detectors: detectors
-                .iter()
-                .filter(|x| x.device_id == d.id)
+                .remove(&d.id)
+                .unwrap_or_default()
+                .into_iter()
                 .map(|x| DetectorInfo {
                     id: x.id.into(),
                     address: u8::try_from(x.address).unwrap_or(0),
                     project: x.project_id.into(),
-                    region: x.region.clone(),
-                    position: x.position.clone(),
+                    region: x.region,
+                    position: x.position,
                 })
                 .collect(),
             serial: d.serial,
@@ -109,6 +113,16 @@ async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>)
 pub async fn device_by_serial<C: ConnectionTrait>(db: &C, serial: &str) -> Result<Option<DeviceInfo>, DbErr> {
     let found = device::Entity::find().filter(device::Column::Serial.eq(serial)).all(db).await?;
     Ok(with_detectors(db, found).await?.into_iter().next())
+}
+
+/// The devices with any of `serials`, with their detectors: two queries per 500 serials, so
+/// ingestion looks up a whole batch's devices at once.
+pub async fn devices_by_serials<C: ConnectionTrait>(db: &C, serials: &[String]) -> Result<Vec<DeviceInfo>, DbErr> {
+    let mut found = Vec::new();
+    for chunk in serials.chunks(500) {
+        found.extend(device::Entity::find().filter(device::Column::Serial.is_in(chunk.iter().cloned())).all(db).await?);
+    }
+    with_detectors(db, found).await
 }
 
 /// Every device of a transport (all tenants), with detectors; for pollers and heartbeats.
@@ -131,29 +145,32 @@ pub async fn set_device_seen<C: ConnectionTrait>(
     q.filter(device::Column::Id.eq(id.as_uuid())).exec(db).await.map(|_| ())
 }
 
-/// Writes back liveness of many devices: one statement on PostgreSQL, one per device on
-/// SQLite (where a statement costs no round trip).
-pub async fn set_devices_seen<C: ConnectionTrait>(
-    db: &C,
-    seen: &[(DeviceId, bool, DateTime<Utc>)],
-) -> Result<(), DbErr> {
+/// Writes back when many devices were last heard from: one statement on PostgreSQL, one per
+/// device on SQLite (where a statement costs no round trip). Only `last_seen_at`: the online
+/// flag changes in the transaction that records the change, and this write-back runs beside
+/// that transaction, so writing it here could undo a newer change.
+pub async fn set_last_seen<C: ConnectionTrait>(db: &C, seen: &[(DeviceId, DateTime<Utc>)]) -> Result<(), DbErr> {
     if seen.is_empty() {
         return Ok(());
     }
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
-        for (id, online, at) in seen {
-            set_device_seen(db, *id, *online, Some(*at)).await?;
+        for (id, at) in seen {
+            device::Entity::update_many()
+                .col_expr(device::Column::LastSeenAt, Expr::value(*at))
+                .filter(device::Column::Id.eq(id.as_uuid()))
+                .exec(db)
+                .await?;
         }
         return Ok(());
     }
-    let rows = seen.iter().map(|(id, online, at)| {
-        serde_json::json!({"id": id.as_uuid(), "online": online, "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})
+    let rows = seen.iter().map(|(id, at)| {
+        serde_json::json!({"id": id.as_uuid(), "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})
     });
     for batch in json_batches(rows) {
         let stmt = sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
-            "UPDATE devices SET online = v.online, last_seen_at = v.at \
-             FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, online boolean, at timestamptz) WHERE devices.id = v.id",
+            "UPDATE devices SET last_seen_at = v.at \
+             FROM jsonb_to_recordset($1::jsonb) AS v(id uuid, at timestamptz) WHERE devices.id = v.id",
             [batch.into()],
         );
         db.execute_raw(stmt).await?;
@@ -243,31 +260,41 @@ pub async fn insert_readings<C: ConnectionTrait>(
     Ok(inserted)
 }
 
-/// PostgreSQL: the batch as JSON parameters (see [`MAX_PARAM_BYTES`]) expanded by
-/// `jsonb_to_recordset`. The statement text never changes with the batch size, so it is
-/// prepared once per connection;
-/// a multi-row VALUES list would be a new 5000-parameter statement to parse and plan for
-/// every batch size (measured: that, not the insert, capped ingestion at ~5k readings/s).
+/// PostgreSQL: the batch as five array parameters (binary on the wire) expanded by
+/// `unnest`, in slices of at most [`MAX_PARAM_BYTES`]. The statement text never changes with
+/// the batch size, so it is prepared once per connection; a multi-row VALUES list would be a
+/// new 5000-parameter statement to parse and plan for every batch size (measured: that, not
+/// the insert, capped ingestion at ~5k readings/s). Arrays instead of one JSON parameter
+/// carry a reading in about half the bytes and spare PostgreSQL parsing JSON: half the
+/// round trips per batch (BENCHMARKS.md, bench-live run 6).
 async fn insert_readings_postgres<C: ConnectionTrait>(
     db: &C,
     rows: &[NewReading],
 ) -> Result<std::collections::HashSet<(DetectorId, DateTime<Utc>)>, DbErr> {
     const SQL: &str = "INSERT INTO readings (tenant_id, detector_id, at, received_at, \"values\") \
-        SELECT tenant_id, detector_id, at, received_at, \"values\" FROM jsonb_to_recordset($1::jsonb) \
-        AS x(tenant_id uuid, detector_id uuid, at timestamptz, received_at timestamptz, \"values\" text) \
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::text[]) \
         ON CONFLICT (detector_id, at) DO NOTHING RETURNING detector_id, at";
+    // Two UUIDs, two timestamps, array element headers (4 bytes each) and the values text.
+    let size = |r: &NewReading| 16 * 2 + 8 * 2 + 4 * 5 + r.values.len();
     let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    let json = rows.iter().map(|r| {
-        serde_json::json!({
-            "tenant_id": r.tenant.as_uuid(),
-            "detector_id": r.detector.as_uuid(),
-            "at": r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "received_at": r.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "values": r.values,
-        })
-    });
-    for batch in json_batches(json) {
-        let stmt = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, SQL, [batch.into()]);
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest.iter().take_while(|r| {
+            bytes += size(r);
+            bytes <= MAX_PARAM_BYTES
+        });
+        let n = n.count().max(1);
+        let (slice, tail) = rest.split_at(n);
+        rest = tail;
+        let values: [sea_orm::Value; 5] = [
+            slice.iter().map(|r| r.tenant.as_uuid()).collect::<Vec<_>>().into(),
+            slice.iter().map(|r| r.detector.as_uuid()).collect::<Vec<_>>().into(),
+            slice.iter().map(|r| r.at).collect::<Vec<_>>().into(),
+            slice.iter().map(|r| r.received_at).collect::<Vec<_>>().into(),
+            slice.iter().map(|r| r.values.clone()).collect::<Vec<_>>().into(),
+        ];
+        let stmt = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, SQL, values);
         for row in db.query_all_raw(stmt).await? {
             let detector: Uuid = row.try_get("", "detector_id")?;
             let at: DateTime<Utc> = row.try_get("", "at")?;

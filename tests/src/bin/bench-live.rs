@@ -482,6 +482,26 @@ impl Drop for Alarms {
     }
 }
 
+/// When the server received an alarm's reading and when it applied it, from its database.
+async fn alarm_timeline(url: &str, alarm: &Raised) -> anyhow::Result<String> {
+    let db = Database::connect(url).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT (extract(epoch FROM e.received_at) * 1e6)::bigint AS received, \
+                    (extract(epoch FROM h.opened_at) * 1e6)::bigint AS applied \
+             FROM hazards h JOIN events e ON e.episode_id IS NOT NULL AND e.detector_id = h.detector_id \
+             WHERE h.detector_id = $1::uuid AND e.category = 'ALARM' LIMIT 1",
+            [alarm.detector.clone().into()],
+        ))
+        .await?
+        .context("no hazard")?;
+    let received: i64 = row.try_get("", "received")?;
+    let applied: i64 = row.try_get("", "applied")?;
+    let ms = |us: i64| (us - alarm.published_us) as f64 / 1000.0;
+    Ok(format!(", received after {:.0} ms, applied after {:.0} ms", ms(received), ms(applied)))
+}
+
 /// Push sends the FCM stand-in received for these alarms: (alarm index, latency ms).
 fn push_latencies(fcm: &FcmStandIn, alarms: &[Raised]) -> Vec<(usize, f64)> {
     let by_detector: HashMap<&str, usize> = alarms.iter().enumerate().map(|(i, a)| (a.detector.as_str(), i)).collect();
@@ -821,6 +841,8 @@ struct Rig<'a> {
     alarms: Alarms,
     pool: Pool,
     rss0_kib: u64,
+    /// The server's PostgreSQL database (where the slowest alarms' timeline is read).
+    db_url: Option<String>,
 }
 
 impl Rig<'_> {
@@ -907,15 +929,41 @@ impl Rig<'_> {
         step.errors = self.pool.tally.errors.load(Ordering::Relaxed) - errors0;
 
         let published: HashMap<i64, i64> = raised.iter().map(|a| (a.at_ms, a.published_us)).collect();
+        let mut per_alarm: HashMap<i64, Vec<f64>> = HashMap::new();
         for seen in self.pool.take_seen() {
             let mut once = HashSet::new();
             for (at, received) in seen {
                 if let Some(p) = published.get(&at)
                     && once.insert(at)
                 {
-                    step.sub_ms.push((received - p) as f64 / 1000.0);
+                    let ms = (received - p) as f64 / 1000.0;
+                    step.sub_ms.push(ms);
+                    per_alarm.entry(at).or_default().push(ms);
                 }
             }
+        }
+        // A p99 over many subscribers of few alarms is the slowest alarms': name them, with
+        // when they were raised, so a stall on the ingest path shows as one slow alarm.
+        let t0 = raised.first().map_or(0, |a| a.published_us);
+        let by_at: HashMap<i64, &Raised> = raised.iter().map(|a| (a.at_ms, a)).collect();
+        let mut slowest: Vec<(&Raised, f64)> = per_alarm
+            .into_iter()
+            .filter_map(|(at, mut ms)| {
+                ms.sort_by(f64::total_cmp);
+                Some((*by_at.get(&at)?, pct(&ms, 0.5)))
+            })
+            .collect();
+        slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        eprintln!(
+            "  slowest alarms (median over subscribers; received = by the server's MQTT client, applied = its batch's transaction began):"
+        );
+        for (alarm, ms) in slowest.iter().take(3) {
+            let when = (alarm.published_us - t0) as f64 / 1e6;
+            let timeline = match &self.db_url {
+                Some(url) => alarm_timeline(url, alarm).await.unwrap_or_else(|e| format!("({e})")),
+                None => String::new(),
+            };
+            eprintln!("    +{when:.1} s: delivered after {ms:.0} ms{timeline}");
         }
         step.delivered = step.sub_ms.len() as u64;
         step.sub_ms.sort_by(f64::total_cmp);
@@ -1069,7 +1117,7 @@ async fn measure(
         conns: Vec::new(),
         tally: Arc::default(),
     };
-    let mut rig = Rig { opts, server, fcm, alarms, pool, rss0_kib: rss0 };
+    let mut rig = Rig { opts, server, fcm, alarms, pool, rss0_kib: rss0, db_url: db.url().map(str::to_owned) };
     let mut steps = Vec::new();
     for &n in &opts.counts {
         eprintln!("{n} subscribers:");
