@@ -96,6 +96,9 @@ struct Inner {
     push: crate::push::Push,
     /// Wakes the push dispatcher when notifications were queued.
     push_wakeup: Arc<tokio::sync::Notify>,
+    /// Notifications this instance queued and already claimed, with their phones: the
+    /// dispatcher sends them without claiming them from the database again.
+    handed_over: std::sync::Mutex<Vec<notify::HandedOver>>,
     clock: Arc<dyn Clock>,
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
@@ -125,6 +128,7 @@ impl Services {
                 bus,
                 push,
                 push_wakeup: Arc::default(),
+                handed_over: Default::default(),
                 clock,
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)

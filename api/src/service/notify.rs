@@ -36,7 +36,7 @@ use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::notify::{self, Decision, EscalationPolicy, Locale, Notice, Preferences, Reason, Severity};
 use sparkwatch_domain::reading::{Channel, EventCategory, EventKind};
-use sparkwatch_entity::{notification, push_token};
+use sparkwatch_entity::notification;
 use uuid::Uuid;
 
 use super::{Services, snapshot};
@@ -60,6 +60,12 @@ pub const ROUTE_EVENT: &str = "event.route";
 pub const ROUTING_GRACE: chrono::Duration = chrono::Duration::seconds(30);
 /// Attempts before a notification is given up.
 pub const MAX_ATTEMPTS: i32 = 8;
+
+/// How long the notifications an instance queued stay reserved for its own dispatcher.
+const HANDED_OVER_LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A notification queued and claimed by this instance, and the phone it goes to.
+pub(crate) type HandedOver = (notification::Model, st::PushToken);
 
 /// How the background jobs pace themselves.
 #[derive(Clone, Copy, Debug)]
@@ -294,6 +300,8 @@ impl Services {
         };
         let now = self.now();
         let mut rows = Vec::new();
+        // The phone of each row, in the same order.
+        let mut phones = Vec::new();
         for (c, _) in &people {
             let decision = if escalation { Decision::Send } else { c.preferences.decide(s.category, now) };
             let status = match decision {
@@ -302,6 +310,7 @@ impl Services {
                 Decision::NotWanted => continue,
             };
             for t in &c.tokens {
+                phones.push(t.clone());
                 let locale = Locale::from_tag(&t.locale);
                 let notice = Notice {
                     reason,
@@ -358,16 +367,49 @@ impl Services {
         {
             return Ok(0);
         }
-        st::insert_notifications(&tx, &rows, now).await?;
+        // Claimed in this transaction and handed to this instance's dispatcher: claiming them
+        // back from the database cost four round trips and two commits before the first send.
+        // Should this instance stop before sending, any instance claims them after the lease.
+        let stored = st::insert_notifications(&tx, &rows, now, Some(now + HANDED_OVER_LEASE)).await?;
+        let mut queued: Vec<HandedOver> =
+            stored.into_iter().zip(phones).filter(|(n, _)| n.status == "QUEUED").collect();
+        let mut hazards: Vec<Uuid> = queued.iter().filter_map(|(n, _)| n.hazard_id).collect();
+        hazards.sort_unstable();
+        hazards.dedup();
+        crate::store::hazards::mark_first_push(&tx, &hazards, now).await?;
         tx.commit().await?;
-        let queued = rows.iter().filter(|r| r.status == "QUEUED").count();
-        if queued > 0 {
+        let count = queued.len();
+        if count > 0 {
+            self.inner.handed_over.lock().unwrap_or_else(|e| e.into_inner()).append(&mut queued);
             self.inner.push_wakeup.notify_one();
         }
-        Ok(queued)
+        Ok(count)
     }
 
     // ---- delivery ----
+
+    /// Sends the notifications this instance queued and claimed itself; returns how many
+    /// were tried.
+    pub async fn deliver_handed_over(&self, jobs: &JobSettings) -> usize {
+        let taken = std::mem::take(&mut *self.inner.handed_over.lock().unwrap_or_else(|e| e.into_inner()));
+        let n = taken.len();
+        self.send_all(taken.into_iter().map(|(n, phone)| (n, Some(phone))), jobs.concurrency).await;
+        n
+    }
+
+    async fn send_all(
+        &self,
+        items: impl Iterator<Item = (notification::Model, Option<st::PushToken>)>,
+        concurrency: usize,
+    ) {
+        futures_util::stream::iter(items)
+            .for_each_concurrent(concurrency, |(n, token)| async move {
+                if let Err(e) = self.deliver_one(n, token).await {
+                    tracing::warn!(error = %e, "recording a push attempt failed; it is retried after its lease");
+                }
+            })
+            .await;
+    }
 
     /// Claims and sends due notifications until none are due; returns how many were tried.
     pub async fn deliver_due(&self, jobs: &JobSettings) -> AppResult<usize> {
@@ -387,21 +429,16 @@ impl Services {
             hazards.dedup();
             crate::store::hazards::mark_first_push(db, &hazards, now).await?;
             let ids: Vec<Uuid> = claimed.iter().filter_map(|n| n.token_id).collect();
-            let tokens = tokens_by_id(db, &ids).await?;
-            futures_util::stream::iter(claimed)
-                .for_each_concurrent(jobs.concurrency, |n| {
-                    let token = n.token_id.and_then(|id| tokens.iter().find(|t| t.id == id)).cloned();
-                    async move {
-                        if let Err(e) = self.deliver_one(n, token).await {
-                            tracing::warn!(error = %e, "recording a push attempt failed; it is retried after its lease");
-                        }
-                    }
-                })
-                .await;
+            let tokens = st::tokens_by_id(db, &ids).await?;
+            let items = claimed.into_iter().map(|n| {
+                let token = n.token_id.and_then(|id| tokens.iter().find(|t| t.id == id)).cloned();
+                (n, token)
+            });
+            self.send_all(items, jobs.concurrency).await;
         }
     }
 
-    async fn deliver_one(&self, n: notification::Model, token: Option<push_token::Model>) -> AppResult<()> {
+    async fn deliver_one(&self, n: notification::Model, token: Option<st::PushToken>) -> AppResult<()> {
         let db = self.inner.store.db();
         let attempted_at = self.now();
         let Some(token) = token else {
@@ -616,17 +653,6 @@ pub fn retry_delay(attempt: i32, after: Option<Duration>) -> Duration {
     after.map_or(backoff, |a| a.min(Duration::from_secs(3600)))
 }
 
-async fn tokens_by_id<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    ids: &[Uuid],
-) -> Result<Vec<push_token::Model>, sea_orm::DbErr> {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    push_token::Entity::find().filter(push_token::Column::Id.is_in(ids.iter().copied())).all(db).await
-}
-
 /// Routes the events this instance recorded to phones; runs until the bus goes away.
 pub async fn run_router(services: Services) {
     let mut events = services.bus().local_events();
@@ -656,6 +682,7 @@ pub async fn run_router(services: Services) {
 pub async fn run_dispatcher(services: Services, jobs: JobSettings, mut stop: tokio::sync::watch::Receiver<bool>) {
     let wakeup = services.inner.push_wakeup.clone();
     loop {
+        services.deliver_handed_over(&jobs).await;
         if let Err(e) = services.deliver_due(&jobs).await {
             tracing::warn!(error = %e, "push delivery failed; retrying");
         }

@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::OnConflict,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
 };
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::notify::{Preferences, QuietHours, Severity};
@@ -303,45 +303,61 @@ pub struct NewNotification {
     pub status: &'static str,
 }
 
-/// Queues notifications.
+/// Stores notifications; those `QUEUED` are claimed by this instance until `lease_until`
+/// (when given) so that it sends them at once, without claiming them again. Returns the
+/// stored rows.
 pub async fn insert_notifications<C: ConnectionTrait>(
     db: &C,
     rows: &[NewNotification],
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
+    lease_until: Option<DateTime<Utc>>,
+) -> Result<Vec<notification::Model>, DbErr> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
-    let models = rows.iter().map(|n| notification::ActiveModel {
-        id: Set(new_id()),
-        tenant_id: Set(n.tenant.as_uuid()),
-        user_id: Set(n.user.as_uuid()),
-        token_id: Set(Some(n.token_id)),
-        platform: Set(n.platform.clone()),
-        token_tail: Set(n.token_tail.clone()),
-        project_id: Set(n.project.map(|p| p.as_uuid())),
-        hazard_id: Set(n.hazard),
-        event_id: Set(n.event),
-        reason: Set(n.reason.clone()),
-        category: Set(n.category.clone()),
-        title: Set(n.title.clone()),
-        body: Set(n.body.clone()),
-        data: Set(n.data.clone()),
-        priority: Set(n.priority.clone()),
-        status: Set(n.status.to_owned()),
-        attempts: Set(0),
-        next_attempt_at: Set(now),
-        lease_until: Set(None),
-        provider_id: Set(None),
-        last_status: Set(None),
-        last_error: Set(None),
-        created_at: Set(now),
-        first_attempt_at: Set(None),
-        sent_at: Set(None),
-        updated_at: Set(now),
-    });
+    let stored: Vec<notification::Model> = rows
+        .iter()
+        .map(|n| notification::Model {
+            id: new_id(),
+            tenant_id: n.tenant.as_uuid(),
+            user_id: n.user.as_uuid(),
+            token_id: Some(n.token_id),
+            platform: n.platform.clone(),
+            token_tail: n.token_tail.clone(),
+            project_id: n.project.map(|p| p.as_uuid()),
+            hazard_id: n.hazard,
+            event_id: n.event,
+            reason: n.reason.clone(),
+            category: n.category.clone(),
+            title: n.title.clone(),
+            body: n.body.clone(),
+            data: n.data.clone(),
+            priority: n.priority.clone(),
+            status: n.status.to_owned(),
+            attempts: 0,
+            next_attempt_at: now,
+            lease_until: lease_until.filter(|_| n.status == "QUEUED"),
+            provider_id: None,
+            last_status: None,
+            last_error: None,
+            created_at: now,
+            first_attempt_at: None,
+            sent_at: None,
+            updated_at: now,
+        })
+        .collect();
+    let models = stored.iter().cloned().map(|m| m.into_active_model().reset_all());
     notification::Entity::insert_many(models).exec_without_returning(db).await?;
-    Ok(())
+    Ok(stored)
+}
+
+/// Phones by id.
+pub async fn tokens_by_id<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<Vec<PushToken>, DbErr> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let found = push_token::Entity::find().filter(push_token::Column::Id.is_in(ids.iter().copied())).all(db).await?;
+    Ok(found.into_iter().map(token_from).collect())
 }
 
 /// Claims up to `limit` due notifications until `lease_until`; another instance's claim

@@ -266,7 +266,7 @@ pub async fn insert_readings<C: ConnectionTrait>(
 /// new 5000-parameter statement to parse and plan for every batch size (measured: that, not
 /// the insert, capped ingestion at ~5k readings/s). Arrays instead of one JSON parameter
 /// carry a reading in about half the bytes and spare PostgreSQL parsing JSON: half the
-/// round trips per batch (BENCHMARKS.md, bench-live run 6).
+/// round trips per batch (BENCHMARKS.md, ingestion run 8).
 async fn insert_readings_postgres<C: ConnectionTrait>(
     db: &C,
     rows: &[NewReading],
