@@ -410,55 +410,67 @@ async fn two_instances_escalate_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Commits what the pipeline commits for an alarm event on SW-DEMO-0001/3 — the event and its
+/// routing reminder — without the bus publish that follows: as if the recording instance
+/// stopped right after the commit.
+async fn recorded_alarm(
+    server: &TestServer,
+    clock: &ManualClock,
+) -> anyhow::Result<(sparkwatch_domain::ids::TenantId, uuid::Uuid)> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use sparkwatch_api::service::notify::schedule_routing;
+    use sparkwatch_api::store::telemetry::{NewEvent, insert_event};
+    use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
+    use sparkwatch_entity::{detector, device};
+    let db = server.services.store().db();
+    let dev = device::Entity::find()
+        .filter(device::Column::Serial.eq("SW-DEMO-0001"))
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("demo device"))?;
+    let det = detector::Entity::find()
+        .filter(detector::Column::DeviceId.eq(dev.id))
+        .filter(detector::Column::Address.eq(3))
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("demo detector"))?;
+    let tenant = TenantId::from(dev.tenant_id);
+    let event = NewEvent {
+        tenant,
+        project: ProjectId::from(dev.project_id),
+        device: DeviceId::from(dev.id),
+        detector: Some(DetectorId::from(det.id)),
+        episode: None,
+        kind: "LEAK_ALARM",
+        category: "ALARM",
+        source: "engine",
+        channel: "leak:1".into(),
+        at: clock.now(),
+        received_at: clock.now(),
+        value: Some(512.0),
+        setpoint: Some(300.0),
+        remarks: None,
+    };
+    let tx = server.services.store().begin().await?;
+    let id = insert_event(&tx, &event).await?;
+    schedule_routing(&tx, tenant, id, clock.now()).await?;
+    tx.commit().await?;
+    Ok((tenant, id))
+}
+
 #[tokio::test]
 async fn an_event_its_instance_did_not_route_is_routed_by_the_reminder_job_once() -> anyhow::Result<()> {
     use sea_orm::{ColumnTrait, QueryFilter};
-    use sparkwatch_api::service::notify::{ROUTE_EVENT, schedule_routing};
-    use sparkwatch_api::store::telemetry::{NewEvent, insert_event};
-    use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
-    use sparkwatch_entity::{detector, device, reminder};
+    use sparkwatch_api::service::notify::ROUTE_EVENT;
+    use sparkwatch_entity::reminder;
     for backend in backends() {
         let (providers, clock, opts) = clocked().await?;
         let server = TestServer::start_opts(&backend, opts).await?;
         sparkwatch_api::demo::seed(&server.services).await?;
         let manager = server.demo_login("manager@demo.local").await?;
         register(&manager, "ANDROID", "fcm-late", Some("en")).await?;
-
-        // What the pipeline commits for an alarm, without the bus publish after the commit:
-        // the instance stopped right after committing.
         let db = server.services.store().db();
-        let dev = device::Entity::find()
-            .filter(device::Column::Serial.eq("SW-DEMO-0001"))
-            .one(db)
-            .await?
-            .expect("demo device");
-        let det = detector::Entity::find()
-            .filter(detector::Column::DeviceId.eq(dev.id))
-            .filter(detector::Column::Address.eq(3))
-            .one(db)
-            .await?
-            .expect("demo detector");
-        let tenant = TenantId::from(dev.tenant_id);
-        let event = NewEvent {
-            tenant,
-            project: ProjectId::from(dev.project_id),
-            device: DeviceId::from(dev.id),
-            detector: Some(DetectorId::from(det.id)),
-            episode: None,
-            kind: "LEAK_ALARM",
-            category: "ALARM",
-            source: "engine",
-            channel: "leak:1".into(),
-            at: clock.now(),
-            received_at: clock.now(),
-            value: Some(512.0),
-            setpoint: Some(300.0),
-            remarks: None,
-        };
-        let tx = server.services.store().begin().await?;
-        let id = insert_event(&tx, &event).await?;
-        schedule_routing(&tx, tenant, id, clock.now()).await?;
-        tx.commit().await?;
+        let (_, id) = recorded_alarm(&server, &clock).await?;
 
         // Within the grace nothing happens; after it the reminder job routes the event.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -479,6 +491,40 @@ async fn an_event_its_instance_did_not_route_is_routed_by_the_reminder_job_once(
             .count(db)
             .await?;
         assert_eq!(left, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn notifications_an_instance_queued_but_never_sent_go_out_once_after_their_lease() -> anyhow::Result<()> {
+    for backend in backends() {
+        let (providers, clock, opts) = clocked().await?;
+        let server = TestServer::start_opts(&backend, opts).await?;
+        sparkwatch_api::demo::seed(&server.services).await?;
+        let manager = server.demo_login("manager@demo.local").await?;
+        register(&manager, "ANDROID", "fcm-orphan", Some("en")).await?;
+        let (tenant, id) = recorded_alarm(&server, &clock).await?;
+        // A second instance over the same database routes the event — its rows are queued
+        // claimed for its own dispatcher — and stops before sending (it has no jobs at all).
+        let gone = sparkwatch_api::services(&server.config, clock.clone(), Default::default()).await?;
+        let db = server.services.store().db();
+        let (_, view) = sparkwatch_api::store::hazards::events_by_ids(db, &[id])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the event"))?;
+        assert_eq!(gone.notify_event(tenant, &view).await?, 1, "{backend:?}");
+        drop(gone);
+
+        // The running instance respects the claim, then sends once the lease has passed.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(providers.fcm_to("fcm-orphan").is_empty(), "{backend:?}: still claimed");
+        clock.advance(chrono::Duration::seconds(61));
+        let push = eventually("the orphaned push", || providers.fcm_to("fcm-orphan").into_iter().next()).await?;
+        assert_eq!(push.json()["message"]["data"]["eventId"], id.to_string());
+        clock.advance(chrono::Duration::minutes(2));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(providers.fcm_to("fcm-orphan").len(), 1, "{backend:?}: sent once");
     }
     Ok(())
 }
