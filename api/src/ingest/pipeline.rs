@@ -45,7 +45,10 @@ pub struct PipelineConfig {
     pub prefix: String,
     /// Most messages per batch.
     pub batch_max: usize,
-    /// How long to wait for a batch to fill once its first message arrived.
+    /// How long to wait for a batch to fill once its first message arrived. Short: while
+    /// the store stage is busy the next batch fills anyway; when it is idle, waiting only
+    /// delays the alarm in the batch (10 ms cost 10 ms of publish → hazard p50 and no
+    /// throughput: BENCHMARKS.md, ingestion run 9).
     pub batch_wait: Duration,
     /// How long device and threshold lookups are cached.
     pub cache_ttl: Duration,
@@ -64,7 +67,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             prefix: "sw".into(),
             batch_max: 1000,
-            batch_wait: Duration::from_millis(10),
+            batch_wait: Duration::from_millis(2),
             // Local changes invalidate at once (see `site_generation`); the TTL only bounds how
             // long a change made through another instance takes to apply.
             cache_ttl: Duration::from_secs(60),
