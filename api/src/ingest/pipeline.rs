@@ -938,7 +938,7 @@ impl Validator {
         {
             return Ok(d.clone());
         }
-        let d = tel::device_by_serial(self.store.db(), serial).await?.map(Arc::new);
+        let d = tel::devices_by_serials(self.store.db(), &[serial.to_owned()]).await?.into_iter().next().map(Arc::new);
         self.devices.insert(serial.to_owned(), (Instant::now(), d.clone()));
         Ok(d)
     }

@@ -370,13 +370,10 @@ impl Services {
         // Claimed in this transaction and handed to this instance's dispatcher: claiming them
         // back from the database cost four round trips and two commits before the first send.
         // Should this instance stop before sending, any instance claims them after the lease.
-        let stored = st::insert_notifications(&tx, &rows, now, Some(now + HANDED_OVER_LEASE)).await?;
+        let stored = st::insert_notifications(&tx, &rows, now, now + HANDED_OVER_LEASE).await?;
         let mut queued: Vec<HandedOver> =
             stored.into_iter().zip(phones).filter(|(n, _)| n.status == "QUEUED").collect();
-        let mut hazards: Vec<Uuid> = queued.iter().filter_map(|(n, _)| n.hazard_id).collect();
-        hazards.sort_unstable();
-        hazards.dedup();
-        crate::store::hazards::mark_first_push(&tx, &hazards, now).await?;
+        crate::store::hazards::mark_first_push(&tx, queued.iter().filter_map(|(n, _)| n.hazard_id), now).await?;
         tx.commit().await?;
         let count = queued.len();
         if count > 0 {
@@ -388,13 +385,10 @@ impl Services {
 
     // ---- delivery ----
 
-    /// Sends the notifications this instance queued and claimed itself; returns how many
-    /// were tried.
-    pub async fn deliver_handed_over(&self, jobs: &JobSettings) -> usize {
+    /// Sends the notifications this instance queued and claimed itself.
+    async fn deliver_handed_over(&self, jobs: &JobSettings) {
         let taken = std::mem::take(&mut *self.inner.handed_over.lock().unwrap_or_else(|e| e.into_inner()));
-        let n = taken.len();
         self.send_all(taken.into_iter().map(|(n, phone)| (n, Some(phone))), jobs.concurrency).await;
-        n
     }
 
     async fn send_all(
@@ -424,10 +418,7 @@ impl Services {
             }
             total += claimed.len();
             // One stamp per hazard for the whole claim, not one contended row update per phone.
-            let mut hazards: Vec<Uuid> = claimed.iter().filter_map(|n| n.hazard_id).collect();
-            hazards.sort_unstable();
-            hazards.dedup();
-            crate::store::hazards::mark_first_push(db, &hazards, now).await?;
+            crate::store::hazards::mark_first_push(db, claimed.iter().filter_map(|n| n.hazard_id), now).await?;
             let ids: Vec<Uuid> = claimed.iter().filter_map(|n| n.token_id).collect();
             let tokens = st::tokens_by_id(db, &ids).await?;
             let items = claimed.into_iter().map(|n| {

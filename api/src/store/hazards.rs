@@ -264,14 +264,22 @@ pub async fn place_of<C: ConnectionTrait>(
     Ok((name, position))
 }
 
-/// Stamps the hazards' first push request (only the first stamp counts).
-pub async fn mark_first_push<C: ConnectionTrait>(db: &C, ids: &[Uuid], at: DateTime<Utc>) -> Result<(), DbErr> {
+/// Stamps the hazards' first push request (only the first stamp counts). One statement for
+/// all of them, each hazard once however many phones it went to.
+pub async fn mark_first_push<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = Uuid>,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let mut ids: Vec<Uuid> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
     if ids.is_empty() {
         return Ok(());
     }
     hazard::Entity::update_many()
         .col_expr(hazard::Column::FirstPushAt, Expr::value(at))
-        .filter(hazard::Column::Id.is_in(ids.iter().copied()))
+        .filter(hazard::Column::Id.is_in(ids))
         .filter(hazard::Column::FirstPushAt.is_null())
         .exec(db)
         .await?;

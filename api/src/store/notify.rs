@@ -303,14 +303,13 @@ pub struct NewNotification {
     pub status: &'static str,
 }
 
-/// Stores notifications; those `QUEUED` are claimed by this instance until `lease_until`
-/// (when given) so that it sends them at once, without claiming them again. Returns the
-/// stored rows.
+/// Stores notifications; those `QUEUED` are claimed by this instance until `lease_until`,
+/// so that it sends them at once without claiming them again. Returns the stored rows.
 pub async fn insert_notifications<C: ConnectionTrait>(
     db: &C,
     rows: &[NewNotification],
     now: DateTime<Utc>,
-    lease_until: Option<DateTime<Utc>>,
+    lease_until: DateTime<Utc>,
 ) -> Result<Vec<notification::Model>, DbErr> {
     if rows.is_empty() {
         return Ok(vec![]);
@@ -336,7 +335,7 @@ pub async fn insert_notifications<C: ConnectionTrait>(
             status: n.status.to_owned(),
             attempts: 0,
             next_attempt_at: now,
-            lease_until: lease_until.filter(|_| n.status == "QUEUED"),
+            lease_until: (n.status == "QUEUED").then_some(lease_until),
             provider_id: None,
             last_status: None,
             last_error: None,

@@ -109,12 +109,6 @@ async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>)
         .collect())
 }
 
-/// A device by serial, with its detectors.
-pub async fn device_by_serial<C: ConnectionTrait>(db: &C, serial: &str) -> Result<Option<DeviceInfo>, DbErr> {
-    let found = device::Entity::find().filter(device::Column::Serial.eq(serial)).all(db).await?;
-    Ok(with_detectors(db, found).await?.into_iter().next())
-}
-
 /// The devices with any of `serials`, with their detectors: two queries per 500 serials, so
 /// ingestion looks up a whole batch's devices at once.
 pub async fn devices_by_serials<C: ConnectionTrait>(db: &C, serials: &[String]) -> Result<Vec<DeviceInfo>, DbErr> {
