@@ -109,7 +109,11 @@ impl Demo {
             value: Some(value),
             setpoint: Some(300.0),
         };
-        Ok(telemetry::raise(self.server.services.store().db(), &o).await?.hazard.to_string())
+        Ok(telemetry::raise(self.server.services.store().db(), &o)
+            .await?
+            .hazard
+            .map(|h| h.id.to_string())
+            .unwrap_or_default())
     }
 
     /// Records an event the way ingestion would.
@@ -138,7 +142,7 @@ impl Demo {
             setpoint: Some(40.0),
             remarks: Some(remarks.to_owned()),
         };
-        Ok(telemetry::insert_event(self.server.services.store().db(), &e).await?.to_string())
+        Ok(telemetry::insert_event(self.server.services.store().db(), &e).await?.id.to_string())
     }
 }
 

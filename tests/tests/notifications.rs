@@ -452,7 +452,7 @@ async fn recorded_alarm(
         remarks: None,
     };
     let tx = server.services.store().begin().await?;
-    let id = insert_event(&tx, &event).await?;
+    let id = insert_event(&tx, &event).await?.id;
     schedule_routing(&tx, tenant, id, clock.now()).await?;
     tx.commit().await?;
     Ok((tenant, id))

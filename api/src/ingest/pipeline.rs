@@ -35,6 +35,7 @@ use crate::service::commands::{AckApplied, Ledger};
 use crate::service::notify::{schedule_escalation, schedule_routing};
 use crate::service::{Clock, Services};
 use crate::store::Store;
+use crate::store::hazards::{EventView, Hazard, event_view, hazard_from};
 use crate::store::telemetry::{self as tel, DetectorInfo, DeviceInfo, NewEvent, NewReading, Occurrence, Rollup};
 use crate::store::thresholds::{self as th, Level};
 
@@ -118,11 +119,14 @@ pub struct Pipeline {
     write_back: Option<mpsc::Sender<WriteBack>>,
 }
 
-/// What a transaction changed, published on the bus once it commits.
+/// What a transaction changed, published on the bus once it commits. Built from the rows
+/// as the transaction wrote them: reading them back after the commit cost four round trips
+/// between the commit and the first subscriber.
 #[derive(Default)]
 struct Outbox {
-    events: Vec<uuid::Uuid>,
-    hazards: Vec<uuid::Uuid>,
+    events: Vec<(TenantId, EventView)>,
+    /// The hazards' latest versions, by id.
+    hazards: HashMap<uuid::Uuid, Hazard>,
     statuses: Vec<(TenantId, DeviceStatus)>,
 }
 
@@ -347,9 +351,9 @@ impl Pipeline {
                         None,
                         None,
                     );
-                    let raised = self.raise(&tx, &occ).await?;
+                    let episode = self.raise(&tx, &occ).await?;
                     let remarks = Some(format!("communication lost: 3 polls in a row failed ({detail})"));
-                    self.record(&tx, &occ.event(Some(raised.episode), remarks)).await?;
+                    self.record(&tx, device, &occ.event(Some(episode), remarks)).await?;
                 }
                 Work::CommRestored { device, detector, received_at } => {
                     let episode = tel::clear(
@@ -364,6 +368,7 @@ impl Pipeline {
                     let remarks = Some("communication restored".to_owned());
                     self.record(
                         &tx,
+                        device,
                         &occurrence(
                             device,
                             Some(detector),
@@ -415,7 +420,7 @@ impl Pipeline {
                 latest.push((detector.id, reading));
             }
         }
-        self.publish(notes).await;
+        self.publish(notes);
         self.latest.put_all(latest).await;
         tracing::debug!(
             readings = rows.len(),
@@ -455,9 +460,9 @@ impl Pipeline {
                     Some(setpoint),
                 );
                 // Pre-alarms are early warnings: recorded as events, not latched, no hazard.
-                let episode = if alarm { Some(self.raise(tx, &occ).await?.episode) } else { None };
+                let episode = if alarm { Some(self.raise(tx, &occ).await?) } else { None };
                 let remarks = Some(describe(kind, category, &channel, Some(value), Some(setpoint)));
-                self.record(tx, &occ.event(episode, remarks)).await?;
+                self.record(tx, device, &occ.event(episode, remarks)).await?;
             }
             Change::Continuing => {
                 if alarm {
@@ -479,6 +484,7 @@ impl Pipeline {
                     ));
                     self.record(
                         tx,
+                        device,
                         &occurrence(
                             device,
                             Some(det),
@@ -541,7 +547,7 @@ impl Pipeline {
         );
         let mut episode = None;
         if e.kind.is_alarm() || e.kind.is_fault() {
-            episode = Some(self.raise(tx, &occ).await?.episode);
+            episode = Some(self.raise(tx, &occ).await?);
         } else if e.kind == EventKind::Recovered
             && let Some(cause) = e.cause
         {
@@ -556,7 +562,7 @@ impl Pipeline {
                 format!("{} (reported by the device)", describe(kind, category, &e.channel, e.value, e.setpoint))
             }
         });
-        self.record(tx, &occ.event(episode, remarks)).await?;
+        self.record(tx, device, &occ.event(episode, remarks)).await?;
         Ok(())
     }
 
@@ -588,6 +594,7 @@ impl Pipeline {
         let remarks = Some("device online".to_owned());
         self.record(
             tx,
+            device,
             &occurrence(
                 device,
                 None,
@@ -640,34 +647,41 @@ impl Pipeline {
             None,
             None,
         );
-        let raised = self.raise(tx, &occ).await?;
-        self.record(tx, &occ.event(Some(raised.episode), Some(why.to_owned()))).await?;
+        let episode = self.raise(tx, &occ).await?;
+        self.record(tx, device, &occ.event(Some(episode), Some(why.to_owned()))).await?;
         Ok(())
     }
 
-    /// Records an event and remembers it for the bus.
-    async fn record(&mut self, tx: &DatabaseTransaction, e: &NewEvent) -> Result<(), sea_orm::DbErr> {
-        let id = tel::insert_event(tx, e).await?;
+    /// Records an event of `device` and remembers it for the bus.
+    async fn record(
+        &mut self,
+        tx: &DatabaseTransaction,
+        device: &DeviceInfo,
+        e: &NewEvent,
+    ) -> Result<(), sea_orm::DbErr> {
+        let row = tel::insert_event(tx, e).await?;
         if EventCategory::from_code(e.category).is_some_and(Severity::pushed) {
-            schedule_routing(tx, e.tenant, id, self.clock.now()).await?;
+            schedule_routing(tx, e.tenant, row.id, self.clock.now()).await?;
         }
-        self.outbox.events.push(id);
+        self.outbox.events.push(event_view(row, device.place(e.detector)));
         Ok(())
     }
 
     /// Opens or repeats an episode and remembers its hazard for the bus.
-    async fn raise(&mut self, tx: &DatabaseTransaction, o: &Occurrence) -> Result<tel::Raised, sea_orm::DbErr> {
+    async fn raise(&mut self, tx: &DatabaseTransaction, o: &Occurrence) -> Result<uuid::Uuid, sea_orm::DbErr> {
         let raised = tel::raise(tx, o).await?;
-        if raised.new {
-            self.metrics.episodes_opened.with_label_values(&[o.kind]).inc();
-            if o.category == EventCategory::Alarm.code() {
+        if let Some(hazard) = raised.hazard {
+            if raised.new && o.category == EventCategory::Alarm.code() {
                 // In this transaction: a committed alarm always has its escalation scheduled.
                 let policy = self.escalation_of(o.tenant).await?;
-                schedule_escalation(tx, o.tenant, raised.hazard, policy, o.processed_at).await?;
+                schedule_escalation(tx, o.tenant, hazard.id, policy, o.processed_at).await?;
             }
+            self.outbox.hazards.insert(hazard.id, hazard_from(hazard));
         }
-        self.outbox.hazards.push(raised.hazard);
-        Ok(raised)
+        if raised.new {
+            self.metrics.episodes_opened.with_label_values(&[o.kind]).inc();
+        }
+        Ok(raised.episode)
     }
 
     async fn escalation_of(&mut self, tenant: TenantId) -> Result<EscalationPolicy, sea_orm::DbErr> {
@@ -693,38 +707,18 @@ impl Pipeline {
         self.outbox.statuses.push((device.tenant, status));
     }
 
-    /// Publishes what the committed transaction changed (and the followed `readings`). A failure to read it back only
-    /// costs the live notification; the data is stored.
-    async fn publish(&mut self, readings: Vec<Envelope>) {
+    /// Publishes what the committed transaction changed (and the followed `readings`).
+    fn publish(&mut self, readings: Vec<Envelope>) {
         let Outbox { events, hazards, statuses } = std::mem::take(&mut self.outbox);
         let mut out = readings;
-        for (tenant, status) in statuses {
-            out.push(Envelope {
-                tenant,
-                feed: Feed::Tenant(tenant),
-                message: BusMessage::DeviceStatus(Box::new(status)),
-            });
-        }
-        let db = self.store.db();
-        match crate::store::hazards::events_by_ids(db, &events).await {
-            Ok(views) => out.extend(views.into_iter().map(|(tenant, v)| Envelope {
-                tenant,
-                feed: Feed::Tenant(tenant),
-                message: BusMessage::Event(Box::new(v)),
-            })),
-            Err(e) => tracing::warn!(error = %e, "could not read back new events for subscribers"),
-        }
-        let mut hazards = hazards;
-        hazards.sort_unstable();
-        hazards.dedup();
-        match crate::store::hazards::hazards_by_id(db, &hazards).await {
-            Ok(list) => out.extend(list.into_iter().map(|h| Envelope {
-                tenant: h.tenant_id,
-                feed: Feed::Tenant(h.tenant_id),
-                message: BusMessage::Hazard(Box::new(h)),
-            })),
-            Err(e) => tracing::warn!(error = %e, "could not read back changed hazards for subscribers"),
-        }
+        let statuses = statuses.into_iter().map(|(tenant, s)| (tenant, BusMessage::DeviceStatus(Box::new(s))));
+        let events = events.into_iter().map(|(tenant, v)| (tenant, BusMessage::Event(Box::new(v))));
+        let hazards = hazards.into_values().map(|h| (h.tenant_id, BusMessage::Hazard(Box::new(h))));
+        out.extend(statuses.chain(events).chain(hazards).map(|(tenant, message)| Envelope {
+            tenant,
+            feed: Feed::Tenant(tenant),
+            message,
+        }));
         self.bus.publish(out);
     }
 
@@ -791,7 +785,7 @@ impl Pipeline {
             self.went_offline(&tx, &device, now, now, &why).await?;
         }
         tx.commit().await?;
-        self.publish(Vec::new()).await;
+        self.publish(Vec::new());
         Ok(())
     }
 
@@ -1241,9 +1235,10 @@ fn occurrence(
         kind: kind.code(),
         category: category.code(),
         source,
-        at,
-        ingested_at,
-        processed_at: now,
+        // Stored with microseconds (PostgreSQL): subscribers are told what a query returns.
+        at: micros(at),
+        ingested_at: micros(ingested_at),
+        processed_at: micros(now),
         value,
         setpoint,
     }

@@ -330,7 +330,7 @@ impl Services {
         .await?;
         tx.commit().await?;
         tracing::info!(command = %command.id, op = command.op.code(), detector = %detector.id, actor = %who.label, "command accepted");
-        let mut published: Vec<Envelope> = crate::store::hazards::events_by_ids(self.inner.store.db(), &[event])
+        let mut published: Vec<Envelope> = crate::store::hazards::events_by_ids(self.inner.store.db(), &[event.id])
             .await?
             .into_iter()
             .map(|(tenant, v)| Envelope { tenant, feed: Feed::Tenant(tenant), message: BusMessage::Event(Box::new(v)) })

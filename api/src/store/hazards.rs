@@ -113,7 +113,8 @@ pub struct Hazard {
     pub updated_at: DateTime<Utc>,
 }
 
-fn hazard_from(m: hazard::Model) -> Hazard {
+/// A hazard row as the API shows it.
+pub fn hazard_from(m: hazard::Model) -> Hazard {
     // Codes are written by this program from the same enums; an unknown one can only come
     // from a newer version's rows and is shown as the closest neutral value.
     let kind = EventKind::from_code(&m.kind).unwrap_or(EventKind::Command);
@@ -566,31 +567,59 @@ async fn event_views<C: ConnectionTrait>(db: &C, rows: Vec<event::Model>) -> Res
         .map(|e| {
             let dev = devices.iter().find(|d| d.id == e.device_id);
             let det = e.detector_id.and_then(|id| detectors.iter().find(|d| d.id == id));
-            let kind = EventKind::from_code(&e.kind).unwrap_or(EventKind::Command);
-            let view = EventView {
-                id: e.id,
-                project_id: e.project_id.into(),
-                device_id: e.device_id.into(),
-                detector_id: e.detector_id.map(Into::into),
-                episode_id: e.episode_id,
-                category: EventCategory::from_code(&e.category).unwrap_or(kind.category()),
-                kind,
-                source: e.source,
-                channel: e.channel,
-                at: e.at,
-                received_at: e.received_at,
-                value: e.value,
-                setpoint: e.setpoint,
-                remarks: e.remarks,
+            let place = EventPlace {
                 device_name: dev.map(|d| d.name.clone()),
                 device_type: dev.and_then(|d| d.device_type.clone()),
                 detector_address: det.and_then(|d| u8::try_from(d.address).ok()),
                 region: det.and_then(|d| d.region.clone()).or_else(|| dev.and_then(|d| d.region.clone())),
                 position: det.and_then(|d| d.position.clone()).or_else(|| dev.and_then(|d| d.position.clone())),
             };
-            (e.tenant_id.into(), view)
+            event_view(e, place)
         })
         .collect())
+}
+
+/// The device and detector columns of the event view.
+#[derive(Clone, Debug, Default)]
+pub struct EventPlace {
+    /// Device name (absent when the device was deleted since).
+    pub device_name: Option<String>,
+    /// Device type.
+    pub device_type: Option<String>,
+    /// Detector bus address.
+    pub detector_address: Option<u8>,
+    /// Region: the detector's, else the device's.
+    pub region: Option<String>,
+    /// Position: the detector's, else the device's.
+    pub position: Option<String>,
+}
+
+/// An event row with its place: the event view, and the event's tenant.
+pub fn event_view(e: event::Model, place: EventPlace) -> (TenantId, EventView) {
+    let kind = EventKind::from_code(&e.kind).unwrap_or(EventKind::Command);
+    let EventPlace { device_name, device_type, detector_address, region, position } = place;
+    let view = EventView {
+        id: e.id,
+        project_id: e.project_id.into(),
+        device_id: e.device_id.into(),
+        detector_id: e.detector_id.map(Into::into),
+        episode_id: e.episode_id,
+        category: EventCategory::from_code(&e.category).unwrap_or(kind.category()),
+        kind,
+        source: e.source,
+        channel: e.channel,
+        at: e.at,
+        received_at: e.received_at,
+        value: e.value,
+        setpoint: e.setpoint,
+        remarks: e.remarks,
+        device_name,
+        device_type,
+        detector_address,
+        region,
+        position,
+    };
+    (e.tenant_id.into(), view)
 }
 
 // ---- dead letters ----

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
 use sparkwatch_domain::site::DeviceTransport;
 use sparkwatch_entity::{dead_letter, detector, device, episode, event, hazard, reading, reading_rollup};
 use uuid::Uuid;
 
+use super::hazards::EventPlace;
 use super::new_id;
 
 /// What ingestion needs to know about a detector.
@@ -41,6 +43,14 @@ pub struct DeviceInfo {
     pub project: ProjectId,
     /// Serial.
     pub serial: String,
+    /// Name, type, region and position, for the event view.
+    pub name: String,
+    /// Device type.
+    pub device_type: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Position.
+    pub position: Option<String>,
     /// Transport.
     pub transport: DeviceTransport,
     /// Gateway host (Modbus).
@@ -61,6 +71,19 @@ impl DeviceInfo {
     /// The detector at a bus address.
     pub fn detector(&self, address: u8) -> Option<&DetectorInfo> {
         self.detectors.iter().find(|d| d.address == address)
+    }
+
+    /// The event view's columns for an event of this device (and one of its detectors), as
+    /// [`super::hazards::events_by_ids`] would join them.
+    pub fn place(&self, detector: Option<DetectorId>) -> EventPlace {
+        let det = detector.and_then(|id| self.detectors.iter().find(|d| d.id == id));
+        EventPlace {
+            device_name: Some(self.name.clone()),
+            device_type: self.device_type.clone(),
+            detector_address: det.map(|d| d.address),
+            region: det.and_then(|d| d.region.clone()).or_else(|| self.region.clone()),
+            position: det.and_then(|d| d.position.clone()).or_else(|| self.position.clone()),
+        }
     }
 }
 
@@ -105,6 +128,10 @@ async fn with_detectors<C: ConnectionTrait>(db: &C, devices: Vec<device::Model>)
                 })
                 .collect(),
             serial: d.serial,
+            name: d.name,
+            device_type: d.device_type,
+            region: d.region,
+            position: d.position,
         })
         .collect())
 }
@@ -494,12 +521,12 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// The outcome of [`raise`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Raised {
     /// The episode.
     pub episode: Uuid,
-    /// Its hazard.
-    pub hazard: Uuid,
+    /// Its hazard as this transaction left it (`None` only if the hazard row is gone).
+    pub hazard: Option<hazard::Model>,
     /// Whether the episode (and hazard) were created now.
     pub new: bool,
 }
@@ -542,31 +569,30 @@ pub async fn raise<C: ConnectionTrait>(db: &C, o: &Occurrence) -> Result<Raised,
         }
         Err(e) => return Err(e),
     }
-    let hazard_id = new_id();
-    let h = hazard::ActiveModel {
-        id: Set(hazard_id),
-        tenant_id: Set(o.tenant.as_uuid()),
-        project_id: Set(o.project.as_uuid()),
-        device_id: Set(Some(o.device.as_uuid())),
-        detector_id: Set(o.detector.map(|d| d.as_uuid())),
-        episode_id: Set(Some(episode_id)),
-        kind: Set(o.kind.to_owned()),
-        category: Set(o.category.to_owned()),
-        channel: Set(o.channel.clone()),
-        status: Set("OPEN".to_owned()),
-        occurrences: Set(1),
-        peak_value: Set(o.value),
-        last_value: Set(o.value),
-        setpoint: Set(o.setpoint),
-        device_at: Set(o.at),
-        ingested_at: Set(o.ingested_at),
-        opened_at: Set(o.processed_at),
-        first_push_at: Set(None),
-        first_ack_at: Set(None),
-        updated_at: Set(o.processed_at),
+    let h = hazard::Model {
+        id: new_id(),
+        tenant_id: o.tenant.as_uuid(),
+        project_id: o.project.as_uuid(),
+        device_id: Some(o.device.as_uuid()),
+        detector_id: o.detector.map(|d| d.as_uuid()),
+        episode_id: Some(episode_id),
+        kind: o.kind.to_owned(),
+        category: o.category.to_owned(),
+        channel: o.channel.clone(),
+        status: "OPEN".to_owned(),
+        occurrences: 1,
+        peak_value: o.value,
+        last_value: o.value,
+        setpoint: o.setpoint,
+        device_at: o.at,
+        ingested_at: o.ingested_at,
+        opened_at: o.processed_at,
+        first_push_at: None,
+        first_ack_at: None,
+        updated_at: o.processed_at,
     };
-    hazard::Entity::insert(h).exec_without_returning(db).await?;
-    Ok(Raised { episode: episode_id, hazard: hazard_id, new: true })
+    hazard::Entity::insert(h.clone().into_active_model().reset_all()).exec_without_returning(db).await?;
+    Ok(Raised { episode: episode_id, hazard: Some(h), new: true })
 }
 
 async fn reoccur<C: ConnectionTrait>(db: &C, ep: episode::Model, o: &Occurrence) -> Result<Raised, DbErr> {
@@ -581,18 +607,21 @@ async fn reoccur<C: ConnectionTrait>(db: &C, ep: episode::Model, o: &Occurrence)
         .exec(db)
         .await?;
     let h = hazard::Entity::find().filter(hazard::Column::EpisodeId.eq(ep.id)).one(db).await?;
-    let hazard_id = h.as_ref().map_or(Uuid::nil(), |h| h.id);
+    let mut updated = None;
     if let Some(h) = h {
-        hazard::Entity::update_many()
+        // RETURNING: the row as this update left it (a concurrent acknowledgement
+        // included), which is what subscribers are told.
+        updated = hazard::Entity::update_many()
             .col_expr(hazard::Column::Occurrences, Expr::col(hazard::Column::Occurrences).add(1))
             .col_expr(hazard::Column::PeakValue, Expr::value(max_opt(h.peak_value, o.value)))
             .col_expr(hazard::Column::LastValue, Expr::value(o.value))
             .col_expr(hazard::Column::UpdatedAt, Expr::value(o.processed_at))
             .filter(hazard::Column::Id.eq(h.id))
-            .exec(db)
-            .await?;
+            .exec_with_returning(db)
+            .await?
+            .pop();
     }
-    Ok(Raised { episode: ep.id, hazard: hazard_id, new: false })
+    Ok(Raised { episode: ep.id, hazard: updated, new: false })
 }
 
 /// Updates the peak and last value of an open episode (and its hazard) while the
@@ -714,27 +743,26 @@ impl Occurrence {
 }
 
 /// Records an event; returns its id.
-pub async fn insert_event<C: ConnectionTrait>(db: &C, e: &NewEvent) -> Result<Uuid, DbErr> {
-    let id = new_id();
-    let row = event::ActiveModel {
-        id: Set(id),
-        tenant_id: Set(e.tenant.as_uuid()),
-        project_id: Set(e.project.as_uuid()),
-        device_id: Set(e.device.as_uuid()),
-        detector_id: Set(e.detector.map(|d| d.as_uuid())),
-        episode_id: Set(e.episode),
-        kind: Set(e.kind.to_owned()),
-        category: Set(e.category.to_owned()),
-        source: Set(e.source.to_owned()),
-        channel: Set(e.channel.clone()),
-        at: Set(e.at),
-        received_at: Set(e.received_at),
-        value: Set(e.value),
-        setpoint: Set(e.setpoint),
-        remarks: Set(e.remarks.clone()),
+pub async fn insert_event<C: ConnectionTrait>(db: &C, e: &NewEvent) -> Result<event::Model, DbErr> {
+    let row = event::Model {
+        id: new_id(),
+        tenant_id: e.tenant.as_uuid(),
+        project_id: e.project.as_uuid(),
+        device_id: e.device.as_uuid(),
+        detector_id: e.detector.map(|d| d.as_uuid()),
+        episode_id: e.episode,
+        kind: e.kind.to_owned(),
+        category: e.category.to_owned(),
+        source: e.source.to_owned(),
+        channel: e.channel.clone(),
+        at: e.at,
+        received_at: e.received_at,
+        value: e.value,
+        setpoint: e.setpoint,
+        remarks: e.remarks.clone(),
     };
-    event::Entity::insert(row).exec_without_returning(db).await?;
-    Ok(id)
+    event::Entity::insert(row.clone().into_active_model().reset_all()).exec_without_returning(db).await?;
+    Ok(row)
 }
 
 /// Rejected device input, as kept in the dead-letter log.
