@@ -199,13 +199,12 @@ pub async fn set_last_seen<C: ConnectionTrait>(db: &C, seen: &[(DeviceId, DateTi
     Ok(())
 }
 
-/// Largest JSON parameter of one PostgreSQL batch statement. sqlx 0.9.0 leaves Nagle's
-/// algorithm on (no `TCP_NODELAY`; transact-rs/sqlx#4335, fixed upstream but unreleased):
-/// a statement bigger than the connection's send buffer (16 KiB at first) leaves in two
-/// writes, and the second waits for the server's delayed ACK — 40 ms per statement. That
-/// capped ingestion at ~15k readings/s over TCP while the same run over a Unix socket
-/// reached 37k/s. Several statements under the limit cost a few round trips instead.
-const MAX_PARAM_BYTES: usize = 12 * 1024;
+/// Largest parameter of one PostgreSQL batch statement: bounds a statement's size, not its
+/// round trips — a full batch of readings (~150 KB) goes as one statement. Until sqlx 0.9.1
+/// set `TCP_NODELAY` (transact-rs/sqlx#4335) this was 12 KiB: a statement bigger than the
+/// send buffer left in two writes and the second waited 40 ms for the server's delayed ACK,
+/// so batches were cut into a dozen statements (BENCHMARKS.md, ingestion run 10).
+const MAX_PARAM_BYTES: usize = 1024 * 1024;
 
 /// JSON arrays of `rows`, each at most [`MAX_PARAM_BYTES`] long (a single bigger row goes
 /// alone).
@@ -388,7 +387,7 @@ pub struct Rollup {
 /// Merges rollup cells into the stored ones (min of mins, max of maxes, sums added).
 pub async fn merge_rollups<C: ConnectionTrait>(db: &C, cells: &[Rollup]) -> Result<(), DbErr> {
     use reading_rollup::Column as R;
-    // Small statements: see `MAX_PARAM_BYTES` (a cell is ~100 bytes on the wire).
+    // Chunks of 100: every full chunk is the same statement, prepared once per connection.
     for chunk in cells.chunks(100) {
         let models = chunk.iter().map(|c| reading_rollup::ActiveModel {
             detector_id: Set(c.detector.as_uuid()),
