@@ -384,3 +384,59 @@ async fn a_restart_mid_stream_loses_no_qos1_message() -> anyhow::Result<()> {
     assert_eq!(n, 300, "every QoS 1 message is stored exactly once after the restart");
     Ok(())
 }
+
+/// Raw readings past their retention are deleted — in chunks, so SQLite's single writer is
+/// not held for the whole purge — and newer ones stay; the pipeline's first housekeeping
+/// after a start runs the purge.
+#[tokio::test]
+async fn readings_past_their_retention_are_deleted_in_chunks() -> anyhow::Result<()> {
+    use sparkwatch_api::store::telemetry::{self as tel, NewReading};
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let db = server.services.store().db();
+        let detector = sparkwatch_entity::detector::Entity::find()
+            .filter(sparkwatch_entity::detector::Column::Address.eq(1))
+            .one(db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a demo detector"))?;
+        let now = Utc::now();
+        let rows = |days_ago: i64, n: i64| -> Vec<NewReading> {
+            (0..n)
+                .map(|i| NewReading {
+                    tenant: detector.tenant_id.into(),
+                    detector: detector.id.into(),
+                    at: now - Duration::days(days_ago) + Duration::seconds(i),
+                    received_at: now,
+                    values: r#"{"l":[1.0]}"#.into(),
+                })
+                .collect()
+        };
+        let old = reading::Entity::find().filter(reading::Column::At.lt(now - Duration::days(1)));
+
+        // Five old rows in chunks of two: three statements, all five gone, the new row kept.
+        tel::insert_readings(db, &[rows(3, 5), rows(0, 1)].concat()).await?;
+        assert_eq!(tel::prune_readings(db, now - Duration::days(1), 2).await?, 5, "{backend:?}");
+        assert_eq!(count(&server, old.clone()).await, 0, "{backend:?}");
+        assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}");
+
+        // Through the pipeline, with a retention of one day.
+        tel::insert_readings(db, &rows(2, 3)).await?;
+        let config = sparkwatch_api::ingest::pipeline::PipelineConfig {
+            housekeeping: std::time::Duration::from_millis(100),
+            raw_retention: Some(Duration::days(1)),
+            ..Default::default()
+        };
+        let (_queue, _stop) = sparkwatch_api::start_ingest_with(&server.services, config, None);
+        let mut left = u64::MAX;
+        for _ in 0..100 {
+            left = count(&server, old.clone()).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "{backend:?}: readings past the retention are still there");
+        assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}");
+    }
+    Ok(())
+}

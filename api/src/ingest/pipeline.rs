@@ -139,6 +139,9 @@ struct RecentSeqs {
     set: HashSet<(u64, DateTime<Utc>)>,
 }
 
+/// Raw readings deleted per statement by the retention purge.
+const PRUNE_CHUNK: u64 = 10_000;
+
 /// Redeliveries are recognised for this long by `(serial, seq, ts)`.
 const SEQ_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -1182,7 +1185,7 @@ impl WriteBack {
         self.seen.clear();
         self.cells.clear();
         if let Some(before) = self.prune_before {
-            let pruned = tel::prune_readings(store.db(), before).await?;
+            let pruned = tel::prune_readings(store.db(), before, PRUNE_CHUNK).await?;
             self.prune_before = None;
             if pruned > 0 {
                 tracing::info!(pruned, "deleted raw readings past their retention (rollups are kept)");

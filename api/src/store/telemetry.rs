@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
 use sparkwatch_domain::site::DeviceTransport;
@@ -358,9 +358,30 @@ pub async fn latest_reading<C: ConnectionTrait>(
         .map(|r| (r.at, r.values)))
 }
 
-/// Deletes raw readings older than `before` (retention); rollups are kept.
-pub async fn prune_readings<C: ConnectionTrait>(db: &C, before: DateTime<Utc>) -> Result<u64, DbErr> {
-    Ok(reading::Entity::delete_many().filter(reading::Column::At.lt(before)).exec(db).await?.rows_affected)
+/// Deletes raw readings older than `before` (retention; rollups are kept), at most `chunk`
+/// rows per statement, and returns how many went. In chunks because one statement over months of readings held SQLite's
+/// single writer (and with it ingestion) for its whole run; between chunks the pipeline's
+/// transactions get their turn.
+pub async fn prune_readings<C: ConnectionTrait>(db: &C, before: DateTime<Utc>, chunk: u64) -> Result<u64, DbErr> {
+    let chunk = Ord::max(chunk, 1);
+    let mut total = 0;
+    loop {
+        let oldest = reading::Entity::find()
+            .select_only()
+            .column(reading::Column::Id)
+            .filter(reading::Column::At.lt(before))
+            .limit(chunk)
+            .into_query();
+        let deleted = reading::Entity::delete_many()
+            .filter(reading::Column::Id.in_subquery(oldest))
+            .exec(db)
+            .await?
+            .rows_affected;
+        total += deleted;
+        if deleted < chunk {
+            return Ok(total);
+        }
+    }
 }
 
 /// One rollup cell to merge.
