@@ -508,7 +508,7 @@ impl Services {
                 // A purpose this version does not know (written by a newer one): leave it.
                 continue;
             }
-            let hazard = crate::store::hazards::hazards_by_id(db, &[r.subject_id]).await?.into_iter().next();
+            let hazard = crate::store::hazards::hazard_by_id(db, r.subject_id).await?;
             let Some(h) = hazard.filter(|h| h.status == sparkwatch_domain::hazard::HazardStatus::Open) else {
                 st::finish_reminder(db, r.id, now).await?;
                 continue;

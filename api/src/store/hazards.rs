@@ -234,14 +234,9 @@ pub async fn hazards_by_ids<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// Hazards by id, whatever their tenant (for the bus).
-pub async fn hazards_by_id<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<Vec<Hazard>, DbErr> {
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let rows = hazard::Entity::find().filter(hazard::Column::Id.is_in(chunk.iter().copied())).all(db).await?;
-        out.extend(rows.into_iter().map(hazard_from));
-    }
-    Ok(out)
+/// A hazard by id, whatever its tenant (for jobs that hold only its id).
+pub async fn hazard_by_id<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Hazard>, DbErr> {
+    Ok(hazard::Entity::find_by_id(id).one(db).await?.map(hazard_from))
 }
 
 /// The hazard opened for an episode.

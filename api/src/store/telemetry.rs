@@ -43,7 +43,7 @@ pub struct DeviceInfo {
     pub project: ProjectId,
     /// Serial.
     pub serial: String,
-    /// Name, type, region and position, for the event view.
+    /// Name (device name, type, region and position are for the event view).
     pub name: String,
     /// Device type.
     pub device_type: Option<String>,
@@ -359,9 +359,9 @@ pub async fn latest_reading<C: ConnectionTrait>(
 }
 
 /// Deletes raw readings older than `before` (retention; rollups are kept), at most `chunk`
-/// rows per statement, and returns how many went. In chunks because one statement over months of readings held SQLite's
-/// single writer (and with it ingestion) for its whole run; between chunks the pipeline's
-/// transactions get their turn.
+/// rows per statement, and returns how many went. In chunks because one statement over
+/// months of readings held SQLite's single writer (and with it ingestion) for its whole run;
+/// between chunks the pipeline's transactions get their turn.
 pub async fn prune_readings<C: ConnectionTrait>(db: &C, before: DateTime<Utc>, chunk: u64) -> Result<u64, DbErr> {
     let chunk = Ord::max(chunk, 1);
     let mut total = 0;
