@@ -2,7 +2,7 @@
 //! SQLite and (when configured) PostgreSQL; and over a real MQTT broker when
 //! `SPARKWATCH_TEST_MQTT_URL` is set.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use sparkwatch_entity::{dead_letter, episode, event, hazard, reading};
@@ -265,14 +265,15 @@ async fn readings_roll_up_and_last_seen_is_written_back_beside_ingestion() -> an
             .one(db)
             .await?
             .ok_or_else(|| anyhow::anyhow!("demo detector"))?;
-        let leak_cell = |start: DateTime<Utc>| {
+        let leak_cell_in = |bucket: &'static str, start: DateTime<Utc>| {
             sparkwatch_entity::reading_rollup::Entity::find()
                 .filter(sparkwatch_entity::reading_rollup::Column::DetectorId.eq(detector.id))
-                .filter(sparkwatch_entity::reading_rollup::Column::Bucket.eq("minute"))
+                .filter(sparkwatch_entity::reading_rollup::Column::Bucket.eq(bucket))
                 .filter(sparkwatch_entity::reading_rollup::Column::BucketStart.eq(start))
                 .filter(sparkwatch_entity::reading_rollup::Column::Channel.eq("leak:1"))
                 .one(db)
         };
+        let leak_cell = |start| leak_cell_in("minute", start);
         // Two write-backs into the same minute add up; the next minute is a cell of its own.
         // The newest receive time of the test (the others are "now").
         let last = Utc::now() + Duration::seconds(5);
@@ -297,6 +298,14 @@ async fn readings_roll_up_and_last_seen_is_written_back_beside_ingestion() -> an
         assert_eq!((cell.min, cell.max, cell.sum), (40.0, 160.0, 300.0), "{backend:?}");
         let next = leak_cell(minute(1)).await?.map(|c| (c.count, c.sum));
         assert_eq!(next, Some((1, 7.0)), "{backend:?}");
+        // Hours and days add up the same readings (minute 1 may start the next hour or day).
+        for (bucket, span) in [("hour", Duration::hours(1)), ("day", Duration::days(1))] {
+            let start = |t: DateTime<Utc>| t.duration_trunc(span).unwrap_or(t);
+            let with_next = start(minute(1)) == start(minute(0));
+            let want = if with_next { (4, 7.0, 160.0, 307.0) } else { (3, 40.0, 160.0, 300.0) };
+            let got = leak_cell_in(bucket, start(minute(0))).await?.map(|c| (c.count, c.min, c.max, c.sum));
+            assert_eq!(got, Some(want), "{backend:?} {bucket}");
+        }
         // The device's last-seen time is its newest receive time.
         let mut seen = None;
         for _ in 0..100 {
