@@ -31,6 +31,8 @@
 //! - A bare `NaN`/`Infinity` token is not JSON, so such a message is `not_json` as a whole; a
 //!   string such as `"NaN"` in a measurement is `not_a_number` for that entry only.
 
+use std::fmt;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -340,7 +342,7 @@ fn timestamp(map: &Map<String, Value>, received_at: DateTime<Utc>) -> Result<Dat
 }
 
 /// `addr`: an integer 1–247 (the Modbus unit id range).
-fn address(value: Option<&Value>, path: &str) -> Result<u8, Rejection> {
+fn address(value: Option<&Value>, path: impl fmt::Display) -> Result<u8, Rejection> {
     let bad = |what: String| Rejection::new(RejectReason::BadAddress, format!("{path}: {what}"));
     match value {
         None => Err(bad("missing".to_owned())),
@@ -382,7 +384,7 @@ pub const fn max_channels(quantity: Quantity) -> u8 {
 }
 
 /// A measured number within the range of `quantity`.
-fn measurement(value: &Value, path: &str, quantity: Quantity) -> Result<f64, Rejection> {
+fn measurement(value: &Value, path: impl fmt::Display, quantity: Quantity) -> Result<f64, Rejection> {
     let (min, max, unit) = range_of(quantity);
     match value {
         Value::Number(n) => match n.as_f64() {
@@ -501,14 +503,16 @@ fn decode_entry(
     seen: &mut [bool; 256],
     is_registered: &impl Fn(u8) -> bool,
 ) -> Result<(u8, Reading), (Option<u8>, Rejection)> {
-    let path = format!("detectors[{index}]");
+    // Error paths are formatted only when there is an error: allocating them for every
+    // entry and value showed in profiles.
+    let path = format_args!("detectors[{index}]");
     let Value::Object(map) = entry else {
         return Err((
             None,
             Rejection::new(RejectReason::WrongType, format!("{path} must be an object, got {}", type_name(entry))),
         ));
     };
-    let addr = address(map.get("addr"), &format!("{path}.addr")).map_err(|r| (None, r))?;
+    let addr = address(map.get("addr"), format_args!("{path}.addr")).map_err(|r| (None, r))?;
     let refuse = |reason: RejectReason, detail: String| (Some(addr), Rejection::new(reason, detail));
 
     let slot = &mut seen[usize::from(addr)];
@@ -538,12 +542,12 @@ fn decode_entry(
         addr,
         Reading {
             at,
-            leak_ma: channel_array(map, "leak", Quantity::Leak, &path).map_err(entry_field)?,
-            temp_c: channel_array(map, "temp", Quantity::Temp, &path).map_err(entry_field)?,
-            voltage_v: channel_array(map, "u", Quantity::Voltage, &path).map_err(entry_field)?,
-            current_a: channel_array(map, "i", Quantity::Current, &path).map_err(entry_field)?,
-            digital_in: bit_set(map, "di", &path).map_err(entry_field)?,
-            digital_out: bit_set(map, "do", &path).map_err(entry_field)?,
+            leak_ma: channel_array(map, "leak", Quantity::Leak, path).map_err(entry_field)?,
+            temp_c: channel_array(map, "temp", Quantity::Temp, path).map_err(entry_field)?,
+            voltage_v: channel_array(map, "u", Quantity::Voltage, path).map_err(entry_field)?,
+            current_a: channel_array(map, "i", Quantity::Current, path).map_err(entry_field)?,
+            digital_in: bit_set(map, "di", path).map_err(entry_field)?,
+            digital_out: bit_set(map, "do", path).map_err(entry_field)?,
         },
     ))
 }
@@ -554,7 +558,7 @@ fn channel_array(
     map: &Map<String, Value>,
     name: &str,
     quantity: Quantity,
-    path: &str,
+    path: fmt::Arguments<'_>,
 ) -> Result<Vec<Option<f64>>, Rejection> {
     let values = match field(map, name) {
         None => return Ok(Vec::new()),
@@ -578,13 +582,13 @@ fn channel_array(
         .enumerate()
         .map(|(n, v)| match v {
             Value::Null => Ok(None),
-            v => measurement(v, &format!("{path}.{name}[{n}]"), quantity).map(Some),
+            v => measurement(v, format_args!("{path}.{name}[{n}]"), quantity).map(Some),
         })
         .collect()
 }
 
 /// `di`/`do`: an integer 0–65535.
-fn bit_set(map: &Map<String, Value>, name: &str, path: &str) -> Result<Option<u16>, Rejection> {
+fn bit_set(map: &Map<String, Value>, name: &str, path: fmt::Arguments<'_>) -> Result<Option<u16>, Rejection> {
     match field(map, name) {
         None => Ok(None),
         Some(Value::Number(n)) if n.is_f64() => {

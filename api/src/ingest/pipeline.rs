@@ -103,9 +103,11 @@ pub struct Pipeline {
     latest: Arc<LatestCache>,
     clock: Arc<dyn Clock>,
     config: PipelineConfig,
-    thresholds: HashMap<DetectorId, (Instant, EffectiveThresholds)>,
-    states: HashMap<DetectorId, DetectorState>,
-    liveness: HashMap<DeviceId, Liveness>,
+    // Maps looked up per reading are keyed by ids and hashed with foldhash (SipHash showed
+    // in profiles).
+    thresholds: foldhash::HashMap<DetectorId, (Instant, EffectiveThresholds)>,
+    states: foldhash::HashMap<DetectorId, DetectorState>,
+    liveness: foldhash::HashMap<DeviceId, Liveness>,
     /// Minute cells since the last write-back.
     rollups: Cells,
     last_prune: Option<Instant>,
@@ -155,9 +157,9 @@ impl Pipeline {
             latest: services.latest().clone(),
             clock: services.clock(),
             config,
-            thresholds: HashMap::new(),
-            states: HashMap::new(),
-            liveness: HashMap::new(),
+            thresholds: Default::default(),
+            states: Default::default(),
+            liveness: Default::default(),
             rollups: Cells::default(),
             last_prune: None,
             last_flush: Instant::now(),
@@ -235,14 +237,14 @@ impl Pipeline {
     /// the cache expiring for a thousand detectors at once held a batch, and the alarms in
     /// it, for a second.
     async fn load_thresholds(&mut self, work: &[Work]) -> Result<(), sea_orm::DbErr> {
-        let ttl = self.config.cache_ttl;
+        let (ttl, now) = (self.config.cache_ttl, Instant::now());
         let stale: HashMap<DetectorId, (TenantId, ProjectId)> = work
             .iter()
             .filter_map(|w| match w {
                 Work::Reading { device, detector, .. } => Some((detector.id, (device.tenant, detector.project))),
                 _ => None,
             })
-            .filter(|(id, _)| self.thresholds.get(id).is_none_or(|(at, _)| at.elapsed() >= ttl))
+            .filter(|(id, _)| self.thresholds.get(id).is_none_or(|(at, _)| now.duration_since(*at) >= ttl))
             .collect();
         if stale.is_empty() {
             return Ok(());
@@ -904,14 +906,14 @@ impl Validator {
     /// expired (one by one, a thousand expiring together held the batch for a second). A
     /// failure here only leaves them to [`Validator::device`].
     async fn load_devices(&mut self, batch: &[Inbound]) {
-        let ttl = self.config.cache_ttl;
+        let (ttl, now) = (self.config.cache_ttl, Instant::now());
         let stale: HashSet<&str> = batch
             .iter()
             .filter_map(|m| match &m.modbus {
                 Some(report) => Some(report.serial.as_str()),
                 None => payload::parse_topic(&self.config.prefix, &m.topic).ok().map(|(serial, _)| serial),
             })
-            .filter(|serial| self.devices.get(*serial).is_none_or(|(at, _)| at.elapsed() >= ttl))
+            .filter(|serial| self.devices.get(*serial).is_none_or(|(at, _)| now.duration_since(*at) >= ttl))
             .collect();
         if stale.is_empty() {
             return;
