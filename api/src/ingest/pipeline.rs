@@ -269,12 +269,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The first time a detector is evaluated after a start, conditions whose alarm episodes
-    /// are still active are restored, so a restart does not raise them again.
+    /// The first time a detector is evaluated after a start (it has no state yet), conditions
+    /// whose alarm episodes are still active are restored, so a restart does not raise them
+    /// again.
     async fn restore_state(&mut self, tx: &DatabaseTransaction, detector: DetectorId) -> Result<(), sea_orm::DbErr> {
-        if self.states.contains_key(&detector) {
-            return Ok(());
-        }
         let mut state = DetectorState::default();
         for ep in tel::active_conditions(tx, detector.as_uuid()).await? {
             if let (Some(channel), Some(kind)) = (Channel::parse(&ep.channel), EventKind::from_code(&ep.kind)) {
@@ -333,20 +331,28 @@ impl Pipeline {
         for w in &fresh {
             match w {
                 Work::Reading { device, detector, reading, received_at } => {
-                    self.mark_seen(&tx, device, *received_at, now).await?;
+                    // The rare cases are awaited behind a check: building their futures (with
+                    // their queries' futures inside) for every reading showed in profiles.
+                    if self.note_seen(device, *received_at) {
+                        self.came_online(&tx, device, *received_at, now).await?;
+                    }
                     let thresholds = self
                         .thresholds
                         .get(&detector.id)
                         .map(|(_, t)| *t)
                         .ok_or_else(|| sea_orm::DbErr::Custom("thresholds were not loaded for the batch".into()))?;
-                    self.restore_state(&tx, detector.id).await?;
+                    if !self.states.contains_key(&detector.id) {
+                        self.restore_state(&tx, detector.id).await?;
+                    }
                     let state = self.states.entry(detector.id).or_default();
                     for signal in alarm::evaluate(state, &thresholds, reading) {
                         self.apply_signal(&tx, device, detector, signal, *received_at, now).await?;
                     }
                 }
                 Work::Event { device, detector, event, received_at } => {
-                    self.mark_seen(&tx, device, *received_at, now).await?;
+                    if self.note_seen(device, *received_at) {
+                        self.came_online(&tx, device, *received_at, now).await?;
+                    }
                     self.apply_device_event(&tx, device, detector, event, *received_at, now).await?;
                 }
                 Work::CommLost { device, detector, detail, received_at } => {
@@ -400,7 +406,9 @@ impl Pipeline {
                 }
                 Work::Status { device, online, received_at } => {
                     if *online {
-                        self.mark_seen(&tx, device, *received_at, now).await?;
+                        if self.note_seen(device, *received_at) {
+                            self.came_online(&tx, device, *received_at, now).await?;
+                        }
                     } else {
                         self.went_offline(&tx, device, *received_at, now, "the device reported offline (last will)")
                             .await?;
@@ -578,14 +586,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Notes that a device was heard from; a device that was offline comes back online.
-    async fn mark_seen(
-        &mut self,
-        tx: &DatabaseTransaction,
-        device: &Arc<DeviceInfo>,
-        at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), sea_orm::DbErr> {
+    /// Notes that a device was heard from at `at`; true when it was offline, and
+    /// [`Pipeline::came_online`] is to record that it is back.
+    fn note_seen(&mut self, device: &Arc<DeviceInfo>, at: DateTime<Utc>) -> bool {
         let entry = self.liveness.entry(device.id).or_insert_with(|| Liveness {
             device: device.clone(),
             online: device.online,
@@ -595,10 +598,17 @@ impl Pipeline {
         entry.last_seen = entry.last_seen.max(at);
         entry.dirty = true;
         entry.device = device.clone();
-        if entry.online {
-            return Ok(());
-        }
-        entry.online = true;
+        !std::mem::replace(&mut entry.online, true)
+    }
+
+    /// Records that a device that was offline is online again (see [`Pipeline::note_seen`]).
+    async fn came_online(
+        &mut self,
+        tx: &DatabaseTransaction,
+        device: &Arc<DeviceInfo>,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sea_orm::DbErr> {
         tel::set_device_seen(tx, device.id, true, Some(at)).await?;
         self.note_status(device, true, at);
         let episode =
