@@ -32,11 +32,6 @@ pub mod simulate;
 pub mod store;
 pub mod ws;
 
-/// The allocator the binaries install as their `#[global_allocator]`. Ingestion allocates
-/// on one thread and frees on another at tens of thousands of messages a second; glibc's
-/// malloc spent ~20 % of the server's CPU there (profile in BENCHMARKS.md).
-pub use mimalloc::MiMalloc as Allocator;
-
 use std::future::Future;
 use std::sync::Arc;
 

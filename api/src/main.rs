@@ -16,9 +16,6 @@ use sparkwatch_api::service::users::NewUser;
 use sparkwatch_api::{demo, graphql, import};
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: sparkwatch_api::Allocator = sparkwatch_api::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

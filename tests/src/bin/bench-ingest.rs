@@ -17,10 +17,6 @@ use sparkwatch_api::service::thresholds::ThresholdTarget;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
 use sparkwatch_tests::bench::{Broker, ProcStats, arg, pct, publisher, relay_rate, spawn_publisher};
 
-// Ingestion runs in this process: with the server binary's allocator.
-#[global_allocator]
-static ALLOCATOR: sparkwatch_api::Allocator = sparkwatch_api::Allocator;
-
 /// CPU seconds (user + system) and peak RSS (KiB) of this process.
 fn usage() -> (f64, u64) {
     let own = ProcStats::own();
