@@ -1,4 +1,5 @@
-//! `readings`: Raw readings, one row per detector per message.
+//! `readings`: Raw readings, one row per detector per message, keyed by detector and device
+//! time (a redelivered message is stored once).
 
 use sea_orm::entity::prelude::*;
 
@@ -6,10 +7,10 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "readings")]
 pub struct Model {
-    #[sea_orm(primary_key)]
-    pub id: i64,
     pub tenant_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub detector_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub at: DateTimeUtc,
     pub received_at: DateTimeUtc,
     #[sea_orm(column_type = "Text")]

@@ -10,6 +10,7 @@ mod m20261124_000001_foundation;
 mod m20261124_000002_telemetry;
 mod m20261124_000003_notifications;
 mod m20261124_000004_commands;
+mod m20261203_000005_readings_key;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_telemetry::Migration),
             Box::new(m20261124_000003_notifications::Migration),
             Box::new(m20261124_000004_commands::Migration),
+            Box::new(m20261203_000005_readings_key::Migration),
         ]
     }
 }

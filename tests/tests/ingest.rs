@@ -134,7 +134,7 @@ async fn bad_entries_are_rejected_with_reasons_and_good_ones_kept() -> anyhow::R
         assert_eq!(count(&server, reading::Entity::find()).await, 2, "{backend:?}: only the good entries");
         // The latest-value cache (in process, or Redis with SPARKWATCH_TEST_REDIS_URL) has them.
         let stored = reading::Entity::find()
-            .order_by_asc(reading::Column::Id)
+            .order_by_asc(reading::Column::At)
             .one(server.services.store().db())
             .await?
             .expect("a reading");
@@ -446,6 +446,66 @@ async fn readings_past_their_retention_are_deleted_in_chunks() -> anyhow::Result
         }
         assert_eq!(left, 0, "{backend:?}: readings past the retention are still there");
         assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}");
+    }
+    Ok(())
+}
+
+/// The migration that keys raw readings by detector and device time keeps the readings
+/// stored before it (SQLite rebuilds the table, PostgreSQL alters it in place), the key
+/// still drops a redelivery, and undoing it restores the surrogate id with every row.
+#[tokio::test]
+async fn keying_readings_by_detector_and_time_keeps_stored_readings() -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, sea_query::Query};
+    use sparkwatch_api::store::telemetry::{self as tel, NewReading};
+    use sparkwatch_migration::{Migrator, MigratorTrait};
+    const BEFORE: u32 = 4; // migrations before the readings key
+    for backend in backends() {
+        let dir = tempfile::tempdir()?;
+        let url = match &backend {
+            sparkwatch_tests::Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
+            sparkwatch_tests::Backend::Postgres(url) => sparkwatch_tests::fresh_postgres(url).await?,
+        };
+        let db = sea_orm::Database::connect(&url).await?;
+        Migrator::up(&db, Some(BEFORE)).await?;
+        let (tenant, detector) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let t0 = DateTime::<Utc>::from_timestamp(1_764_000_000, 0).unwrap_or_default();
+        let mut insert = Query::insert();
+        insert.into_table("readings").columns(["tenant_id", "detector_id", "at", "received_at", "values"]);
+        for s in 0..3 {
+            let at = t0 + Duration::seconds(s);
+            insert.values_panic([
+                tenant.into(),
+                detector.into(),
+                at.into(),
+                at.into(),
+                format!(r#"{{"l":[{s}]}}"#).into(),
+            ]);
+        }
+        db.execute(&insert).await?;
+
+        Migrator::up(&db, None).await?;
+        let select_id = || sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id FROM readings");
+        assert!(db.query_all_raw(select_id()).await.is_err(), "{backend:?}: the surrogate id is gone");
+        let rows = reading::Entity::find().order_by_asc(reading::Column::At).all(&db).await?;
+        let kept: Vec<(DateTime<Utc>, String)> = rows.into_iter().map(|r| (r.at, r.values)).collect();
+        assert_eq!(
+            kept,
+            (0..3).map(|s| (t0 + Duration::seconds(s), format!(r#"{{"l":[{s}]}}"#))).collect::<Vec<_>>(),
+            "{backend:?}"
+        );
+        let again = |s: i64| NewReading {
+            tenant: tenant.into(),
+            detector: detector.into(),
+            at: t0 + Duration::seconds(s),
+            received_at: t0,
+            values: "{}".into(),
+        };
+        let inserted = tel::insert_readings(&db, &[again(2), again(3)]).await?;
+        assert_eq!(inserted.len(), 1, "{backend:?}: the stored second is a redelivery, the next one is new");
+
+        Migrator::down(&db, Some(1)).await?;
+        let ids = db.query_all_raw(select_id()).await?;
+        assert_eq!(ids.len(), 4, "{backend:?}: every reading back, with an id");
     }
     Ok(())
 }

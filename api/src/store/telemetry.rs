@@ -258,7 +258,6 @@ pub async fn insert_readings<C: ConnectionTrait>(
     // 5 parameters per row; stay far below SQLite's parameter limit.
     for chunk in rows.chunks(1000) {
         let models = chunk.iter().map(|r| reading::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
             tenant_id: Set(r.tenant.as_uuid()),
             detector_id: Set(r.detector.as_uuid()),
             at: Set(r.at),
@@ -368,15 +367,12 @@ pub async fn prune_readings<C: ConnectionTrait>(db: &C, before: DateTime<Utc>, c
     loop {
         let oldest = reading::Entity::find()
             .select_only()
-            .column(reading::Column::Id)
+            .columns([reading::Column::DetectorId, reading::Column::At])
             .filter(reading::Column::At.lt(before))
             .limit(chunk)
             .into_query();
-        let deleted = reading::Entity::delete_many()
-            .filter(reading::Column::Id.in_subquery(oldest))
-            .exec(db)
-            .await?
-            .rows_affected;
+        let key = Expr::tuple([Expr::col(reading::Column::DetectorId), Expr::col(reading::Column::At)]);
+        let deleted = reading::Entity::delete_many().filter(key.in_subquery(oldest)).exec(db).await?.rows_affected;
         total += deleted;
         if deleted < chunk {
             return Ok(total);
