@@ -969,25 +969,25 @@ impl Validator {
             TopicKind::CommandAck => "cmd_ack",
         };
         self.metrics.messages.with_label_values(&[topic_label]).inc();
-        let device = match self.device(&serial).await {
+        let device = match self.device(serial).await {
             Ok(Some(d)) => d,
             Ok(None) => {
                 return self
-                    .reject(None, Some(&serial), msg, "unknown_device", "no device is registered with this serial")
+                    .reject(None, Some(serial), msg, "unknown_device", "no device is registered with this serial")
                     .await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "device lookup failed");
-                return self.reject(None, Some(&serial), msg, "unavailable", "device lookup failed").await;
+                return self.reject(None, Some(serial), msg, "unavailable", "device lookup failed").await;
             }
         };
         let registered = |addr: u8| device.detector(addr).is_some();
         match kind {
             TopicKind::Telemetry => match payload::decode_telemetry(&msg.payload, msg.received_at, registered) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Err(r) => self.reject(Some(&device), Some(serial), msg, r.reason.code(), &r.detail).await,
                 Ok(t) => {
                     if let Some(seq) = t.seq
-                        && self.seen_seq(&serial, seq, t.at, msg.received_at)
+                        && self.seen_seq(serial, seq, t.at, msg.received_at)
                     {
                         self.metrics.duplicates.inc();
                         return;
@@ -995,7 +995,7 @@ impl Validator {
                     for bad in &t.rejected {
                         let detail =
                             format!("detector entry {} (addr {:?}): {}", bad.index, bad.address, bad.rejection.detail);
-                        self.reject(Some(&device), Some(&serial), msg, bad.rejection.reason.code(), &detail).await;
+                        self.reject(Some(&device), Some(serial), msg, bad.rejection.reason.code(), &detail).await;
                     }
                     for (addr, reading) in t.readings {
                         if let Some(detector) = device.detector(addr) {
@@ -1010,7 +1010,7 @@ impl Validator {
                 }
             },
             TopicKind::Event => match payload::decode_event(&msg.payload, msg.received_at, registered) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Err(r) => self.reject(Some(&device), Some(serial), msg, r.reason.code(), &r.detail).await,
                 Ok(event) => {
                     if let Some(detector) = device.detector(event.address) {
                         work.push(Work::Event {
@@ -1023,11 +1023,11 @@ impl Validator {
                 }
             },
             TopicKind::Status => match payload::decode_status(&msg.payload) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Err(r) => self.reject(Some(&device), Some(serial), msg, r.reason.code(), &r.detail).await,
                 Ok(online) => work.push(Work::Status { device: device.clone(), online, received_at: msg.received_at }),
             },
             TopicKind::CommandAck => match payload::decode_command_result(&msg.payload) {
-                Err(r) => self.reject(Some(&device), Some(&serial), msg, r.reason.code(), &r.detail).await,
+                Err(r) => self.reject(Some(&device), Some(serial), msg, r.reason.code(), &r.detail).await,
                 Ok(result) => self.command_result(&device, msg, &result).await,
             },
         }
