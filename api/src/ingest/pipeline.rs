@@ -88,6 +88,19 @@ pub(super) enum Work {
     CommRestored { device: Arc<DeviceInfo>, detector: DetectorInfo, received_at: DateTime<Utc> },
 }
 
+impl Work {
+    /// The device and receive time when this work means the device itself was heard from
+    /// (Modbus communication faults are the poller's word, not the device's).
+    fn heard_from(&self) -> Option<(&Arc<DeviceInfo>, DateTime<Utc>)> {
+        match self {
+            Work::Reading { device, received_at, .. }
+            | Work::Event { device, received_at, .. }
+            | Work::Status { device, online: true, received_at } => Some((device, *received_at)),
+            _ => None,
+        }
+    }
+}
+
 /// What the pipeline knows about a device's liveness.
 struct Liveness {
     device: Arc<DeviceInfo>,
@@ -257,7 +270,6 @@ impl Pipeline {
         let at = |tenant: TenantId, level: Level, id: uuid::Uuid| {
             found.get(&(tenant, level, id)).cloned().unwrap_or_default()
         };
-        let now = Instant::now();
         for (detector, (tenant, project)) in stale {
             let eff = EffectiveThresholds::resolve(
                 &at(tenant, Level::Tenant, tenant.as_uuid()),
@@ -329,13 +341,15 @@ impl Pipeline {
         });
         let t_inserted = Instant::now();
         for w in &fresh {
+            // The rare cases are awaited behind a check: building their futures (with their
+            // queries' futures inside) for every reading showed in profiles.
+            if let Some((device, at)) = w.heard_from()
+                && self.note_seen(device, at)
+            {
+                self.came_online(&tx, device, at, now).await?;
+            }
             match w {
                 Work::Reading { device, detector, reading, received_at } => {
-                    // The rare cases are awaited behind a check: building their futures (with
-                    // their queries' futures inside) for every reading showed in profiles.
-                    if self.note_seen(device, *received_at) {
-                        self.came_online(&tx, device, *received_at, now).await?;
-                    }
                     let thresholds = self
                         .thresholds
                         .get(&detector.id)
@@ -350,9 +364,6 @@ impl Pipeline {
                     }
                 }
                 Work::Event { device, detector, event, received_at } => {
-                    if self.note_seen(device, *received_at) {
-                        self.came_online(&tx, device, *received_at, now).await?;
-                    }
                     self.apply_device_event(&tx, device, detector, event, *received_at, now).await?;
                 }
                 Work::CommLost { device, detector, detail, received_at } => {
@@ -405,11 +416,7 @@ impl Pipeline {
                     .await?;
                 }
                 Work::Status { device, online, received_at } => {
-                    if *online {
-                        if self.note_seen(device, *received_at) {
-                            self.came_online(&tx, device, *received_at, now).await?;
-                        }
-                    } else {
+                    if !*online {
                         self.went_offline(&tx, device, *received_at, now, "the device reported offline (last will)")
                             .await?;
                     }
@@ -933,7 +940,6 @@ impl Validator {
             Ok(found) => {
                 let mut found: HashMap<String, Arc<DeviceInfo>> =
                     found.into_iter().map(|d| (d.serial.clone(), Arc::new(d))).collect();
-                let now = Instant::now();
                 for serial in serials {
                     let device = found.remove(&serial);
                     self.devices.insert(serial, (now, device));
