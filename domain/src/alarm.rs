@@ -474,64 +474,38 @@ fn measured(values: &[Option<f64>]) -> impl Iterator<Item = (u8, f64)> + '_ {
 /// evaluated for a channel is ignored for that channel. See the [module docs](self) for
 /// the rules.
 pub fn evaluate(state: &mut DetectorState, thresholds: &EffectiveThresholds, reading: &Reading) -> Vec<Signal> {
-    let t = thresholds;
-    let band_percent = if t.hysteresis_percent.is_finite() { t.hysteresis_percent.clamp(0.0, 100.0) } else { 0.0 };
-    let prealarm_percent = (t.prealarm_percent.is_finite() && t.prealarm_percent > 0.0).then_some(t.prealarm_percent);
+    let rules = Rules::new(thresholds);
+    let band_percent = rules.band_percent;
     let mut out = Vec::new();
 
-    let over_with_prealarm = |kind, setpoint: f64, delay_s: f64| {
-        let alarm =
-            Rule { kind, level_kind: Level::Alarm, bound: Bound::AtLeast, level: setpoint, delay: delay(delay_s) };
-        let pre = prealarm_percent.map(|p| Rule { level_kind: Level::PreAlarm, level: setpoint * p / 100.0, ..alarm });
-        (alarm, pre)
-    };
-    let (leak, leak_pre) = over_with_prealarm(EventKind::LeakAlarm, t.leak_ma, t.leak_delay_s);
-    let (temp, temp_pre) = over_with_prealarm(EventKind::TempAlarm, t.temp_c, t.temp_delay_s);
-    for (quantity, values, alarm, pre) in
-        [(Quantity::Leak, &reading.leak_ma, leak, leak_pre), (Quantity::Temp, &reading.temp_c, temp, temp_pre)]
+    for (quantity, values, (alarm, pre)) in
+        [(Quantity::Leak, &reading.leak_ma, &rules.leak), (Quantity::Temp, &reading.temp_c, &rules.temp)]
     {
         for (number, value) in measured(values) {
             let channel = Channel::new(quantity, number);
             if state.accept(channel, reading.at) {
                 let mut ctx = Ctx { channel, value, at: reading.at, band_percent, out: &mut out };
-                state.step_pair(&mut ctx, &alarm, true, pre.as_ref());
+                state.step_pair(&mut ctx, alarm, true, pre.as_ref());
             }
         }
     }
 
-    let power_delay = delay(POWER_DELAY_S);
-    let over_v = Rule {
-        kind: EventKind::Overvoltage,
-        level_kind: Level::Alarm,
-        bound: Bound::Above,
-        level: t.overvoltage_v,
-        delay: power_delay,
-    };
-    let under_v = Rule { kind: EventKind::Undervoltage, bound: Bound::Below, level: t.undervoltage_v, ..over_v };
-    // Never above the under-voltage set-point, so a lost phase is always also a low one.
-    let loss_level = (NOMINAL_PHASE_VOLTAGE_V * PHASE_LOSS_FRACTION).min(t.undervoltage_v);
-    let phase_loss = Rule { kind: EventKind::PhaseLoss, level: loss_level, ..under_v };
     let phases: Vec<(u8, f64)> = measured(&reading.voltage_v).collect();
     for &(number, value) in &phases {
         let channel = Channel::new(Quantity::Voltage, number);
         if state.accept(channel, reading.at) {
-            let others_normal = phases.iter().any(|&(n, v)| n != number && v >= t.undervoltage_v);
+            let others_normal = phases.iter().any(|&(n, v)| n != number && v >= thresholds.undervoltage_v);
             let mut ctx = Ctx { channel, value, at: reading.at, band_percent, out: &mut out };
-            state.step(&mut ctx, &over_v, true);
-            state.step_pair(&mut ctx, &phase_loss, others_normal, Some(&under_v));
+            state.step(&mut ctx, &rules.over_v, true);
+            state.step_pair(&mut ctx, &rules.phase_loss, others_normal, Some(&rules.under_v));
         }
     }
 
-    let over_current = t.overcurrent_a.filter(|a| a.is_finite() && *a > 0.0).map(|a| Rule {
-        kind: EventKind::Overcurrent,
-        level: a,
-        ..over_v
-    });
     for (number, value) in measured(&reading.current_a) {
         let channel = Channel::new(Quantity::Current, number);
         if state.accept(channel, reading.at) {
             let mut ctx = Ctx { channel, value, at: reading.at, band_percent, out: &mut out };
-            match &over_current {
+            match &rules.over_current {
                 Some(rule) => {
                     state.step(&mut ctx, rule, true);
                 }
@@ -540,6 +514,79 @@ pub fn evaluate(state: &mut DetectorState, thresholds: &EffectiveThresholds, rea
         }
     }
     out
+}
+
+/// Whether [`evaluate`] would change nothing for `reading` but the channels' latest times and
+/// return no signal: the detector has no pending or active condition and no measured value
+/// enters any rule (phase loss's "another phase is normal" is not checked, which can only
+/// call a quiet reading not quiet). Most readings of a healthy site are quiet; the pipeline
+/// stores them off the alarm path, so an alarm never queues behind them.
+pub fn is_quiet(state: &DetectorState, thresholds: &EffectiveThresholds, reading: &Reading) -> bool {
+    if !state.conditions.is_empty() {
+        return false;
+    }
+    let rules = Rules::new(thresholds);
+    let enters = |values: &[Option<f64>], rules: &[Option<&Rule>]| {
+        measured(values).any(|(_, v)| rules.iter().flatten().any(|rule| rule.enters(v)))
+    };
+    let (leak, leak_pre) = &rules.leak;
+    let (temp, temp_pre) = &rules.temp;
+    !(enters(&reading.leak_ma, &[Some(leak), leak_pre.as_ref()])
+        || enters(&reading.temp_c, &[Some(temp), temp_pre.as_ref()])
+        || enters(&reading.voltage_v, &[Some(&rules.over_v), Some(&rules.under_v), Some(&rules.phase_loss)])
+        || enters(&reading.current_a, &[rules.over_current.as_ref()]))
+}
+
+/// The rules that a detector's thresholds give, for [`evaluate`] and [`is_quiet`] alike.
+struct Rules {
+    band_percent: f64,
+    /// Leakage alarm and pre-alarm.
+    leak: (Rule, Option<Rule>),
+    /// Temperature alarm and pre-alarm.
+    temp: (Rule, Option<Rule>),
+    over_v: Rule,
+    under_v: Rule,
+    phase_loss: Rule,
+    /// Only when an over-current set-point is set.
+    over_current: Option<Rule>,
+}
+
+impl Rules {
+    fn new(t: &EffectiveThresholds) -> Rules {
+        let band_percent = if t.hysteresis_percent.is_finite() { t.hysteresis_percent.clamp(0.0, 100.0) } else { 0.0 };
+        let prealarm_percent =
+            (t.prealarm_percent.is_finite() && t.prealarm_percent > 0.0).then_some(t.prealarm_percent);
+        let over_with_prealarm = |kind, setpoint: f64, delay_s: f64| {
+            let alarm =
+                Rule { kind, level_kind: Level::Alarm, bound: Bound::AtLeast, level: setpoint, delay: delay(delay_s) };
+            let pre =
+                prealarm_percent.map(|p| Rule { level_kind: Level::PreAlarm, level: setpoint * p / 100.0, ..alarm });
+            (alarm, pre)
+        };
+        let over_v = Rule {
+            kind: EventKind::Overvoltage,
+            level_kind: Level::Alarm,
+            bound: Bound::Above,
+            level: t.overvoltage_v,
+            delay: delay(POWER_DELAY_S),
+        };
+        let under_v = Rule { kind: EventKind::Undervoltage, bound: Bound::Below, level: t.undervoltage_v, ..over_v };
+        // Never above the under-voltage set-point, so a lost phase is always also a low one.
+        let loss_level = (NOMINAL_PHASE_VOLTAGE_V * PHASE_LOSS_FRACTION).min(t.undervoltage_v);
+        Rules {
+            band_percent,
+            leak: over_with_prealarm(EventKind::LeakAlarm, t.leak_ma, t.leak_delay_s),
+            temp: over_with_prealarm(EventKind::TempAlarm, t.temp_c, t.temp_delay_s),
+            over_v,
+            under_v,
+            phase_loss: Rule { kind: EventKind::PhaseLoss, level: loss_level, ..under_v },
+            over_current: t.overcurrent_a.filter(|a| a.is_finite() && *a > 0.0).map(|a| Rule {
+                kind: EventKind::Overcurrent,
+                level: a,
+                ..over_v
+            }),
+        }
+    }
 }
 
 /// The heartbeat timeout of a device reporting every `interval_s` seconds (rule 5):
@@ -923,6 +970,50 @@ mod tests {
         for case in cases() {
             run(&case);
         }
+    }
+
+    /// Every step of the rules table: a reading called quiet yields no signal and leaves no
+    /// condition behind; readings that enter a rule, and any reading while a condition is
+    /// pending or active, are not quiet.
+    #[test]
+    fn quiet_readings_change_nothing_but_the_channel_times() {
+        let (mut quiet, mut loud) = (0, 0);
+        for case in cases() {
+            let mut state = DetectorState::default();
+            for (i, (reading, thresholds, _)) in case.steps.iter().enumerate() {
+                let t = thresholds.as_ref().unwrap_or(&case.thresholds);
+                let was_quiet = is_quiet(&state, t, reading);
+                let was_idle = state.conditions.is_empty();
+                let mut scratch = DetectorState { last_at: BTreeMap::new(), ..state.clone() };
+                let enters = !evaluate(&mut scratch, t, reading).is_empty() || !scratch.conditions.is_empty();
+                let signals = evaluate(&mut state, t, reading);
+                if was_quiet {
+                    quiet += 1;
+                    assert!(signals.is_empty() && state.conditions.is_empty(), "case '{}', step {i}", case.name);
+                } else {
+                    loud += 1;
+                }
+                // "Not quiet" means a condition was pending or active, or the reading enters one.
+                assert!(was_quiet || !was_idle || enters, "case '{}', step {i}", case.name);
+            }
+        }
+        assert!(quiet >= 5 && loud > 10, "the table has both kinds: {quiet} quiet, {loud} not");
+
+        let t = EffectiveThresholds::DEFAULT;
+        let idle = DetectorState::default();
+        let healthy = Reading {
+            voltage_v: vec![Some(221.0), Some(219.5), None],
+            current_a: vec![Some(40.0)],
+            ..temp(0, &[Some(35.5), None])
+        };
+        assert!(is_quiet(&idle, &t, &Reading { leak_ma: vec![Some(20.0)], ..healthy.clone() }));
+        assert!(!is_quiet(&idle, &t, &Reading { leak_ma: vec![Some(240.0)], ..healthy.clone() }), "pre-alarm level");
+        assert!(!is_quiet(&idle, &t, &Reading { voltage_v: vec![Some(180.0)], ..healthy.clone() }), "under-voltage");
+        let rated = th(|t| t.overcurrent_a = Some(32.0));
+        assert!(!is_quiet(&idle, &rated, &healthy), "over-current once a rating is set");
+        let mut pending = DetectorState::default();
+        assert!(evaluate(&mut pending, &t, &leak(0, &[Some(310.0)])).is_empty(), "a 5 s delay: pending");
+        assert!(!is_quiet(&pending, &t, &healthy), "a pending condition must see the next reading");
     }
 
     #[test]

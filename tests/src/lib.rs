@@ -262,6 +262,11 @@ impl Feeder {
         self.send_at(topic, payload, chrono::Utc::now()).await;
     }
 
+    /// How many messages sent so far are not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.sent.saturating_sub(self.acked.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// Waits until everything sent so far is committed (at most 10 s).
     pub async fn settle(&self) -> anyhow::Result<()> {
         for _ in 0..1000 {

@@ -509,3 +509,86 @@ async fn keying_readings_by_detector_and_time_keeps_stored_readings() -> anyhow:
     }
     Ok(())
 }
+
+/// Quiet readings are stored off the alarm path: while their insert is held up (here by
+/// another transaction holding one of their keys, on PostgreSQL), an alarm reading of the
+/// same device still becomes a hazard; the held batch is acknowledged only once its readings
+/// are stored. On SQLite (one writer) the same traffic is checked without the hold.
+#[tokio::test]
+async fn an_alarm_is_not_held_behind_storing_quiet_readings() -> anyhow::Result<()> {
+    use sea_orm::{ActiveModelTrait, Set, TransactionTrait};
+    use sparkwatch_entity::{detector, device};
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let db = server.services.store().db();
+        let mut feed = Feeder::start(&server.services);
+        let t0 =
+            DateTime::from_timestamp_millis((Utc::now() - Duration::minutes(5)).timestamp_millis()).unwrap_or_default();
+        // The device comes online and both detectors' states load on the alarm path first.
+        let both = json!([{"addr": 1, "leak": [20.0]}, {"addr": 2, "leak": [20.0]}]);
+        feed.send(TOPIC, &telemetry(t0 - Duration::seconds(60), Some(1), both)).await;
+        feed.settle().await?;
+
+        let held_at = t0 - Duration::seconds(30);
+        let dev = device::Entity::find().filter(device::Column::Serial.eq("SW-DEMO-0001")).one(db).await?;
+        let dev = dev.expect("the demo device");
+        let det1 = detector::Entity::find()
+            .filter(detector::Column::DeviceId.eq(dev.id))
+            .filter(detector::Column::Address.eq(1))
+            .one(db)
+            .await?
+            .expect("detector 1");
+        let blocker = match &backend {
+            sparkwatch_tests::Backend::Postgres(_) => {
+                let tx = db.begin().await?;
+                reading::ActiveModel {
+                    tenant_id: Set(det1.tenant_id),
+                    detector_id: Set(det1.id),
+                    at: Set(held_at),
+                    received_at: Set(held_at),
+                    values: Set(r#"{"l":[20.0]}"#.into()),
+                }
+                .insert(&tx)
+                .await?;
+                Some(tx)
+            }
+            sparkwatch_tests::Backend::Sqlite => None,
+        };
+        // A quiet reading whose insert now waits for the other transaction…
+        feed.send(TOPIC, &telemetry(held_at, Some(2), json!([{"addr": 1, "leak": [21.0]}]))).await;
+        // …then detector 2 over its set-point for longer than the 5 s delay.
+        for (n, s) in [(3, 0), (4, 6)] {
+            feed.send(TOPIC, &telemetry(t0 + Duration::seconds(s), Some(n), json!([{"addr": 2, "leak": [500.0]}])))
+                .await;
+        }
+        let alarms = || hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM"));
+        let mut raised = false;
+        for _ in 0..500 {
+            if count(&server, alarms()).await == 1 {
+                raised = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(raised, "{backend:?}: the alarm became a hazard");
+        if let Some(tx) = blocker {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let held = reading::Entity::find().filter(reading::Column::At.eq(held_at));
+            assert_eq!(count(&server, held).await, 0, "{backend:?}: the quiet reading is still held");
+            assert!(feed.unacknowledged() >= 1, "{backend:?}: its batch is not acknowledged yet");
+            tx.rollback().await?;
+        }
+        feed.settle().await?;
+        let held = reading::Entity::find()
+            .filter(reading::Column::DetectorId.eq(det1.id))
+            .filter(reading::Column::At.eq(held_at))
+            .one(db)
+            .await?;
+        assert!(
+            held.is_some_and(|r| r.values.contains("21")),
+            "{backend:?}: the quiet reading is stored once released"
+        );
+        assert_eq!(count(&server, reading::Entity::find()).await, 5, "{backend:?}: 2 + 1 + 2 readings");
+    }
+    Ok(())
+}

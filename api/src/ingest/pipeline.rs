@@ -3,10 +3,16 @@
 //!
 //! Per batch: decode and validate every message (rejections go to the dead-letter log and
 //! are counted by reason), drop redeliveries (same `(serial, seq, ts)` within 10 minutes, or a
-//! reading already stored for the same detector and device time), then in ONE transaction
-//! store the readings with multi-row inserts and apply what they mean — alarm signals,
-//! device-reported events, online/offline changes — to episodes, hazards and events.
-//! Deliveries are acknowledged only after that transaction commits.
+//! reading already stored for the same detector and device time), then split the batch:
+//! - the **alarm path**: every reading that may change a detector's alarm state, device
+//!   events and online/offline changes, in ONE transaction that stores those readings and
+//!   applies what they mean to episodes, hazards and events; published when it commits;
+//! - the **readings lane**: quiet readings ([`alarm::is_quiet`] — the bulk of a healthy
+//!   site's traffic) are stored by inserts of their own beside it, batches merged while
+//!   they wait, so an alarm never queues behind them.
+//!
+//! Batches settle in order once their quiet readings are stored: rollups, latest values,
+//! followed `readings`, and only then are the batch's deliveries acknowledged.
 //!
 //! Evaluation state (delay timers, active conditions) lives in memory; the episodes it
 //! produces live in the store, so a restart neither loses nor duplicates episodes (at worst
@@ -17,6 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use sparkwatch_domain::alarm::{self, Change, DetectorState, Signal};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
@@ -158,6 +167,118 @@ struct RecentSeqs {
 /// Raw readings deleted per statement by the retention purge.
 const PRUNE_CHUNK: u64 = 10_000;
 
+/// Inserts of quiet readings running at once (each on its own pooled connection, beside the
+/// alarm path's transaction).
+const LANE_INSERTS: usize = 2;
+/// Most quiet readings in one insert; batches waiting for the lane are merged up to this.
+const LANE_ROWS_PER_INSERT: usize = 5_000;
+/// Quiet readings waiting for the lane at which the pipeline stops taking batches: the
+/// backpressure reaches the broker as before, with the memory bounded.
+const LANE_MAX_WAITING: usize = 10_000;
+
+/// A batch whose alarm path is done: its quiet readings still to be stored and what
+/// follows once they are.
+struct Settling {
+    rows: Vec<NewReading>,
+    /// Every new reading of the batch, in batch order.
+    readings: Vec<Settled>,
+    acks: Vec<super::Ack>,
+    started: Instant,
+}
+
+/// A reading on its way to the rollups, the latest values and the `readings` feeds.
+struct Settled {
+    tenant: TenantId,
+    detector: DetectorId,
+    project: ProjectId,
+    reading: Reading,
+    /// Stored by the readings lane: it counts only if that insert reports it as new.
+    quiet: bool,
+}
+
+impl Settled {
+    fn of(device: &DeviceInfo, detector: &DetectorInfo, reading: Reading, quiet: bool) -> Self {
+        Settled { tenant: device.tenant, detector: detector.id, project: detector.project, reading, quiet }
+    }
+}
+
+/// The row of a reading.
+fn new_reading(
+    device: &DeviceInfo,
+    detector: &DetectorInfo,
+    reading: &Reading,
+    received_at: DateTime<Utc>,
+) -> NewReading {
+    NewReading {
+        tenant: device.tenant,
+        detector: detector.id,
+        at: reading.at,
+        received_at,
+        values: values_json(reading),
+    }
+}
+
+/// What one insert of the readings lane reported.
+struct LaneInsert {
+    /// The readings that were new, keyed as in [`micros`].
+    inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)>,
+    rows: usize,
+    took: Duration,
+}
+
+type LaneFuture = BoxFuture<'static, (Result<LaneInsert, sea_orm::DbErr>, Vec<Settling>)>;
+
+/// Quiet readings on their way to the store, off the alarm path: batches wait in order,
+/// are merged into inserts, and settle in the order they came.
+#[derive(Default)]
+struct ReadingsLane {
+    waiting: VecDeque<Settling>,
+    waiting_rows: usize,
+    storing: FuturesOrdered<LaneFuture>,
+}
+
+impl ReadingsLane {
+    fn has_room(&self) -> bool {
+        self.waiting_rows < LANE_MAX_WAITING
+    }
+
+    fn push(&mut self, part: Settling) {
+        self.waiting_rows += part.rows.len();
+        self.waiting.push_back(part);
+    }
+
+    /// Starts inserts of the waiting batches while fewer than [`LANE_INSERTS`] run.
+    fn start(&mut self, store: &Store) {
+        while self.storing.len() < LANE_INSERTS && !self.waiting.is_empty() {
+            let mut parts = Vec::new();
+            let mut rows = Vec::new();
+            while let Some(next) = self.waiting.front()
+                && (rows.is_empty() || rows.len() + next.rows.len() <= LANE_ROWS_PER_INSERT)
+                && let Some(mut part) = self.waiting.pop_front()
+            {
+                rows.append(&mut part.rows);
+                parts.push(part);
+            }
+            self.waiting_rows -= rows.len();
+            let store = store.clone();
+            self.storing.push_back(Box::pin(async move {
+                let started = Instant::now();
+                let result = if rows.is_empty() {
+                    Ok(Default::default())
+                } else {
+                    tel::insert_readings(store.db(), &rows).await
+                };
+                let insert = result.map(|inserted| LaneInsert {
+                    inserted: inserted.into_iter().map(|(d, at)| (d, micros(at))).collect(),
+                    rows: rows.len(),
+                    took: started.elapsed(),
+                });
+                (insert, parts)
+            }));
+        }
+    }
+}
+
 /// Redeliveries are recognised for this long by `(serial, seq, ts)`.
 const SEQ_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -210,14 +331,25 @@ impl Pipeline {
         let writer = tokio::spawn(write_back(self.store.clone(), write_back_rx));
         let mut tick = tokio::time::interval(self.config.housekeeping);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lane = ReadingsLane::default();
         loop {
             tokio::select! {
-                batch = validated.recv() => {
+                batch = validated.recv(), if lane.has_room() => {
                     let Some(batch) = batch else { break };
-                    self.store_batch(batch).await;
+                    if let Some(part) = self.store_batch(batch).await {
+                        lane.push(part);
+                    }
+                }
+                Some((stored, parts)) = lane.storing.next(), if !lane.storing.is_empty() => {
+                    self.settle(stored, parts).await;
                 }
                 _ = tick.tick() => self.housekeeping(false).await,
             }
+            lane.start(&self.store);
+        }
+        while let Some((stored, parts)) = lane.storing.next().await {
+            self.settle(stored, parts).await;
+            lane.start(&self.store);
         }
         self.housekeeping(true).await;
         // The last write-back is done before the pipeline counts as stopped.
@@ -227,10 +359,10 @@ impl Pipeline {
         }
     }
 
-    /// Stores and applies one validated batch, then acknowledges its deliveries; never
-    /// fails as a whole — a database error leaves the batch unacknowledged so the broker
-    /// redelivers it.
-    async fn store_batch(&mut self, batch: Validated) {
+    /// Applies one validated batch on the alarm path and hands the rest to the readings
+    /// lane; never fails as a whole — a database error leaves the batch unacknowledged so
+    /// the broker redelivers it.
+    async fn store_batch(&mut self, batch: Validated) -> Option<Settling> {
         // A device, detector, threshold or policy changed: look them up afresh.
         let generation = self.site_generation.load(std::sync::atomic::Ordering::Relaxed);
         if generation != self.seen_generation {
@@ -238,11 +370,77 @@ impl Pipeline {
             self.thresholds.clear();
             self.policies.clear();
         }
-        match self.apply(batch.work).await {
-            Ok(()) => batch.acks.into_iter().for_each(|ack| ack()),
-            Err(e) => tracing::error!(error = %e, "storing a batch failed; it will be redelivered"),
+        let Validated { work, acks, started } = batch;
+        match self.apply(work).await {
+            Ok((rows, readings)) => Some(Settling { rows, readings, acks, started }),
+            Err(e) => {
+                tracing::error!(error = %e, "storing a batch failed; it will be redelivered");
+                None
+            }
         }
-        self.metrics.batch_seconds.observe(batch.started.elapsed().as_secs_f64());
+    }
+
+    /// Finishes batches whose quiet readings were stored (`stored` is what the insert
+    /// reported as new), in batch order: rollups, latest values, followed `readings`, then
+    /// the acknowledgements. When the insert failed, the alarm path's readings still count
+    /// (they are committed) but the batches stay unacknowledged, so the broker redelivers
+    /// the quiet ones.
+    async fn settle(&mut self, stored: Result<LaneInsert, sea_orm::DbErr>, parts: Vec<Settling>) {
+        let inserted = match stored {
+            Ok(insert) => {
+                self.metrics.readings_stored.inc_by(insert.inserted.len() as u64);
+                tracing::debug!(
+                    readings = insert.rows,
+                    batches = parts.len(),
+                    insert_ms = insert.took.as_secs_f64() * 1e3,
+                    "quiet readings stored"
+                );
+                Some(insert.inserted)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing quiet readings failed; their batches will be redelivered");
+                None
+            }
+        };
+        let followed =
+            if parts.iter().all(|p| p.readings.is_empty()) { Default::default() } else { self.bus.readings_wanted() };
+        let mut latest = Vec::new();
+        let mut notes = Vec::new();
+        let mut acks = Vec::new();
+        for part in parts {
+            for r in part.readings {
+                if r.quiet {
+                    match &inserted {
+                        Some(inserted) if inserted.contains(&(r.detector, micros(r.reading.at))) => {}
+                        Some(_) => {
+                            self.metrics.duplicates.inc();
+                            continue;
+                        }
+                        None => continue,
+                    }
+                }
+                self.accumulate(r.detector, &r.reading);
+                if followed.contains(&r.detector) {
+                    let note =
+                        ReadingNote { detector_id: r.detector, project_id: r.project, reading: r.reading.clone() };
+                    notes.push(Envelope {
+                        tenant: r.tenant,
+                        feed: Feed::Readings(r.detector),
+                        message: BusMessage::Reading(Box::new(note)),
+                    });
+                }
+                latest.push((r.detector, r.reading));
+            }
+            if inserted.is_some() {
+                acks.extend(part.acks);
+            }
+            self.metrics.batch_seconds.observe(part.started.elapsed().as_secs_f64());
+        }
+        if !notes.is_empty() {
+            self.bus.publish(notes);
+        }
+        self.latest.put_all(latest).await;
+        acks.into_iter().for_each(|ack| ack());
     }
 
     /// Resolves the thresholds of every detector in `work` that has none cached or an
@@ -295,41 +493,83 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn apply(&mut self, work: Vec<Work>) -> Result<(), sea_orm::DbErr> {
+    /// Splits a batch into its quiet readings ([`alarm::is_quiet`]: for a detector with
+    /// nothing pending or active, a reading that enters no rule) and the rest, applies the
+    /// rest in one transaction — its readings stored with it, alarm signals, device events,
+    /// online/offline changes — and publishes what that changed. Returns the quiet readings
+    /// to store and every new reading of the batch, in order, for [`Pipeline::settle`].
+    ///
+    /// Quiet readings go to the readings lane because storing them is most of a batch's
+    /// work, and an alarm must not wait behind it (BENCHMARKS.md, bench-live run 10). They
+    /// need no redelivery check before they are evaluated: evaluating a quiet reading changes
+    /// nothing but the channels' latest times. Every other reading is still checked against
+    /// the store first, so a redelivered alarm reading never counts twice.
+    async fn apply(&mut self, work: Vec<Work>) -> Result<(Vec<NewReading>, Vec<Settled>), sea_orm::DbErr> {
+        let mut quiet_rows = Vec::new();
+        let mut settled = Vec::with_capacity(work.len());
         if work.is_empty() {
-            return Ok(());
+            return Ok((quiet_rows, settled));
         }
         let now = self.clock.now();
-        let mut rows = Vec::new();
         let mut seen_in_batch = foldhash::HashSet::default();
         let mut fresh = Vec::with_capacity(work.len());
         for w in work {
-            if let Work::Reading { detector, reading, received_at, device } = &w {
-                if !seen_in_batch.insert((detector.id, reading.at)) {
-                    self.metrics.duplicates.inc();
-                    continue;
-                }
-                rows.push(NewReading {
-                    tenant: device.tenant,
-                    detector: detector.id,
-                    at: reading.at,
-                    received_at: *received_at,
-                    values: values_json(reading),
-                });
+            if let Work::Reading { detector, reading, .. } = &w
+                && !seen_in_batch.insert((detector.id, reading.at))
+            {
+                self.metrics.duplicates.inc();
+                continue;
             }
             fresh.push(w);
         }
         self.load_thresholds(&fresh).await?;
+        // Once a detector has a reading on the alarm path, its later readings of the batch
+        // follow it there: they must be evaluated after it.
+        let mut loud = foldhash::HashSet::default();
+        let mut rows = Vec::new();
+        let mut applied = Vec::new();
+        for w in fresh {
+            match w {
+                Work::Reading { device, detector, reading, received_at }
+                    if self.quiet(&loud, &device, &detector, &reading) =>
+                {
+                    // The device is online, so this only moves its last-seen time.
+                    self.note_seen(&device, received_at);
+                    if let (Some(state), Some((_, thresholds))) =
+                        (self.states.get_mut(&detector.id), self.thresholds.get(&detector.id))
+                    {
+                        // Yields no signal (that is what quiet means); it records the channels' times
+                        // so that an older reading arriving later is ignored as before.
+                        alarm::evaluate(state, thresholds, &reading);
+                    }
+                    quiet_rows.push(new_reading(&device, &detector, &reading, received_at));
+                    settled.push(Settled::of(&device, &detector, reading, true));
+                }
+                w => {
+                    if let Work::Reading { device, detector, reading, received_at } = &w {
+                        loud.insert(detector.id);
+                        rows.push(new_reading(device, detector, reading, *received_at));
+                    }
+                    applied.push(w);
+                }
+            }
+        }
+        if applied.is_empty() {
+            return Ok((quiet_rows, settled));
+        }
         // Whatever an earlier, rolled-back transaction noted never happened.
         self.outbox = Outbox::default();
         let t_begin = Instant::now();
         let tx = self.store.begin().await?;
-        let inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)> =
-            tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect();
+        let inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)> = if rows.is_empty() {
+            Default::default()
+        } else {
+            tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect()
+        };
         self.metrics.readings_stored.inc_by(inserted.len() as u64);
         // A reading that was already stored is a redelivery (e.g. after a restart): it was
         // evaluated the first time, so it must not count again.
-        fresh.retain(|w| match w {
+        applied.retain(|w| match w {
             Work::Reading { detector, reading, .. } => {
                 let new = inserted.contains(&(detector.id, micros(reading.at)));
                 if !new {
@@ -340,7 +580,7 @@ impl Pipeline {
             _ => true,
         });
         let t_inserted = Instant::now();
-        for w in &fresh {
+        for w in &applied {
             // The rare cases are awaited behind a check: building their futures (with their
             // queries' futures inside) for every reading showed in profiles.
             if let Some((device, at)) = w.heard_from()
@@ -426,38 +666,40 @@ impl Pipeline {
         let t_applied = Instant::now();
         tx.commit().await?;
         let t_committed = Instant::now();
-        let mut latest = Vec::new();
-        let mut notes = Vec::new();
-        let followed = if fresh.is_empty() { Default::default() } else { self.bus.readings_wanted() };
-        for w in fresh {
-            if let Work::Reading { detector, reading, device, .. } = w {
-                self.accumulate(detector.id, &reading);
-                if followed.contains(&detector.id) {
-                    let note = ReadingNote {
-                        detector_id: detector.id,
-                        project_id: detector.project,
-                        reading: reading.clone(),
-                    };
-                    notes.push(Envelope {
-                        tenant: device.tenant,
-                        feed: Feed::Readings(detector.id),
-                        message: BusMessage::Reading(Box::new(note)),
-                    });
-                }
-                latest.push((detector.id, reading));
+        self.publish();
+        for w in applied {
+            if let Work::Reading { device, detector, reading, .. } = w {
+                settled.push(Settled::of(&device, &detector, reading, false));
             }
         }
-        self.publish(notes);
-        self.latest.put_all(latest).await;
         tracing::debug!(
             readings = rows.len(),
+            quiet = quiet_rows.len(),
             insert_ms = (t_inserted - t_begin).as_secs_f64() * 1e3,
             apply_ms = (t_applied - t_inserted).as_secs_f64() * 1e3,
             commit_ms = (t_committed - t_applied).as_secs_f64() * 1e3,
             publish_ms = t_committed.elapsed().as_secs_f64() * 1e3,
-            "batch stored"
+            "batch applied"
         );
-        Ok(())
+        Ok((quiet_rows, settled))
+    }
+
+    /// Whether a reading can skip the alarm path: its device is online (otherwise the
+    /// reading brings it back, which the transaction records), its detector's state is
+    /// loaded and has no reading of this batch on the alarm path, and the reading is quiet.
+    fn quiet(
+        &self,
+        loud: &foldhash::HashSet<DetectorId>,
+        device: &DeviceInfo,
+        detector: &DetectorInfo,
+        reading: &Reading,
+    ) -> bool {
+        !loud.contains(&detector.id)
+            && self.liveness.get(&device.id).is_some_and(|l| l.online)
+            && match (self.states.get(&detector.id), self.thresholds.get(&detector.id)) {
+                (Some(state), Some((_, thresholds))) => alarm::is_quiet(state, thresholds, reading),
+                _ => false,
+            }
     }
 
     async fn apply_signal(
@@ -736,10 +978,10 @@ impl Pipeline {
         self.outbox.statuses.push((device.tenant, status));
     }
 
-    /// Publishes what the committed transaction changed (and the followed `readings`).
-    fn publish(&mut self, readings: Vec<Envelope>) {
+    /// Publishes what the committed transaction changed.
+    fn publish(&mut self) {
         let Outbox { events, hazards, statuses } = std::mem::take(&mut self.outbox);
-        let mut out = readings;
+        let mut out = Vec::new();
         let statuses = statuses.into_iter().map(|(tenant, s)| (tenant, BusMessage::DeviceStatus(Box::new(s))));
         let events = events.into_iter().map(|(tenant, v)| (tenant, BusMessage::Event(Box::new(v))));
         let hazards = hazards.into_values().map(|h| (h.tenant_id, BusMessage::Hazard(Box::new(h))));
@@ -815,7 +1057,7 @@ impl Pipeline {
             self.went_offline(&tx, &device, now, now, &why).await?;
         }
         tx.commit().await?;
-        self.publish(Vec::new());
+        self.publish();
         Ok(())
     }
 

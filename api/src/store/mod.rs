@@ -28,9 +28,9 @@ use uuid::Uuid;
 
 /// Connections to a SQLite file (one writer at a time; a small pool avoids lock convoys).
 const SQLITE_CONNECTIONS: u32 = 4;
-/// Connections of the ingestion pool: the store stage's transaction, the validator's
-/// look-ups, the periodic flush.
-const INGEST_CONNECTIONS: u32 = 3;
+/// Connections of the ingestion pool: the alarm path's transaction, the readings lane's two
+/// inserts, the validator's look-ups, the periodic write-back.
+const INGEST_CONNECTIONS: u32 = 5;
 
 /// The database behind the service layer (SQLite or PostgreSQL, chosen by URL).
 #[derive(Clone, Debug)]
