@@ -516,6 +516,7 @@ async fn keying_readings_by_detector_and_time_keeps_stored_readings() -> anyhow:
 /// are stored. On SQLite (one writer) the same traffic is checked without the hold.
 #[tokio::test]
 async fn an_alarm_is_not_held_behind_storing_quiet_readings() -> anyhow::Result<()> {
+    const BURST: u64 = 600;
     use sea_orm::{ActiveModelTrait, Set, TransactionTrait};
     use sparkwatch_entity::{detector, device};
     for backend in backends() {
@@ -554,8 +555,13 @@ async fn an_alarm_is_not_held_behind_storing_quiet_readings() -> anyhow::Result<
             }
             sparkwatch_tests::Backend::Sqlite => None,
         };
-        // A quiet reading whose insert now waits for the other transaction…
+        // A quiet reading whose insert now waits for the other transaction, and a burst of
+        // them (on SQLite an insert whose results nobody reads holds the write lock)…
         feed.send(TOPIC, &telemetry(held_at, Some(2), json!([{"addr": 1, "leak": [21.0]}]))).await;
+        for n in 0..BURST {
+            let at = held_at + Duration::milliseconds(10 * (n as i64 + 1));
+            feed.send(TOPIC, &telemetry(at, Some(100 + n), json!([{"addr": 1, "leak": [22.0]}]))).await;
+        }
         // …then detector 2 over its set-point for longer than the 5 s delay.
         for (n, s) in [(3, 0), (4, 6)] {
             feed.send(TOPIC, &telemetry(t0 + Duration::seconds(s), Some(n), json!([{"addr": 2, "leak": [500.0]}])))
@@ -588,7 +594,8 @@ async fn an_alarm_is_not_held_behind_storing_quiet_readings() -> anyhow::Result<
             held.is_some_and(|r| r.values.contains("21")),
             "{backend:?}: the quiet reading is stored once released"
         );
-        assert_eq!(count(&server, reading::Entity::find()).await, 5, "{backend:?}: 2 + 1 + 2 readings");
+        let all = count(&server, reading::Entity::find()).await;
+        assert_eq!(all, 5 + BURST, "{backend:?}: 2 + 1 + {BURST} + 2 readings");
     }
     Ok(())
 }

@@ -230,16 +230,25 @@ type LaneFuture = BoxFuture<'static, (Result<LaneInsert, sea_orm::DbErr>, Vec<Se
 
 /// Quiet readings on their way to the store, off the alarm path: batches wait in order,
 /// are merged into inserts, and settle in the order they came.
-#[derive(Default)]
 struct ReadingsLane {
     waiting: VecDeque<Settling>,
     waiting_rows: usize,
     storing: FuturesOrdered<LaneFuture>,
+    /// Whether an insert may run beside the alarm path's transaction. Not on SQLite: with
+    /// one writer, the transaction would only wait for the insert in the busy handler's
+    /// sleeps, so there the store task waits for the lane before its next batch.
+    beside: bool,
 }
 
 impl ReadingsLane {
+    fn new(store: &Store) -> Self {
+        let beside = store.db().get_database_backend() != sea_orm::DbBackend::Sqlite;
+        ReadingsLane { waiting: VecDeque::new(), waiting_rows: 0, storing: FuturesOrdered::new(), beside }
+    }
+
+    /// Whether the store task may take the next batch.
     fn has_room(&self) -> bool {
-        self.waiting_rows < LANE_MAX_WAITING
+        self.waiting_rows < LANE_MAX_WAITING && (self.beside || self.storing.is_empty())
     }
 
     fn push(&mut self, part: Settling) {
@@ -247,7 +256,10 @@ impl ReadingsLane {
         self.waiting.push_back(part);
     }
 
-    /// Starts inserts of the waiting batches while fewer than [`LANE_INSERTS`] run.
+    /// Starts inserts of the waiting batches while fewer than [`LANE_INSERTS`] run. Each
+    /// insert is a task of its own: polled only by the store task, it would stall while
+    /// that task works on the alarm path — on SQLite holding the write lock that the
+    /// alarm path's transaction waits for.
     fn start(&mut self, store: &Store) {
         while self.storing.len() < LANE_INSERTS && !self.waiting.is_empty() {
             let mut parts = Vec::new();
@@ -261,19 +273,21 @@ impl ReadingsLane {
             }
             self.waiting_rows -= rows.len();
             let store = store.clone();
-            self.storing.push_back(Box::pin(async move {
+            let insert = tokio::spawn(async move {
                 let started = Instant::now();
-                let result = if rows.is_empty() {
-                    Ok(Default::default())
-                } else {
-                    tel::insert_readings(store.db(), &rows).await
-                };
-                let insert = result.map(|inserted| LaneInsert {
+                let inserted =
+                    if rows.is_empty() { Default::default() } else { tel::insert_readings(store.db(), &rows).await? };
+                Ok(LaneInsert {
                     inserted: inserted.into_iter().map(|(d, at)| (d, micros(at))).collect(),
                     rows: rows.len(),
                     took: started.elapsed(),
-                });
-                (insert, parts)
+                })
+            });
+            self.storing.push_back(Box::pin(async move {
+                let result = insert
+                    .await
+                    .unwrap_or_else(|e| Err(sea_orm::DbErr::Custom(format!("the readings insert task failed: {e}"))));
+                (result, parts)
             }));
         }
     }
@@ -331,7 +345,7 @@ impl Pipeline {
         let writer = tokio::spawn(write_back(self.store.clone(), write_back_rx));
         let mut tick = tokio::time::interval(self.config.housekeeping);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lane = ReadingsLane::default();
+        let mut lane = ReadingsLane::new(&self.store);
         loop {
             tokio::select! {
                 batch = validated.recv(), if lane.has_room() => {

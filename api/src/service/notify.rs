@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::{Services, snapshot};
 use crate::auth::Principal;
-use crate::bus::{BusMessage, Envelope};
+use crate::bus::{BusMessage, Envelope, Listener};
 use crate::error::{AppError, AppResult};
 use crate::push::{PushError, PushMessage, PushPlatform, PushPriority};
 use crate::store::hazards::{EventView, Hazard};
@@ -644,11 +644,15 @@ pub fn retry_delay(attempt: i32, after: Option<Duration>) -> Duration {
     after.map_or(backoff, |a| a.min(Duration::from_secs(3600)))
 }
 
-/// Routes the events this instance recorded to phones; runs until the bus goes away.
-pub async fn run_router(services: Services) {
-    let mut events = services.bus().local_events();
+/// Routes the events this instance recorded (`events`, from [`crate::bus::Bus::local_events`])
+/// to phones, until `stop` turns true or the bus goes away.
+pub async fn run_router(services: Services, mut events: Listener, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let env: Arc<Envelope> = match events.recv().await {
+        let received = tokio::select! {
+            received = events.recv() => received,
+            _ = stop.changed() => return,
+        };
+        let env: Arc<Envelope> = match received {
             Ok(env) => env,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
