@@ -361,6 +361,8 @@ impl Pipeline {
             }
             lane.start(&self.store);
         }
+        // Every batch taken is stored and settled before the pipeline counts as stopped.
+        lane.start(&self.store);
         while let Some((stored, parts)) = lane.storing.next().await {
             self.settle(stored, parts).await;
             lane.start(&self.store);
