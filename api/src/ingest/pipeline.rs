@@ -516,7 +516,7 @@ impl Pipeline {
     /// to store and every new reading of the batch, in order, for [`Pipeline::settle`].
     ///
     /// Quiet readings go to the readings lane because storing them is most of a batch's
-    /// work, and an alarm must not wait behind it (BENCHMARKS.md, bench-live run 10). They
+    /// work, and an alarm must not wait behind it (BENCHMARKS.md, bench-live runs 8–9). They
     /// need no redelivery check before they are evaluated: evaluating a quiet reading changes
     /// nothing but the channels' latest times. Every other reading is still checked against
     /// the store first, so a redelivered alarm reading never counts twice.
