@@ -642,3 +642,26 @@ async fn quiet_bursts_and_alarm_readings_interleave_without_stalling() -> anyhow
     }
     Ok(())
 }
+
+/// A last will and a reading right behind it, in one batch: the reading brings the device
+/// back (it must not be stored off the alarm path as a quiet reading of an online device).
+#[tokio::test]
+async fn a_reading_right_after_the_last_will_brings_the_device_back() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let mut feed = Feeder::start(&server.services);
+        let t = Utc::now() - Duration::minutes(1);
+        feed.send(TOPIC, &telemetry(t, Some(1), leak(1, 20.0))).await;
+        feed.settle().await?;
+        // Queued together, so one batch holds both.
+        feed.send("sw/SW-DEMO-0001/status", r#"{"online": false}"#).await;
+        feed.send(TOPIC, &telemetry(t + Duration::seconds(1), Some(2), leak(1, 21.0))).await;
+        feed.settle().await?;
+        let db = server.services.store().db();
+        let offline = episode::Entity::find().filter(episode::Column::Kind.eq("OFFLINE")).one(db).await?;
+        assert!(offline.is_some_and(|e| e.closed_at.is_some()), "{backend:?}: the OFFLINE fault is closed again");
+        let online = count(&server, event::Entity::find().filter(event::Column::Kind.eq("ONLINE"))).await;
+        assert_eq!(online, 2, "{backend:?}: online at first, and again after the last will");
+    }
+    Ok(())
+}

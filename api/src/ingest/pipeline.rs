@@ -202,6 +202,13 @@ impl Settled {
     }
 }
 
+/// Devices and detectors with a message of the batch on the alarm path so far.
+#[derive(Default)]
+struct Loud {
+    devices: foldhash::HashSet<DeviceId>,
+    detectors: foldhash::HashSet<DetectorId>,
+}
+
 /// The row of a reading.
 fn new_reading(
     device: &DeviceInfo,
@@ -540,8 +547,9 @@ impl Pipeline {
         }
         self.load_thresholds(&fresh).await?;
         // Once a detector has a reading on the alarm path, its later readings of the batch
-        // follow it there: they must be evaluated after it.
-        let mut loud = foldhash::HashSet::default();
+        // follow it there: they must be evaluated after it. So do a device's readings after
+        // any other message of it (a last will, say: the reading after it brings it back).
+        let mut loud = Loud::default();
         let mut rows = Vec::new();
         let mut applied = Vec::new();
         for w in fresh {
@@ -562,9 +570,17 @@ impl Pipeline {
                     settled.push(Settled::of(&device, &detector, reading, true));
                 }
                 w => {
-                    if let Work::Reading { device, detector, reading, received_at } = &w {
-                        loud.insert(detector.id);
-                        rows.push(new_reading(device, detector, reading, *received_at));
+                    match &w {
+                        Work::Reading { device, detector, reading, received_at } => {
+                            loud.detectors.insert(detector.id);
+                            rows.push(new_reading(device, detector, reading, *received_at));
+                        }
+                        Work::Event { device, .. }
+                        | Work::Status { device, .. }
+                        | Work::CommLost { device, .. }
+                        | Work::CommRestored { device, .. } => {
+                            loud.devices.insert(device.id);
+                        }
                     }
                     applied.push(w);
                 }
@@ -701,16 +717,12 @@ impl Pipeline {
     }
 
     /// Whether a reading can skip the alarm path: its device is online (otherwise the
-    /// reading brings it back, which the transaction records), its detector's state is
-    /// loaded and has no reading of this batch on the alarm path, and the reading is quiet.
-    fn quiet(
-        &self,
-        loud: &foldhash::HashSet<DetectorId>,
-        device: &DeviceInfo,
-        detector: &DetectorInfo,
-        reading: &Reading,
-    ) -> bool {
-        !loud.contains(&detector.id)
+    /// reading brings it back, which the transaction records), neither its device nor its
+    /// detector has an earlier message of this batch on the alarm path, its detector's
+    /// state is loaded, and the reading is quiet.
+    fn quiet(&self, loud: &Loud, device: &DeviceInfo, detector: &DetectorInfo, reading: &Reading) -> bool {
+        !loud.detectors.contains(&detector.id)
+            && !loud.devices.contains(&device.id)
             && self.liveness.get(&device.id).is_some_and(|l| l.online)
             && match (self.states.get(&detector.id), self.thresholds.get(&detector.id)) {
                 (Some(state), Some((_, thresholds))) => alarm::is_quiet(state, thresholds, reading),
