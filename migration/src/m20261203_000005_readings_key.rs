@@ -52,6 +52,14 @@ async fn rebuild(manager: &SchemaManager<'_>, into: &'static str, keyed: bool) -
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// In one transaction on SQLite too: the rebuild's statements must run on one connection.
+    /// Spread over the pool, a connection whose cached schema still had the old `readings`
+    /// refused the rename now and then ("there is already another table or index with this
+    /// name"), and a failure half-way would have left the table dropped.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
             // In place, without copying: the unique index becomes the primary key.
