@@ -106,7 +106,7 @@ pub async fn run_with(
 /// Push routing, delivery and reminders run on a thread of their own with its own scheduler:
 /// an alarm fanned out to 10,000 WebSocket subscribers makes 10,000 tasks runnable at once,
 /// and on the shared scheduler every database round trip of the push path queued behind
-/// all of them (push p99 87–108 ms at 10,000 subscribers, 28 ms at 1,000: BENCHMARKS.md,
+/// all of them (push p99 55–108 ms at 10,000 subscribers, 28 ms at 1,000: BENCHMARKS.md,
 /// bench-live run 10). The router listens before this returns, so no event recorded after
 /// it is missed.
 pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> tokio::sync::watch::Sender<bool> {

@@ -474,7 +474,16 @@ fn measured(values: &[Option<f64>]) -> impl Iterator<Item = (u8, f64)> + '_ {
 /// evaluated for a channel is ignored for that channel. See the [module docs](self) for
 /// the rules.
 pub fn evaluate(state: &mut DetectorState, thresholds: &EffectiveThresholds, reading: &Reading) -> Vec<Signal> {
-    let rules = Rules::new(thresholds);
+    evaluate_with(state, &Rules::new(thresholds), thresholds, reading)
+}
+
+/// [`evaluate`] with the thresholds' rules already built.
+fn evaluate_with(
+    state: &mut DetectorState,
+    rules: &Rules,
+    thresholds: &EffectiveThresholds,
+    reading: &Reading,
+) -> Vec<Signal> {
     let band_percent = rules.band_percent;
     let mut out = Vec::new();
 
@@ -522,10 +531,26 @@ pub fn evaluate(state: &mut DetectorState, thresholds: &EffectiveThresholds, rea
 /// call a quiet reading not quiet). Most readings of a healthy site are quiet; the pipeline
 /// stores them off the alarm path, so an alarm never queues behind them.
 pub fn is_quiet(state: &DetectorState, thresholds: &EffectiveThresholds, reading: &Reading) -> bool {
+    quiet_under(state, &Rules::new(thresholds), reading)
+}
+
+/// Evaluates `reading` if it [is quiet](is_quiet) — which yields no signal but records the
+/// channels' times, so that an older reading arriving later is ignored — and says whether
+/// it was; a reading that is not quiet leaves `state` untouched, for [`evaluate`] later.
+pub fn evaluate_if_quiet(state: &mut DetectorState, thresholds: &EffectiveThresholds, reading: &Reading) -> bool {
+    let rules = Rules::new(thresholds);
+    if !quiet_under(state, &rules, reading) {
+        return false;
+    }
+    evaluate_with(state, &rules, thresholds, reading);
+    true
+}
+
+/// [`is_quiet`] with the thresholds' rules already built.
+fn quiet_under(state: &DetectorState, rules: &Rules, reading: &Reading) -> bool {
     if !state.conditions.is_empty() {
         return false;
     }
-    let rules = Rules::new(thresholds);
     let enters = |values: &[Option<f64>], rules: &[Option<&Rule>]| {
         measured(values).any(|(_, v)| rules.iter().flatten().any(|rule| rule.enters(v)))
     };
@@ -986,11 +1011,16 @@ mod tests {
                 let was_idle = state.conditions.is_empty();
                 let mut scratch = DetectorState { last_at: BTreeMap::new(), ..state.clone() };
                 let enters = !evaluate(&mut scratch, t, reading).is_empty() || !scratch.conditions.is_empty();
+                let before = state.clone();
+                let mut if_quiet = before.clone();
+                assert_eq!(evaluate_if_quiet(&mut if_quiet, t, reading), was_quiet, "case '{}', step {i}", case.name);
                 let signals = evaluate(&mut state, t, reading);
                 if was_quiet {
+                    assert_eq!(if_quiet, state, "case '{}', step {i}: the same evaluation", case.name);
                     quiet += 1;
                     assert!(signals.is_empty() && state.conditions.is_empty(), "case '{}', step {i}", case.name);
                 } else {
+                    assert_eq!(if_quiet, before, "case '{}', step {i}: left for evaluate", case.name);
                     loud += 1;
                 }
                 // "Not quiet" means a condition was pending or active, or the reading enters one.

@@ -227,7 +227,7 @@ fn new_reading(
 
 /// What one insert of the readings lane reported.
 struct LaneInsert {
-    /// The readings that were new, keyed as in [`micros`].
+    /// The readings that were new, keyed as in [`key`].
     inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)>,
     rows: usize,
     took: Duration,
@@ -284,11 +284,7 @@ impl ReadingsLane {
                 let started = Instant::now();
                 let inserted =
                     if rows.is_empty() { Default::default() } else { tel::insert_readings(store.db(), &rows).await? };
-                Ok(LaneInsert {
-                    inserted: inserted.into_iter().map(|(d, at)| (d, micros(at))).collect(),
-                    rows: rows.len(),
-                    took: started.elapsed(),
-                })
+                Ok(LaneInsert { inserted: stored_keys(inserted), rows: rows.len(), took: started.elapsed() })
             });
             self.storing.push_back(Box::pin(async move {
                 let result = insert
@@ -434,7 +430,7 @@ impl Pipeline {
             for r in part.readings {
                 if r.quiet {
                     match &inserted {
-                        Some(inserted) if inserted.contains(&(r.detector, micros(r.reading.at))) => {}
+                        Some(inserted) if inserted.contains(&key(r.detector, &r.reading)) => {}
                         Some(_) => {
                             self.metrics.duplicates.inc();
                             continue;
@@ -555,17 +551,10 @@ impl Pipeline {
         for w in fresh {
             match w {
                 Work::Reading { device, detector, reading, received_at }
-                    if self.quiet(&loud, &device, &detector, &reading) =>
+                    if self.evaluate_if_quiet(&loud, &device, &detector, &reading) =>
                 {
                     // The device is online, so this only moves its last-seen time.
                     self.note_seen(&device, received_at);
-                    if let (Some(state), Some((_, thresholds))) =
-                        (self.states.get_mut(&detector.id), self.thresholds.get(&detector.id))
-                    {
-                        // Yields no signal (that is what quiet means); it records the channels' times
-                        // so that an older reading arriving later is ignored as before.
-                        alarm::evaluate(state, thresholds, &reading);
-                    }
                     quiet_rows.push(new_reading(&device, &detector, &reading, received_at));
                     settled.push(Settled::of(&device, &detector, reading, true));
                 }
@@ -593,17 +582,14 @@ impl Pipeline {
         self.outbox = Outbox::default();
         let t_begin = Instant::now();
         let tx = self.store.begin().await?;
-        let inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)> = if rows.is_empty() {
-            Default::default()
-        } else {
-            tel::insert_readings(&tx, &rows).await?.into_iter().map(|(d, at)| (d, micros(at))).collect()
-        };
+        let inserted: foldhash::HashSet<(DetectorId, DateTime<Utc>)> =
+            if rows.is_empty() { Default::default() } else { stored_keys(tel::insert_readings(&tx, &rows).await?) };
         self.metrics.readings_stored.inc_by(inserted.len() as u64);
         // A reading that was already stored is a redelivery (e.g. after a restart): it was
         // evaluated the first time, so it must not count again.
         applied.retain(|w| match w {
             Work::Reading { detector, reading, .. } => {
-                let new = inserted.contains(&(detector.id, micros(reading.at)));
+                let new = inserted.contains(&key(detector.id, reading));
                 if !new {
                     self.metrics.duplicates.inc();
                 }
@@ -716,18 +702,28 @@ impl Pipeline {
         Ok((quiet_rows, settled))
     }
 
-    /// Whether a reading can skip the alarm path: its device is online (otherwise the
-    /// reading brings it back, which the transaction records), neither its device nor its
-    /// detector has an earlier message of this batch on the alarm path, its detector's
-    /// state is loaded, and the reading is quiet.
-    fn quiet(&self, loud: &Loud, device: &DeviceInfo, detector: &DetectorInfo, reading: &Reading) -> bool {
-        !loud.detectors.contains(&detector.id)
-            && !loud.devices.contains(&device.id)
-            && self.liveness.get(&device.id).is_some_and(|l| l.online)
-            && match (self.states.get(&detector.id), self.thresholds.get(&detector.id)) {
-                (Some(state), Some((_, thresholds))) => alarm::is_quiet(state, thresholds, reading),
-                _ => false,
-            }
+    /// Evaluates a reading that can skip the alarm path, and says whether it could: its
+    /// device is online (otherwise the reading brings it back, which the transaction
+    /// records), neither its device nor its detector has an earlier message of this batch
+    /// on the alarm path, its detector's state is loaded, and the reading is quiet
+    /// ([`alarm::evaluate_if_quiet`]).
+    fn evaluate_if_quiet(
+        &mut self,
+        loud: &Loud,
+        device: &DeviceInfo,
+        detector: &DetectorInfo,
+        reading: &Reading,
+    ) -> bool {
+        if loud.detectors.contains(&detector.id)
+            || loud.devices.contains(&device.id)
+            || !self.liveness.get(&device.id).is_some_and(|l| l.online)
+        {
+            return false;
+        }
+        match (self.states.get_mut(&detector.id), self.thresholds.get(&detector.id)) {
+            (Some(state), Some((_, thresholds))) => alarm::evaluate_if_quiet(state, thresholds, reading),
+            _ => false,
+        }
     }
 
     async fn apply_signal(
@@ -1534,6 +1530,18 @@ impl CellKey {
 }
 
 /// PostgreSQL keeps microseconds; compare stored keys at that precision on every backend.
+/// The keys of stored readings, as [`key`] spells them.
+fn stored_keys(
+    inserted: impl IntoIterator<Item = (DetectorId, DateTime<Utc>)>,
+) -> foldhash::HashSet<(DetectorId, DateTime<Utc>)> {
+    inserted.into_iter().map(|(d, at)| (d, micros(at))).collect()
+}
+
+/// A reading's key `(detector_id, at)`, at the store's microsecond precision.
+fn key(detector: DetectorId, reading: &Reading) -> (DetectorId, DateTime<Utc>) {
+    (detector, micros(reading.at))
+}
+
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(chrono::Duration::microseconds(1)).unwrap_or(at)
 }
