@@ -36,12 +36,14 @@ pub enum Permission {
     ThresholdManage,
     /// Read hazards and events in scope.
     HazardRead,
-    /// Acknowledge, dispatch, verify and close hazards.
+    /// Acknowledge, dispatch, verify and close hazards; create, approve and reject work orders.
     HazardManage,
     /// Send remote operations (trip, close, reset, …) to detectors.
     DeviceControl,
-    /// Take, work on and complete work orders; do patrols.
+    /// Take, work on and complete work orders; do patrols; acknowledge and report hazards.
     FieldWork,
+    /// Create patrol checkpoints (and print their labels) and patrol plans.
+    PatrolManage,
     /// Read the operation log.
     OperationLogRead,
     /// See every project of the tenant, whatever the user's explicit project list says.
@@ -50,7 +52,7 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, in a stable order.
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::TenantManage,
         Permission::TenantUsageRead,
         Permission::UserManage,
@@ -64,6 +66,7 @@ impl Permission {
         Permission::HazardManage,
         Permission::DeviceControl,
         Permission::FieldWork,
+        Permission::PatrolManage,
         Permission::OperationLogRead,
         Permission::AllProjects,
     ];
@@ -84,6 +87,7 @@ impl Permission {
             Permission::HazardManage => "hazard.manage",
             Permission::DeviceControl => "device.control",
             Permission::FieldWork => "fieldwork",
+            Permission::PatrolManage => "patrol.manage",
             Permission::OperationLogRead => "oplog.read",
             Permission::AllProjects => "project.all",
         }
@@ -181,10 +185,11 @@ impl BuiltinRole {
                 HazardRead,
                 HazardManage,
                 DeviceControl,
+                PatrolManage,
                 OperationLogRead,
                 AllProjects,
             ],
-            BuiltinRole::Manager => &[SiteRead, HazardRead, HazardManage],
+            BuiltinRole::Manager => &[SiteRead, HazardRead, HazardManage, PatrolManage],
             BuiltinRole::Electrician => &[SiteRead, HazardRead, FieldWork],
             BuiltinRole::Viewer => &[SiteRead, HazardRead],
         };

@@ -5,9 +5,12 @@
 //! Layout:
 //! - [`ids`] — newtype ids (`TenantId`, `ProjectId`, `DetectorId`, …) over UUIDv7 values.
 //! - [`access`] — permissions, the built-in roles and the project scope of a principal.
+//! - [`field`] — offline field operations: kinds and per-operation sync outcomes.
 //! - [`command`] — remote commands: lifecycle, re-authentication, cool-down, expiry, set-threshold params, outcomes.
 //! - [`alarm`] — the reading evaluator: delay, hysteresis, pre-alarms and escalation per channel; heartbeat timeout.
 //! - [`hazard`] — the hazard lifecycle (`transition`) and the alarm-latch contract.
+//! - [`patrol`] — patrol schedules and periods, the task lifecycle, checklists, the checkpoint QR payload.
+//! - [`workorder`] — the work-order lifecycle: who may do what, from which status, with what input.
 //! - [`reading`] — readings, channels, event kinds and categories.
 //! - [`payload`] — MQTT device protocol: topics, payload decoding with counted rejection reasons, commands.
 //! - [`modbus`] — Modbus register map: input-register polls, alarm/fault bit edges as events, set-points, coils.
@@ -19,14 +22,17 @@
 pub mod access;
 pub mod alarm;
 pub mod command;
+pub mod field;
 pub mod hazard;
 pub mod ids;
 pub mod modbus;
 pub mod notify;
+pub mod patrol;
 pub mod payload;
 pub mod reading;
 pub mod site;
 pub mod thresholds;
 pub mod validate;
+pub mod workorder;
 
 pub use validate::ValidationError;

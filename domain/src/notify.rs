@@ -299,6 +299,7 @@ pub fn kind_label(kind: EventKind, category: EventCategory, locale: Locale) -> S
         EventKind::Recovered => ("recovery", "恢复"),
         EventKind::Trip => ("relay tripped", "脱扣"),
         EventKind::Command => ("remote operation", "远程操作"),
+        EventKind::FieldReport => ("hazard found on site", "现场发现隐患"),
     };
     match (locale, category) {
         (Locale::En, EventCategory::PreAlarm) => format!("{en} pre-alarm"),

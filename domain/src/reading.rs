@@ -121,6 +121,8 @@ pub enum EventKind {
     Trip,
     /// A remote operation.
     Command,
+    /// A hazard found by a person (patrol, walk-by), not by a detector.
+    FieldReport,
 }
 
 /// How an event is classified in the event view and for notification routing.
@@ -142,7 +144,7 @@ pub enum EventCategory {
 
 impl EventKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::LeakAlarm,
         EventKind::TempAlarm,
         EventKind::Overvoltage,
@@ -158,6 +160,7 @@ impl EventKind {
         EventKind::Recovered,
         EventKind::Trip,
         EventKind::Command,
+        EventKind::FieldReport,
     ];
 
     /// The stable code stored and shown in the API (`LEAK_ALARM`).
@@ -178,6 +181,7 @@ impl EventKind {
             EventKind::Recovered => "RECOVERED",
             EventKind::Trip => "TRIP",
             EventKind::Command => "COMMAND",
+            EventKind::FieldReport => "FIELD_REPORT",
         }
     }
 
@@ -214,7 +218,7 @@ impl EventKind {
         } else {
             match self {
                 EventKind::Recovered => EventCategory::Recovery,
-                EventKind::Trip | EventKind::Command => EventCategory::Operation,
+                EventKind::Trip | EventKind::Command | EventKind::FieldReport => EventCategory::Operation,
                 _ => EventCategory::Status,
             }
         }

@@ -27,6 +27,10 @@ pub struct Model {
     pub first_push_at: Option<DateTimeUtc>,
     pub first_ack_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    pub work_order_id: Option<Uuid>,
+    pub description: Option<String>,
+    pub reported_by: Option<Uuid>,
+    pub checkpoint_id: Option<Uuid>,
 }
 
 /// No declared relations: queries join explicitly by id.

@@ -6,17 +6,25 @@
 #![allow(missing_docs)]
 
 pub mod api_key;
+pub mod attachment;
+pub mod check_in;
+pub mod checkpoint;
 pub mod command;
 pub mod dead_letter;
 pub mod detector;
 pub mod device;
 pub mod episode;
 pub mod event;
+pub mod field_operation;
 pub mod hazard;
 pub mod hazard_transition;
 pub mod notification;
 pub mod notification_preference;
 pub mod operation_log;
+pub mod patrol_plan;
+pub mod patrol_plan_assignee;
+pub mod patrol_plan_checkpoint;
+pub mod patrol_task;
 pub mod project;
 pub mod push_token;
 pub mod reading;
@@ -28,3 +36,5 @@ pub mod tenant;
 pub mod threshold;
 pub mod user;
 pub mod user_project_scope;
+pub mod work_order;
+pub mod work_order_transition;

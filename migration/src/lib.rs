@@ -11,6 +11,7 @@ mod m20261124_000002_telemetry;
 mod m20261124_000003_notifications;
 mod m20261124_000004_commands;
 mod m20261203_000005_readings_key;
+mod m20261206_000006_field_operations;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_notifications::Migration),
             Box::new(m20261124_000004_commands::Migration),
             Box::new(m20261203_000005_readings_key::Migration),
+            Box::new(m20261206_000006_field_operations::Migration),
         ]
     }
 }

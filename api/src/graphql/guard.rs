@@ -32,6 +32,21 @@ impl Guard for Require {
     }
 }
 
+/// Requires a signed-in caller holding at least one of the permissions (e.g. acknowledging a
+/// hazard is for managers and for electricians alike).
+pub struct RequireAny(pub &'static [Permission]);
+
+impl Guard for RequireAny {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        let who = principal(ctx).map_err(ApiError)?;
+        if self.0.iter().any(|p| who.access.can(*p)) {
+            return Ok(());
+        }
+        let names: Vec<String> = self.0.iter().map(|p| format!("`{p}`")).collect();
+        Err(ApiError(AppError::Forbidden(format!("this needs one of the permissions {}", names.join(", ")))).into())
+    }
+}
+
 /// Requires any signed-in caller.
 pub struct SignedIn;
 

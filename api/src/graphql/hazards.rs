@@ -78,6 +78,8 @@ pub enum EventKindGql {
     Trip,
     /// A remote operation.
     Command,
+    /// A hazard found by a person (patrol, walk-by).
+    FieldReport,
 }
 
 /// How an event is classified in the event view and for notifications.

@@ -3,18 +3,21 @@
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
 //! `mutation` (the core root parts), `subscription` (live feeds), `notify` (push tokens, preferences, escalation, delivery log), `hazards` (hazards, events, dead letters and readings:
-//! types and root parts), `commands` (remote commands: types and root parts). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
+//! types and root parts), `commands` (remote commands: types and root parts), `workorders` (work orders, dispatch and verification), `patrol` (checkpoints, plans, tasks, check-ins), `field` (offline sync, re-authentication, attachments). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
 pub mod commands;
+pub mod field;
 pub mod guard;
 pub mod hazards;
 pub mod input;
 pub mod mutation;
 pub mod notify;
 pub mod object;
+pub mod patrol;
 pub mod query;
 pub mod subscription;
+pub mod workorders;
 
 use async_graphql::{MergedObject, Schema};
 
@@ -22,11 +25,27 @@ use crate::service::Services;
 
 /// Read operations.
 #[derive(MergedObject, Default)]
-pub struct Query(query::CoreQuery, hazards::HazardQuery, notify::NotifyQuery, commands::CommandQuery);
+pub struct Query(
+    query::CoreQuery,
+    hazards::HazardQuery,
+    notify::NotifyQuery,
+    commands::CommandQuery,
+    workorders::WorkOrderQuery,
+    patrol::PatrolQuery,
+    field::FieldQuery,
+);
 
 /// Write operations. Every one of them is recorded in the operation log.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::CoreMutation, hazards::HazardMutation, notify::NotifyMutation, commands::CommandMutation);
+pub struct Mutation(
+    mutation::CoreMutation,
+    hazards::HazardMutation,
+    notify::NotifyMutation,
+    commands::CommandMutation,
+    workorders::WorkOrderMutation,
+    patrol::PatrolMutation,
+    field::FieldMutation,
+);
 
 /// The executable schema.
 pub type AppSchema = Schema<Query, Mutation, subscription::Subscription>;

@@ -5,16 +5,20 @@
 //! Permissions are checked by GraphQL guards before a method is called; methods used from
 //! the CLI are called with a system principal.
 
+pub mod attachments;
 pub mod auth;
 pub mod commands;
+pub mod field;
 pub mod hazards;
 pub mod import;
 pub mod live;
 pub mod notify;
+pub mod patrol;
 pub mod sites;
 pub mod tenants;
 pub mod thresholds;
 pub mod users;
+pub mod workorders;
 
 use std::sync::{Arc, Mutex};
 

@@ -111,6 +111,14 @@ pub struct Hazard {
     pub first_ack_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The work order handling it (the latest one, once dispatched).
+    pub work_order_id: Option<Uuid>,
+    /// What the person who found it wrote (hazards reported in the field).
+    pub description: Option<String>,
+    /// Who reported it (hazards reported in the field).
+    pub reported_by: Option<UserId>,
+    /// The patrol checkpoint it was found at.
+    pub checkpoint_id: Option<Uuid>,
 }
 
 /// A hazard row as the API shows it.
@@ -139,6 +147,10 @@ pub fn hazard_from(m: hazard::Model) -> Hazard {
         first_push_at: m.first_push_at,
         first_ack_at: m.first_ack_at,
         updated_at: m.updated_at,
+        work_order_id: m.work_order_id,
+        description: m.description,
+        reported_by: m.reported_by.map(Into::into),
+        checkpoint_id: m.checkpoint_id,
     }
 }
 

@@ -5,14 +5,18 @@
 //! Functions take any `ConnectionTrait` so services can run several in one transaction.
 
 pub mod access;
+pub mod attachments;
 pub mod commands;
+pub mod field;
 pub mod hazards;
 pub mod notify;
 pub mod oplog;
+pub mod patrol;
 pub mod sites;
 pub mod telemetry;
 pub mod tenants;
 pub mod thresholds;
+pub mod workorders;
 
 use std::time::Duration;
 

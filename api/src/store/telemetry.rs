@@ -606,6 +606,10 @@ pub async fn raise<C: ConnectionTrait>(db: &C, o: &Occurrence) -> Result<Raised,
         first_push_at: None,
         first_ack_at: None,
         updated_at: o.processed_at,
+        work_order_id: None,
+        description: None,
+        reported_by: None,
+        checkpoint_id: None,
     };
     hazard::Entity::insert(h.clone().into_active_model().reset_all()).exec_without_returning(db).await?;
     Ok(Raised { episode: episode_id, hazard: Some(h), new: true })

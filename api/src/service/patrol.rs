@@ -1,0 +1,1 @@
+//! Patrol: use cases (filled in by the patrol change).

@@ -1,0 +1,1 @@
+//! Work orders: persistence (filled in by the work-order change).
