@@ -6,6 +6,7 @@
 //! types and root parts), `commands` (remote commands: types and root parts), `workorders` (work orders, dispatch and verification), `patrol` (checkpoints, plans, tasks, check-ins), `field` (offline sync, re-authentication, attachments). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
+pub mod attachments;
 pub mod commands;
 pub mod field;
 pub mod guard;

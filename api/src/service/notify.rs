@@ -504,6 +504,16 @@ impl Services {
                 fired += self.route_late(&r).await?;
                 continue;
             }
+            // Field work's reminders (overdue work orders, missed patrol tasks) live with
+            // their aggregates; each hook answers `None` for purposes that are not its own.
+            if let Some(n) = self.fire_work_order_reminder(&r).await? {
+                fired += n;
+                continue;
+            }
+            if let Some(n) = self.fire_patrol_reminder(&r).await? {
+                fired += n;
+                continue;
+            }
             if r.purpose != UNACKNOWLEDGED_ALARM {
                 // A purpose this version does not know (written by a newer one): leave it.
                 continue;
