@@ -14,6 +14,7 @@ pub mod import;
 pub mod live;
 pub mod notify;
 pub mod patrol;
+pub mod reports;
 pub mod sites;
 pub mod tenants;
 pub mod thresholds;
