@@ -2,19 +2,20 @@
 //! (`reportHazard`, also inside check-ins and offline batches) and the offline sync
 //! (`syncFieldOperations`).
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use sparkwatch_domain::access::Permission;
-use sparkwatch_domain::field::FieldOperationKind;
+use sparkwatch_domain::field::{FieldOperationKind, FieldOutcome};
 use uuid::Uuid;
 
 use super::Result;
-use super::guard::{RequireAny, caller};
+use super::guard::{Require, RequireAny, SignedIn, caller};
 use super::hazards::HazardObj;
 use super::input::parse_id;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::service::field::ClientOp;
 use crate::service::reports::ReportDraft;
+use crate::service::sync::{EntityType, FieldOp, SyncAnswer, SyncItem};
 
 /// Who may report and acknowledge hazards: managers and electricians alike.
 pub(crate) const HAZARD_REPORTERS: &[Permission] = &[Permission::HazardManage, Permission::FieldWork];
@@ -62,6 +63,112 @@ pub(crate) fn parse_ids(field: &str, ids: &[ID]) -> AppResult<Vec<Uuid>> {
     ids.iter().map(|id| parse_id(field, id)).collect()
 }
 
+/// Acknowledging one hazard in an offline batch.
+#[derive(InputObject, Clone, Debug)]
+pub struct AcknowledgeHazardOpInput {
+    /// The hazard.
+    pub hazard_id: ID,
+    /// A note.
+    pub note: Option<String>,
+}
+
+/// One queued offline operation: `clientId`, device time `at`, and exactly one operation.
+#[derive(InputObject, Debug)]
+pub struct FieldOperationInput {
+    /// Client-generated UUID of the operation (idempotency key).
+    pub client_id: ID,
+    /// When it was done on the device.
+    pub at: DateTime<Utc>,
+    /// A hazard found by a person.
+    pub report_hazard: Option<ReportHazardInput>,
+    /// A hazard acknowledged.
+    pub acknowledge_hazard: Option<AcknowledgeHazardOpInput>,
+}
+
+impl FieldOperationInput {
+    fn into_item(self) -> SyncItem {
+        let at = self.at;
+        let client_id = parse_id::<Uuid>("clientId", &self.client_id);
+        let op = self.op();
+        match client_id {
+            Ok(client_id) => SyncItem { client_id, at, op },
+            // Without a readable client id the answer cannot name the operation; the nil id
+            // marks it (the app sent something it cannot match anyway).
+            Err(e) => SyncItem { client_id: Uuid::nil(), at, op: Err(e) },
+        }
+    }
+
+    fn op(self) -> AppResult<FieldOp> {
+        let mut ops: Vec<AppResult<FieldOp>> = Vec::new();
+        if let Some(r) = self.report_hazard {
+            ops.push(r.draft().map(FieldOp::ReportHazard));
+        }
+        if let Some(a) = self.acknowledge_hazard {
+            ops.push(
+                parse_id("acknowledgeHazard.hazardId", &a.hazard_id)
+                    .map(|hazard| FieldOp::AcknowledgeHazard { hazard, note: a.note }),
+            );
+        }
+        match ops.len() {
+            1 => ops.pop().unwrap_or_else(|| Err(AppError::Internal("operation vanished".into()))),
+            _ => Err(AppError::invalid("operations", "each operation must carry exactly one of its kinds")),
+        }
+    }
+}
+
+/// What happened to one synced operation.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "FieldOperationStatus", remote = "FieldOutcome")]
+pub enum FieldOperationStatusGql {
+    /// Done now.
+    Applied,
+    /// Done before under this client id: nothing changed; `entityId` is the first result.
+    Duplicate,
+    /// The object moved on meanwhile; `entityId` names it, to show its current state.
+    Conflict,
+    /// Refused, with `code` and `message` (retry later only when `code` is `UNAVAILABLE` or
+    /// `INTERNAL`).
+    Rejected,
+}
+
+/// The answer to one synced operation.
+pub struct FieldOperationResultObj(pub SyncAnswer);
+
+#[Object(name = "FieldOperationResult")]
+impl FieldOperationResultObj {
+    /// The operation's client id.
+    async fn client_id(&self) -> ID {
+        ID(self.0.client_id.to_string())
+    }
+    /// What happened.
+    async fn status(&self) -> FieldOperationStatusGql {
+        self.0.outcome.into()
+    }
+    /// The error code when not applied (`CONFLICT`, `VALIDATION`, `FORBIDDEN`, `NOT_FOUND`, …).
+    async fn code(&self) -> Option<&str> {
+        self.0.code
+    }
+    /// The input field at fault (validation errors).
+    async fn field(&self) -> Option<&str> {
+        self.0.field.as_deref()
+    }
+    /// What went wrong, for people.
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+    /// The object created or changed (on conflict: the one that moved on).
+    async fn entity_id(&self) -> Option<ID> {
+        self.0.entity.map(|(_, id)| ID(id.to_string()))
+    }
+    /// The hazard, as it is now, when the operation was about one.
+    #[graphql(guard = "Require(Permission::HazardRead)")]
+    async fn hazard(&self, ctx: &Context<'_>) -> Result<Option<HazardObj>> {
+        let Some((EntityType::Hazard, id)) = self.0.entity else { return Ok(None) };
+        let (s, who) = caller(ctx)?;
+        Ok(s.hazard(who, id).await.ok().map(HazardObj))
+    }
+}
+
 /// Read operations of field work.
 #[derive(Default)]
 pub struct FieldQuery;
@@ -87,5 +194,18 @@ impl FieldMutation {
         let (s, who) = caller(ctx)?;
         let client = ClientOp::new(input.client_id()?, FieldOperationKind::ReportHazard, input.at);
         Ok(HazardObj(s.report_hazard(who, &input.draft()?, client).await?))
+    }
+
+    /// Applies a phone's offline outbox: one result per operation, in order; a bad operation
+    /// never rejects the others, and repeating one (same `clientId`) changes nothing.
+    #[graphql(guard = "SignedIn")]
+    async fn sync_field_operations(
+        &self,
+        ctx: &Context<'_>,
+        operations: Vec<FieldOperationInput>,
+    ) -> Result<Vec<FieldOperationResultObj>> {
+        let (s, who) = caller(ctx)?;
+        let items = operations.into_iter().map(FieldOperationInput::into_item).collect();
+        Ok(s.sync_field_operations(who, items).await?.into_iter().map(FieldOperationResultObj).collect())
     }
 }

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod patrol;
 pub mod reports;
 pub mod sites;
+pub mod sync;
 pub mod tenants;
 pub mod thresholds;
 pub mod users;
