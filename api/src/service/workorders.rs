@@ -30,6 +30,7 @@ use sparkwatch_domain::field::FieldOperationKind;
 use sparkwatch_domain::hazard::{self, HazardAction, HazardStatus, TransitionError};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::notify::{WorkNotice, render_work};
+use sparkwatch_domain::site::Project;
 use sparkwatch_domain::workorder::{
     self as wo, ActionInput, Actor, OrderState, WorkOrderAction, WorkOrderError, WorkOrderStatus,
 };
@@ -46,6 +47,7 @@ use crate::store::attachments::{self as attachments, Attachment};
 use crate::store::hazards::{self as hz, Hazard, NewTransition};
 use crate::store::notify::{self as reminders, NewReminder};
 use crate::store::oplog::Entry;
+use crate::store::sites::{self, ProjectFilter};
 use crate::store::workorders::{self as st, Change, OrderTransition, WorkOrder, WorkOrderFilter};
 use crate::store::{Page, PageRequest, new_id, telemetry, tenants};
 
@@ -146,6 +148,14 @@ impl Services {
     /// Users of the caller's tenant among `ids` (assignees; one query).
     pub(crate) async fn users_by_ids(&self, who: &Principal, ids: &[Uuid]) -> AppResult<Vec<User>> {
         Ok(st::users(self.inner.store.db(), who.tenant()?, ids).await?)
+    }
+
+    /// Visible projects among `ids` (the projects of a page of orders; two queries).
+    pub(crate) async fn projects_by_ids(&self, who: &Principal, ids: &[ProjectId]) -> AppResult<Vec<Project>> {
+        let wanted = ProjectScope::Only(ids.iter().copied().filter(|p| who.sees_project(*p)).collect());
+        let req = PageRequest { first: ids.len() as u64, after: None };
+        let filter = ProjectFilter::default();
+        Ok(sites::projects(self.inner.store.db(), who.tenant()?, &wanted, &filter, req).await?.items)
     }
 
     // ---- creating ----
