@@ -15,7 +15,7 @@ use super::commands::CommandObj;
 use super::guard::{Require, caller};
 use super::hazards::{EventCategoryGql, EventObj, HazardObj, ReadingObj};
 use super::input::{parse_id, parse_projects};
-use super::workorders::{WorkOrderObj, loaders};
+use super::workorders::{WorkOrderObj, new_loaders};
 use crate::bus::{BusMessage, DeviceStatus};
 use crate::error::ApiError;
 use crate::service::live::Want;
@@ -127,9 +127,10 @@ impl Subscription {
     /// `WorkOrder.allowedActions`).
     #[graphql(guard = "Require(Permission::HazardRead)")]
     async fn work_order_changed(&self, ctx: &Context<'_>, project_ids: Option<Vec<ID>>) -> Result<Feed<WorkOrderObj>> {
-        let parts = loaders(ctx)?;
+        let (s, who) = caller(ctx)?;
+        let (s, who) = (s.clone(), who.clone());
         follow(ctx, Want::WorkOrders(projects(project_ids)?), move |m| match m {
-            BusMessage::WorkOrder(o) => Some(WorkOrderObj::with(*o, &parts, false)),
+            BusMessage::WorkOrder(o) => Some(WorkOrderObj::with(*o, &new_loaders(&s, &who), false)),
             _ => None,
         })
         .await
