@@ -15,7 +15,7 @@ use sparkwatch_api::service::workorders::NewOrder;
 use sparkwatch_api::store::attachments::{self, Attachment};
 use sparkwatch_api::store::telemetry::{self, Occurrence};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId, UserId};
-use sparkwatch_tests::{Backend, Gql, Options, TestServer, backends, fast_jobs};
+use sparkwatch_tests::{Backend, Gql, Options, TestServer, WsClient, backends, fast_jobs};
 use uuid::Uuid;
 
 const ORDER: &str = "id title status dueAt overdue report allowedActions project { id name } \
@@ -251,6 +251,8 @@ async fn a_rejected_submission_goes_back_to_work() -> anyhow::Result<()> {
         let manager = demo.login("manager@demo.local").await?;
         let electrician = demo.login("electrician@demo.local").await?;
         let sparky = me(&electrician).await?;
+        let register = "mutation { registerPushToken(input: {platform: ANDROID, token: \"fcm-e\", appId: \"com.example\"}) { id } }";
+        electrician.ok(register, json!({})).await?;
         let h = demo.alarm(demo.mall, "leak:2").await?;
         let q = order_query("mutation($i: CreateWorkOrderInput!) { createWorkOrder(input: $i)");
         let input = json!({"projectId": demo.mall.project.to_string(), "title": "Feeder 2", "hazardIds": [h]});
@@ -276,6 +278,19 @@ async fn a_rejected_submission_goes_back_to_work() -> anyhow::Result<()> {
             json!({"action": "REJECT", "toStatus": "IN_PROGRESS", "note": "still 60 °C at the busbar"})
         );
         assert_eq!(hazard(&manager, &h).await?["status"], "DISPATCHED");
+        // The assignee is told why (in the phone's language; the demo users' is zh-CN).
+        let admin = demo.login("admin@demo.local").await?;
+        let q = "query($u: ID) { notifications(filter: {userId: $u}) { edges { node { reason title body } } } }";
+        let log = admin.ok(q, json!({"u": sparky})).await?;
+        let told: Vec<&Value> = log["notifications"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["node"])
+            .filter(|n| n["reason"] == "work_order.rejected")
+            .collect();
+        assert_eq!(told.len(), 1, "{log}");
+        assert!(told[0]["body"].as_str().is_some_and(|b| b.contains("still 60 °C at the busbar")), "{log}");
 
         // The electrician tries again with another photo; this time it is approved.
         let again = demo.photo(&sparky).await?;
@@ -386,7 +401,7 @@ async fn the_electrician_may_do_field_work_and_nothing_more() -> anyhow::Result<
         // Someone else's order: another electrician may not accept it; the manager may not
         // start it; the assignee may not approve it.
         assert_eq!(manager.code(&by_id("startWorkOrder"), json!({"id": id})).await?, "FORBIDDEN");
-        act(&electrician, "startWorkOrder", &id.as_str().unwrap_or_default().to_owned()).await?;
+        act(&electrician, "startWorkOrder", id.as_str().unwrap_or_default()).await?;
         let photo = demo.photo(&sparky).await?;
         submit(&electrician, json!({"id": id, "report": "done", "attachmentIds": [photo]})).await?;
         assert_eq!(electrician.code(&by_id("approveWorkOrder"), json!({"id": id})).await?, "FORBIDDEN");
@@ -482,14 +497,17 @@ async fn list_filters_pick_the_right_orders() -> anyhow::Result<()> {
         };
         let (mine, open, school) = (&made[0], &made[1], &made[2]);
         assert_eq!(list(&electrician, json!({})).await?, [mine.clone(), open.clone()], "the school is out of scope");
-        assert_eq!(list(&electrician, json!({"assignedToMe": true})).await?, [mine.clone()]);
-        assert_eq!(list(&electrician, json!({"unassigned": true})).await?, [open.clone()]);
+        assert_eq!(list(&electrician, json!({"assignedToMe": true})).await?, vec![mine.clone()]);
+        assert_eq!(list(&electrician, json!({"unassigned": true})).await?, vec![open.clone()]);
         assert_eq!(list(&manager, json!({"unassigned": true})).await?, [open.clone(), school.clone()]);
-        assert_eq!(list(&manager, json!({"projectIds": [demo.school.project.to_string()]})).await?, [school.clone()]);
-        assert_eq!(list(&manager, json!({"assigneeId": sparky})).await?, [mine.clone()]);
+        assert_eq!(
+            list(&manager, json!({"projectIds": [demo.school.project.to_string()]})).await?,
+            vec![school.clone()]
+        );
+        assert_eq!(list(&manager, json!({"assigneeId": sparky})).await?, vec![mine.clone()]);
         assert_eq!(list(&manager, json!({"statuses": ["ACCEPTED"]})).await?, Vec::<Value>::new());
         act(&electrician, "acceptWorkOrder", mine.as_str().unwrap_or_default()).await?;
-        assert_eq!(list(&manager, json!({"statuses": ["ACCEPTED"]})).await?, [mine.clone()]);
+        assert_eq!(list(&manager, json!({"statuses": ["ACCEPTED"]})).await?, vec![mine.clone()]);
         assert_eq!(list(&manager, json!({"overdue": true})).await?, Vec::<Value>::new());
         assert_eq!(list(&manager, json!({"overdue": false})).await?.len(), 3);
     }
@@ -633,6 +651,50 @@ async fn a_page_of_200_orders_takes_a_constant_number_of_queries() -> anyhow::Re
         }
         println!("statements per workOrders page of 2 / 20 / 200 ({backend:?}): {counts:?}");
         assert!(counts.iter().all(|c| *c == counts[0]), "statements per page: {counts:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn work_order_changes_reach_subscribers_in_scope() -> anyhow::Result<()> {
+    const CHANGED: &str =
+        "subscription { workOrderChanged { id status allowedActions assignee { id } hazards { status } } }";
+    for backend in backends() {
+        let demo = Demo::start(&backend, Options::default()).await?;
+        let manager = demo.login("manager@demo.local").await?;
+        let electrician = demo.login("electrician@demo.local").await?;
+        let other_tenant = demo.login("admin@demo-b.local").await?;
+        let mut ws_manager = WsClient::signed_in(&demo.server, manager.token.as_deref().unwrap_or_default()).await?;
+        let mut ws_electrician =
+            WsClient::signed_in(&demo.server, electrician.token.as_deref().unwrap_or_default()).await?;
+        let mut ws_other = WsClient::signed_in(&demo.server, other_tenant.token.as_deref().unwrap_or_default()).await?;
+        for ws in [&mut ws_manager, &mut ws_electrician, &mut ws_other] {
+            ws.subscribe("w", CHANGED, json!({})).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let wait = Duration::from_secs(10);
+
+        // A school order: the manager hears of it, the mall-only electrician does not.
+        let school_h = demo.alarm(demo.school, "leak:1").await?;
+        let school = dispatch(&manager, json!({"hazardIds": [school_h]})).await?;
+        let seen = ws_manager.next_of("w", wait).await?;
+        assert_eq!(seen["data"]["workOrderChanged"]["id"], school["id"]);
+        // A mall order reaches both; taking it is a change too. Shared events carry the
+        // role's actions (take), never one person's.
+        let h = demo.alarm(demo.mall, "leak:1").await?;
+        let mall = dispatch(&manager, json!({"hazardIds": [h]})).await?;
+        let id = mall["id"].as_str().unwrap_or_default().to_owned();
+        let e = ws_electrician.next_of("w", wait).await?;
+        assert_eq!(e["data"]["workOrderChanged"]["id"], mall["id"], "{e}");
+        assert_eq!(e["data"]["workOrderChanged"]["allowedActions"], json!(["TAKE"]));
+        assert_eq!(e["data"]["workOrderChanged"]["hazards"], json!([{"status": "DISPATCHED"}]));
+        act(&electrician, "takeWorkOrder", &id).await?;
+        let taken = ws_electrician.next_of("w", wait).await?;
+        assert_eq!(taken["data"]["workOrderChanged"]["status"], "ACCEPTED");
+        assert_eq!(taken["data"]["workOrderChanged"]["allowedActions"], json!([]));
+        let m = ws_manager.next_of("w", wait).await?;
+        assert_eq!(m["data"]["workOrderChanged"]["id"], mall["id"]);
+        ws_other.silent_for(Duration::from_millis(700)).await?;
     }
     Ok(())
 }
