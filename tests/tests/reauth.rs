@@ -64,8 +64,8 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
             if op == "SET_THRESHOLDS" {
                 input["params"] = json!({"leakMa": 300});
             }
-            if let Value::Object(proof) = proof {
-                input.as_object_mut().map(|i| i.extend(proof));
+            if let (Value::Object(proof), Some(input)) = (proof, input.as_object_mut()) {
+                input.extend(proof);
             }
             json!({ "i": input })
         };
