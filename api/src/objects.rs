@@ -40,7 +40,7 @@ impl Objects {
                 _ => anyhow::bail!("--attachments-url must be s3://bucket/prefix or file:///directory"),
             },
         };
-        tracing::info!(store = %store, "attachments are stored in {store}");
+        tracing::info!(%store, "attachment store opened");
         Ok(Objects { store, max_bytes })
     }
 
