@@ -11,6 +11,7 @@
 //! - `graphql` — schema, guards, objects, inputs, query and mutation roots.
 //! - `http` — axum routes: `/graphql` (HTTP + WebSocket), `/healthz`, `/readyz`, `/metrics`.
 //! - `ws` — the GraphQL WebSocket protocols (subscriptions).
+//! - `objects` — attachments' bytes (local directory or S3-compatible bucket).
 //! - `explorer` — the offline GraphiQL page at `/graphiql`.
 //! - `demo` — demo tenants and users for `serve --demo`.
 //! - `import` — CSV onboarding of devices and detectors.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod objects;
 pub mod push;
 pub mod service;
 pub mod simulate;
@@ -52,6 +54,12 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         access_token_ttl: config.access_token_ttl,
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
+        objects: objects::Objects::open(
+            &config.data_dir,
+            config.attachments_url.as_deref(),
+            config.attachment_max_bytes,
+        )
+        .context("opening the attachment store (--attachments-url)")?,
     };
     let metrics = metrics::Metrics::new().context("registering metrics")?;
     let latest = match &config.redis_url {

@@ -83,6 +83,8 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// Attachments' storage.
+    pub objects: crate::objects::Objects,
 }
 
 /// The use cases, shared by the GraphQL layer, the CLI and background jobs.
@@ -110,6 +112,7 @@ struct Inner {
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
     commands: commands::Ledger,
+    objects: crate::objects::Objects,
 }
 
 impl Services {
@@ -141,6 +144,7 @@ impl Services {
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
                 commands,
+                objects: settings.objects,
             }),
         }
     }
