@@ -1,11 +1,20 @@
 //! Demo data for `sparkwatch serve --demo`: two tenants, users of every role and two sites,
-//! seeded once (a second start finds the "Demo" tenant and leaves everything as it is).
+//! seeded once (a second start finds the "Demo" tenant and leaves everything as it is),
+//! with field work to look at ([`seed_field_work`]).
 
+use anyhow::Context;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
 
 use crate::auth::Principal;
 use crate::service::Services;
+use crate::service::reports::ReportDraft;
 use crate::service::users::NewUser;
+use crate::service::workorders::NewOrder;
+use crate::store::PageRequest;
+use crate::store::sites::ProjectFilter;
+
+/// The demo's mall (the electrician's project).
+const MALL: &str = "Riverside Mall";
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "sparkwatch-demo";
@@ -58,12 +67,8 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
     let platform = Principal::platform_system("demo seed");
     let demo = s.create_tenant(&platform, "Demo").await?;
     let who = Principal::system(demo.id, "demo seed");
-    let mall = s
-        .create_project(
-            &who,
-            project("Riverside Mall", "5 Dongsheng Rd, Jiangyin", "Zhang San", 31.84, 120.29, 18500.0),
-        )
-        .await?;
+    let mall =
+        s.create_project(&who, project(MALL, "5 Dongsheng Rd, Jiangyin", "Zhang San", 31.84, 120.29, 18500.0)).await?;
     let school = s
         .create_project(&who, project("No. 3 Primary School", "18 Renmin Rd, Jiangyin", "Li Si", 31.90, 120.26, 9200.0))
         .await?;
@@ -114,6 +119,34 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
     .await?;
     s.create_user(&who_b, user("admin@demo-b.local", "Demo B admin", "tenant_admin", vec![])).await?;
     Ok(true)
+}
+
+/// Seeds the field work a new user of the demo sees at once: a hazard found on a
+/// walk-round and an open work order for it that any electrician of the mall can take.
+/// `serve --demo` calls it right after [`seed`] created the tenants; the test suites, which
+/// count hazards and orders from zero, start from [`seed`] alone.
+pub async fn seed_field_work(s: &Services) -> anyhow::Result<()> {
+    let tenant = s.tenant_by_name("Demo").await?;
+    let who = Principal::system(tenant.id, "demo seed");
+    let filter = ProjectFilter { search: Some(MALL.into()), ..Default::default() };
+    let projects = s.projects(&who, &filter, PageRequest { first: 1, after: None }).await?;
+    let mall = projects.items.first().map(|p| p.id).context("the demo mall is missing")?;
+    let found = ReportDraft {
+        project: Some(mall),
+        description: "Scorched insulation on the B1 cable tray next to the main switch room".into(),
+        ..Default::default()
+    };
+    let hazard = s.report_hazard(&who, &found, None).await?;
+    let order = NewOrder {
+        project: Some(mall),
+        title: Some("Replace the scorched cable section on the B1 tray".into()),
+        description: Some("Isolate the feeder, replace the damaged section, photograph the repair.".into()),
+        hazard_ids: vec![hazard.id],
+        assignee: None,
+        due_at: Some(s.clock().now() + chrono::Duration::days(2)),
+    };
+    s.create_work_order(&who, order, None).await?;
+    Ok(())
 }
 
 /// Runs the demo's simulated devices in this process until `stop` turns true: the MQTT

@@ -53,7 +53,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { demo: with_demo } => {
             if with_demo {
                 if demo::seed(&services).await? {
-                    tracing::info!("seeded the demo tenants");
+                    demo::seed_field_work(&services).await?;
+                    tracing::info!("seeded the demo tenants and their field work");
                 }
                 tracing::warn!(
                     "DEMO MODE: accounts admin@demo.local, manager@demo.local, electrician@demo.local and \
