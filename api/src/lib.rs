@@ -25,6 +25,7 @@ pub mod graphql;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod labels;
 pub mod metrics;
 pub mod push;
 pub mod service;
@@ -52,6 +53,7 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         access_token_ttl: config.access_token_ttl,
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
+        patrol_utc_offset: config.patrol_utc_offset,
     };
     let metrics = metrics::Metrics::new().context("registering metrics")?;
     let latest = match &config.redis_url {
@@ -127,6 +129,7 @@ pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> to
     if let Err(e) = started {
         tracing::error!(error = %e, "cannot start the push thread: no push notifications and no reminders");
     }
+    tokio::spawn(service::patrol::run_patrol_job(services.clone(), jobs.tick, stop_rx.clone()));
     tokio::spawn(service::commands::run_expiry(services.clone(), jobs.tick, stop_rx));
     stop
 }

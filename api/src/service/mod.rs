@@ -7,6 +7,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod checkins;
 pub mod commands;
 pub mod field;
 pub mod hazards;
@@ -81,6 +82,8 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// The sites' UTC offset (patrol periods).
+    pub patrol_utc_offset: chrono::FixedOffset,
 }
 
 /// The use cases, shared by the GraphQL layer, the CLI and background jobs.
@@ -108,6 +111,8 @@ struct Inner {
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
     commands: commands::Ledger,
+    /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
+    patrol: patrol::PatrolKeys,
 }
 
 impl Services {
@@ -139,6 +144,7 @@ impl Services {
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
                 commands,
+                patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
             }),
         }
     }
