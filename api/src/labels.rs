@@ -6,7 +6,7 @@
 //! and position printed under it. The PNG is that SVG rasterised by `resvg` at twice its
 //! size. Fonts for the PNG: DejaVu Sans is embedded (Latin, Greek, Cyrillic…), and the
 //! host's fonts are loaded too — Chinese names need a CJK font on the server (Debian:
-//! `fonts-noto-cjk`), otherwise their characters are left out of the PNG. The SVG carries
+//! `fonts-noto-cjk` or `fonts-wqy-microhei`), otherwise they print as empty boxes. The SVG carries
 //! the text as text, so browsers print it with their own fonts.
 
 use std::sync::{Arc, OnceLock};

@@ -545,7 +545,7 @@ pub async fn hazards_of_check_ins<C: ConnectionTrait>(db: &C, check_ins: &[Uuid]
     if check_ins.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(check_in_hazard::Entity::find()
+    check_in_hazard::Entity::find()
         .filter(check_in_hazard::Column::CheckInId.is_in(check_ins.iter().copied()))
         .order_by_asc(check_in_hazard::Column::HazardId)
         .select_only()
@@ -553,5 +553,5 @@ pub async fn hazards_of_check_ins<C: ConnectionTrait>(db: &C, check_ins: &[Uuid]
         .column(check_in_hazard::Column::HazardId)
         .into_tuple()
         .all(db)
-        .await?)
+        .await
 }
