@@ -354,7 +354,8 @@ mod tests {
         use WorkOrderAction::*;
         use WorkOrderStatus::*;
         let ok = input("done", 1);
-        let cases: &[(WorkOrderStatus, bool, Actor, WorkOrderAction, Result<WorkOrderStatus, &str>)] = &[
+        type Case = (WorkOrderStatus, bool, Actor, WorkOrderAction, Result<WorkOrderStatus, &'static str>);
+        let cases: &[Case] = &[
             (Pending, false, OTHER_ELECTRICIAN, Take, Ok(Accepted)),
             (Pending, true, OTHER_ELECTRICIAN, Take, Err("conflict")),
             (Accepted, true, OTHER_ELECTRICIAN, Take, Err("conflict")),

@@ -14,9 +14,10 @@ use sparkwatch_domain::reading::{EventCategory, EventKind, Reading};
 use uuid::Uuid;
 
 use super::Result;
+use super::attachments::AttachmentObj;
 use super::guard::{Require, caller};
 use super::input::{parse_id, parse_projects};
-use super::object::{Conn, DetectorObj, DeviceObj, ProjectObj, connection};
+use super::object::{Conn, DetectorObj, DeviceObj, ProjectObj, UserObj, connection};
 use crate::error::AppResult;
 use crate::service::hazards::{ChannelStats, ReadingBucket, ReadingPoint};
 use crate::service::page_request;
@@ -275,6 +276,29 @@ impl HazardObj {
     /// Last change.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// What the person who found it wrote (hazards reported in the field; `null` for a
+    /// detector's).
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// Who reported it (hazards reported in the field).
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn reported_by(&self, ctx: &Context<'_>) -> Result<Option<UserObj>> {
+        let (s, who) = caller(ctx)?;
+        Ok(match self.0.reported_by {
+            Some(id) => s.user(who, id).await.ok().map(UserObj),
+            None => None,
+        })
+    }
+    /// The patrol checkpoint it was found at.
+    async fn checkpoint_id(&self) -> Option<ID> {
+        self.0.checkpoint_id.map(|c| ID(c.to_string()))
+    }
+    /// Photos: of the report, and of the rectification.
+    async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<AttachmentObj>> {
+        let (s, who) = caller(ctx)?;
+        Ok(s.attachments_of(who, "hazard", self.0.id).await?.into_iter().map(AttachmentObj).collect())
     }
     /// Status changes, oldest first: who, when, and the note or reason.
     async fn transitions(&self, ctx: &Context<'_>) -> Result<Vec<HazardTransitionObj>> {

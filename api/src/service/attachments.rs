@@ -13,12 +13,24 @@ use uuid::Uuid;
 use super::Services;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::store::attachments as st;
+use crate::store::attachments::{self as st, Attachment};
 
 /// Most attachments one operation may link.
 pub const MAX_LINKED: usize = 20;
 
 impl Services {
+    /// The attachments linked to `subject` (of `subject_type`) the caller may see: those of
+    /// projects in its scope.
+    pub async fn attachments_of(
+        &self,
+        who: &Principal,
+        subject_type: &str,
+        subject: Uuid,
+    ) -> AppResult<Vec<Attachment>> {
+        let all = st::of_subjects(self.inner.store.db(), who.tenant()?, subject_type, &[subject]).await?;
+        Ok(all.into_iter().filter(|a| a.project_id.is_some_and(|p| who.sees_project(p))).collect())
+    }
+
     /// Links the caller's uploads `ids` to `subject` (of `subject_type`) in `project`,
     /// inside `tx` (see the module docs).
     pub(crate) async fn link_attachments(

@@ -15,9 +15,9 @@ use sparkwatch_domain::reading::{Channel, Reading};
 use sparkwatch_domain::validate::optional_text;
 use uuid::Uuid;
 
+use super::field::{Claim, ClientOp};
 use super::{MAX_PAGE, Services, snapshot};
 use crate::auth::Principal;
-use crate::bus::{BusMessage, Envelope, Feed};
 use crate::error::{AppError, AppResult};
 use crate::ingest::pipeline::reading_from_json;
 use crate::store::hazards::{
@@ -26,6 +26,21 @@ use crate::store::hazards::{
 };
 use crate::store::oplog::Entry;
 use crate::store::{Page, PageRequest, telemetry};
+use sea_orm::DatabaseTransaction;
+
+/// The distinct ids of a batch, in order; at most a page of them.
+fn distinct_ids(ids: &[Uuid]) -> AppResult<Vec<Uuid>> {
+    if ids.len() as u64 > MAX_PAGE {
+        return Err(AppError::invalid("ids", format!("at most {MAX_PAGE} hazards per request")));
+    }
+    let mut wanted: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !wanted.contains(id) {
+            wanted.push(*id);
+        }
+    }
+    Ok(wanted)
+}
 
 /// Raw readings returned at most per request (oldest first); longer ranges need a bucket.
 pub const MAX_RAW_READINGS: u64 = 5000;
@@ -184,31 +199,59 @@ impl Services {
         note: Option<String>,
         log_action: &str,
     ) -> AppResult<Vec<Hazard>> {
+        let wanted = distinct_ids(ids)?;
+        let tx = self.begin().await?;
+        let changed = self.transition_hazards_tx(&tx, who, &wanted, &action, note.as_deref(), log_action).await?;
+        tx.commit().await?;
+        self.hazards_after(who, &wanted, &changed).await
+    }
+
+    /// Acknowledges one hazard as an offline field operation: with a client id, a repeat
+    /// changes nothing and returns the hazard as it is now.
+    pub(crate) async fn acknowledge_hazard_tx(
+        &self,
+        tx: &DatabaseTransaction,
+        who: &Principal,
+        id: Uuid,
+        note: Option<&str>,
+        client: Option<&ClientOp>,
+    ) -> AppResult<Vec<Uuid>> {
+        let note = optional_text("note", note, hazard::MAX_NOTE_CHARS)?;
+        if let Claim::Replay(_) = self.claim(tx, who, client, id).await? {
+            return Ok(Vec::new());
+        }
+        self.transition_hazards_tx(tx, who, &[id], &HazardAction::Acknowledge, note.as_deref(), "hazard.acknowledge")
+            .await
+    }
+
+    /// [`Self::transition_hazards`] inside `tx` (work orders dispatch, rectify and verify
+    /// their hazards in their own transaction). Returns the ids of the hazards that changed;
+    /// publish them after the commit with [`Self::hazards_after`].
+    pub(crate) async fn transition_hazards_tx(
+        &self,
+        tx: &DatabaseTransaction,
+        who: &Principal,
+        wanted: &[Uuid],
+        action: &HazardAction,
+        note: Option<&str>,
+        log_action: &str,
+    ) -> AppResult<Vec<Uuid>> {
         let tenant = who.tenant()?;
-        if ids.len() as u64 > MAX_PAGE {
-            return Err(AppError::invalid("ids", format!("at most {MAX_PAGE} hazards per request")));
-        }
-        let mut wanted: Vec<Uuid> = Vec::with_capacity(ids.len());
-        for id in ids {
-            if !wanted.contains(id) {
-                wanted.push(*id);
-            }
-        }
-        let found = st::hazards_by_ids(self.inner.store.db(), tenant, &who.access.scope, &wanted).await?;
+        let found = st::hazards_by_ids(tx, tenant, &who.access.scope, wanted).await?;
         let mut hazards = Vec::with_capacity(wanted.len());
-        for id in &wanted {
+        for id in wanted {
             hazards.push(found.iter().find(|h| h.id == *id).cloned().ok_or(AppError::NotFound("hazard"))?);
         }
         // The input does not depend on the hazards: check it once, against a status the
         // action applies to, so a missing reason is reported as such whatever the statuses.
         if let Some(&from) = action.kind().allowed_from().first()
-            && let Err(TransitionError::Invalid(e)) = hazard::transition(from, &action)
+            && let Err(TransitionError::Invalid(e)) = hazard::transition(from, action)
         {
             return Err(e.into());
         }
         let mut changes = Vec::new();
         for h in &hazards {
-            match hazard::transition(h.status, &action) {
+            match hazard::transition(h.status, action) {
                 Ok(to) => changes.push((h.clone(), to)),
                 Err(TransitionError::Already { .. }) => {}
                 Err(TransitionError::Invalid(e)) => return Err(e.into()),
@@ -217,20 +260,16 @@ impl Services {
                 }
             }
         }
-        if changes.is_empty() {
-            return Ok(hazards);
-        }
         let now = self.now();
-        let tx = self.begin().await?;
         for (before, to) in &changes {
-            if !st::set_hazard_status(&tx, before, *to, now).await? {
+            if !st::set_hazard_status(tx, before, *to, now).await? {
                 return Err(AppError::Conflict(format!(
                     "hazard {} was changed by someone else meanwhile; reload and try again",
                     before.id
                 )));
             }
             st::insert_transition(
-                &tx,
+                tx,
                 &NewTransition {
                     tenant,
                     hazard_id: before.id,
@@ -238,7 +277,7 @@ impl Services {
                     to: *to,
                     actor: &who.label,
                     actor_user_id: who.user_id(),
-                    note: note.as_deref(),
+                    note,
                     at: now,
                 },
             )
@@ -250,11 +289,11 @@ impl Services {
                 && hazard::is_latched_alarm(before.category, Some(before.status))
                 && !hazard::is_latched_alarm(before.category, Some(*to))
             {
-                telemetry::release_episode(&tx, episode, now).await?;
+                telemetry::release_episode(tx, episode, now).await?;
             }
-            let after = st::hazard(&tx, tenant, &who.access.scope, before.id).await?;
+            let after = st::hazard(tx, tenant, &who.access.scope, before.id).await?;
             self.log(
-                &tx,
+                tx,
                 who,
                 Entry::new(Some(tenant), log_action, "hazard", Some(before.id.to_string()))
                     .before(snapshot(before))
@@ -262,16 +301,21 @@ impl Services {
             )
             .await?;
         }
-        tx.commit().await?;
-        // Read back rather than patch the copies: the response then shows exactly what later
-        // reads will (the database may store time with less precision than the clock has).
-        let stored = st::hazards_by_ids(self.inner.store.db(), tenant, &who.access.scope, &wanted).await?;
-        let changed = stored.iter().filter(|h| changes.iter().any(|(before, _)| before.id == h.id));
-        self.inner.bus.publish(changed.map(|h| Envelope {
-            tenant,
-            feed: Feed::Tenant(tenant),
-            message: BusMessage::Hazard(Box::new(h.clone())),
-        }));
+        Ok(changes.into_iter().map(|(before, _)| before.id).collect())
+    }
+
+    /// After a commit: reads `wanted` back (the response then shows exactly what later reads
+    /// will — the database may store time with less precision than the clock has), tells
+    /// subscribers about the `changed` ones, and returns `wanted` in order.
+    pub(crate) async fn hazards_after(
+        &self,
+        who: &Principal,
+        wanted: &[Uuid],
+        changed: &[Uuid],
+    ) -> AppResult<Vec<Hazard>> {
+        let stored = st::hazards_by_ids(self.inner.store.db(), who.tenant()?, &who.access.scope, wanted).await?;
+        let published: Vec<Hazard> = stored.iter().filter(|h| changed.contains(&h.id)).cloned().collect();
+        self.publish_hazards(&published);
         Ok(wanted.iter().filter_map(|id| stored.iter().find(|h| h.id == *id).cloned()).collect())
     }
 

@@ -60,3 +60,24 @@ pub async fn record<C: ConnectionTrait>(
     let inserted = field_operation::Entity::insert(row).on_conflict(on_conflict).exec_without_returning(db).await?;
     Ok(inserted > 0)
 }
+
+/// The operations recorded under `clients` for `user` (one query for a whole sync).
+pub async fn recorded_many<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    clients: &[Uuid],
+) -> Result<Vec<(Uuid, Recorded)>, DbErr> {
+    let mut out = Vec::with_capacity(clients.len());
+    for chunk in clients.chunks(500) {
+        let rows = field_operation::Entity::find()
+            .filter(field_operation::Column::UserId.eq(user.as_uuid()))
+            .filter(field_operation::Column::ClientId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        out.extend(
+            rows.into_iter()
+                .map(|m| (m.client_id, Recorded { kind: FieldOperationKind::from_code(&m.kind), entity: m.entity_id })),
+        );
+    }
+    Ok(out)
+}

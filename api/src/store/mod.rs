@@ -12,6 +12,7 @@ pub mod hazards;
 pub mod notify;
 pub mod oplog;
 pub mod patrol;
+pub mod reports;
 pub mod sites;
 pub mod telemetry;
 pub mod tenants;
