@@ -124,6 +124,8 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
                 check_in(&client, task, &points[i]["qrPayload"], at + chrono::Duration::minutes(i as i64))
             })
             .collect();
+        let mut ops = ops;
+        ops[1]["i"]["hazards"] = json!([{"projectId": site.mall, "description": "Burnt smell at the pump's cabinet"}]);
         let mut first = Vec::new();
         for i in [2, 0, 1] {
             first.push((i, site.electrician.ok(CHECK_IN, ops[i].clone()).await?["checkIn"].clone()));
@@ -135,6 +137,14 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
             let original = first.iter().find(|(j, _)| *j == i).map(|(_, c)| c.clone()).unwrap_or_default();
             assert_eq!(replay, original, "a replay returns the check-in as stored");
         }
+        // The hazard found at the pump room: one, at that checkpoint, however often synced.
+        let pump = first.iter().find(|(i, _)| *i == 1).map(|(_, c)| c.clone()).unwrap_or_default();
+        assert_eq!(pump["hazards"].as_array().map(Vec::len), Some(1), "{pump}");
+        let q = "query($id: ID!) { hazard(id: $id) { id kind status description checkpointId } }";
+        let hazard = site.manager.ok(q, json!({"id": pump["hazards"][0]["id"]})).await?["hazard"].clone();
+        assert_eq!(hazard["kind"], "FIELD_REPORT");
+        assert_eq!(hazard["status"], "OPEN");
+        assert_eq!(hazard["checkpointId"], points[1]["id"], "{hazard}");
         let c = &first[0].1;
         assert_eq!(c["checkpoint"]["id"], points[2]["id"]);
         assert_eq!(c["actor"], "electrician@demo.local");

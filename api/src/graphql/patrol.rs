@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::Result;
 use super::attachments::AttachmentObj;
+use super::field::ReportHazardInput;
 use super::guard::{Require, RequireAny, caller};
 use super::hazards::HazardObj;
 use super::input::{parse_id, parse_projects};
@@ -144,6 +145,10 @@ pub struct CheckInInput {
     pub note: Option<String>,
     /// Uploaded photos (`POST /attachments`).
     pub attachment_ids: Option<Vec<ID>>,
+    /// Hazards found there: each becomes a hazard of the task's project, at this checkpoint
+    /// unless it names another, seen at `at` unless it says (their `clientId`s are not used:
+    /// the check-in's covers them).
+    pub hazards: Option<Vec<ReportHazardInput>>,
 }
 
 impl CheckInInput {
@@ -161,6 +166,12 @@ impl CheckInInput {
                 .unwrap_or_default()
                 .iter()
                 .map(|id| parse_id("attachmentIds", id))
+                .collect::<crate::error::AppResult<_>>()?,
+            hazards: self
+                .hazards
+                .unwrap_or_default()
+                .iter()
+                .map(|h| h.draft())
                 .collect::<crate::error::AppResult<_>>()?,
         })
     }
