@@ -376,6 +376,80 @@ pub fn render(n: &Notice<'_>, locale: Locale) -> Text {
     Text { title, body }
 }
 
+/// A notice about field work addressed to named people (not an event of a detector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkNotice<'a> {
+    /// A work order was assigned to the reader.
+    Assigned {
+        /// The order's title.
+        title: &'a str,
+    },
+    /// The reader's completion report was rejected.
+    Rejected {
+        /// The order's title.
+        title: &'a str,
+        /// What is still wrong.
+        note: &'a str,
+    },
+    /// A work order was handed in for verification.
+    Submitted {
+        /// The order's title.
+        title: &'a str,
+        /// Who handed it in.
+        by: &'a str,
+    },
+    /// A work order is past its deadline: level 1 reminds the assignee, later levels tell
+    /// the managers.
+    Overdue {
+        /// The order's title.
+        title: &'a str,
+        /// Minutes past the deadline.
+        overdue_min: u32,
+        /// Reminder level (1 = first).
+        level: u32,
+    },
+}
+
+impl Preferences {
+    /// Whether a notice about someone's own field work goes out at `at`. It is not an event
+    /// of a detector, so the category and severity filters do not apply; quiet hours do,
+    /// unless the notice is `urgent` (an escalation).
+    pub fn decide_personal(&self, at: DateTime<Utc>, urgent: bool) -> Decision {
+        match self.quiet {
+            Some(q) if !urgent => {
+                let local = at + chrono::Duration::minutes(i64::from(self.utc_offset_min));
+                if q.contains((local.hour() * 60 + local.minute()) as u16) { Decision::Quiet } else { Decision::Send }
+            }
+            _ => Decision::Send,
+        }
+    }
+}
+
+/// Renders a work-order notice for a site (`project`) in `locale`.
+pub fn render_work(n: &WorkNotice<'_>, project: &str, locale: Locale) -> Text {
+    let (tag, body) = match (locale, *n) {
+        (Locale::En, WorkNotice::Assigned { title }) => ("WORK ORDER", format!("Assigned to you: {title}")),
+        (Locale::ZhCn, WorkNotice::Assigned { title }) => ("工单", format!("新工单指派给您：{title}")),
+        (Locale::En, WorkNotice::Rejected { title, note }) => ("REWORK", format!("{title} was rejected: {note}")),
+        (Locale::ZhCn, WorkNotice::Rejected { title, note }) => ("工单退回", format!("{title} 未通过验收：{note}")),
+        (Locale::En, WorkNotice::Submitted { title, by }) => {
+            ("TO VERIFY", format!("{by} completed {title}; please verify"))
+        }
+        (Locale::ZhCn, WorkNotice::Submitted { title, by }) => ("待验收", format!("{by} 已完成 {title}，请验收")),
+        (Locale::En, WorkNotice::Overdue { title, overdue_min, .. }) => {
+            ("OVERDUE", format!("{title} is {overdue_min} min past its deadline"))
+        }
+        (Locale::ZhCn, WorkNotice::Overdue { title, overdue_min, .. }) => {
+            ("工单超期", format!("{title} 已超期 {overdue_min} 分钟"))
+        }
+    };
+    let title = match locale {
+        Locale::En => format!("{tag} · {project}"),
+        Locale::ZhCn => format!("【{tag}】{project}"),
+    };
+    Text { title, body }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,5 +545,24 @@ mod tests {
         };
         assert_eq!(render(&fault, Locale::En).body, "Device offline — Mall main distribution");
         assert_eq!(render(&fault, Locale::ZhCn).title, "【设备故障】Riverside Mall");
+    }
+
+    #[test]
+    fn work_notices_read_well_and_respect_quiet_hours_unless_urgent() {
+        let n = WorkNotice::Rejected { title: "Fix feeder 2", note: "still 60 °C" };
+        let en = render_work(&n, "Riverside Mall", Locale::En);
+        assert_eq!(
+            (en.title.as_str(), en.body.as_str()),
+            ("REWORK · Riverside Mall", "Fix feeder 2 was rejected: still 60 °C")
+        );
+        assert_eq!(render_work(&WorkNotice::Assigned { title: "T" }, "P", Locale::ZhCn).title, "【工单】P");
+        let p = Preferences {
+            quiet: Some(QuietHours { start_min: 0, end_min: 1439 }),
+            utc_offset_min: 0,
+            ..Preferences::default()
+        };
+        assert_eq!(p.decide_personal(at(12, 0), false), Decision::Quiet);
+        assert_eq!(p.decide_personal(at(12, 0), true), Decision::Send);
+        assert_eq!(Preferences::default().decide_personal(at(12, 0), false), Decision::Send);
     }
 }

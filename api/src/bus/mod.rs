@@ -92,6 +92,8 @@ pub enum BusMessage {
     DeviceStatus(Box<DeviceStatus>),
     /// A remote command was accepted or changed status.
     Command(Box<crate::store::commands::Command>),
+    /// A work order was created or changed.
+    WorkOrder(Box<crate::store::workorders::WorkOrder>),
     /// Roles, scopes or accounts of the tenant changed: listeners re-check their caller.
     AccessChanged,
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::Result;
 use super::attachments::AttachmentObj;
-use super::guard::{Require, caller};
+use super::guard::{Require, RequireAny, caller};
 use super::input::{parse_id, parse_projects};
 use super::object::{Conn, DetectorObj, DeviceObj, ProjectObj, UserObj, connection};
 use crate::error::AppResult;
@@ -304,6 +304,17 @@ impl HazardObj {
     async fn transitions(&self, ctx: &Context<'_>) -> Result<Vec<HazardTransitionObj>> {
         let (s, who) = caller(ctx)?;
         Ok(s.hazard_transitions(who, &self.0).await?.into_iter().map(HazardTransitionObj).collect())
+    }
+    /// The work order handling the hazard (the one it was dispatched through); `null`
+    /// before it is dispatched.
+    async fn work_order(&self, ctx: &Context<'_>) -> Result<Option<super::workorders::WorkOrderObj>> {
+        let Some(id) = self.0.work_order_id else { return Ok(None) };
+        let (s, who) = caller(ctx)?;
+        match s.work_order(who, id).await {
+            Ok(o) => Ok(Some(super::workorders::WorkOrderObj::for_caller(ctx, o)?)),
+            Err(crate::error::AppError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -608,8 +619,8 @@ pub struct HazardMutation;
 impl HazardMutation {
     /// Acknowledges open hazards (releasing their alarm latch); already acknowledged ones are
     /// returned unchanged. Any id outside the caller's scope fails the batch with `NOT_FOUND`,
-    /// any hazard that cannot be acknowledged with `CONFLICT`.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    /// any hazard that cannot be acknowledged with `CONFLICT`. Managers and electricians.
+    #[graphql(guard = "RequireAny(&[Permission::HazardManage, Permission::FieldWork])")]
     async fn acknowledge_hazards(
         &self,
         ctx: &Context<'_>,

@@ -15,6 +15,7 @@ use super::commands::CommandObj;
 use super::guard::{Require, caller};
 use super::hazards::{EventCategoryGql, EventObj, HazardObj, ReadingObj};
 use super::input::{parse_id, parse_projects};
+use super::workorders::{WorkOrderObj, new_loaders};
 use crate::bus::{BusMessage, DeviceStatus};
 use crate::error::ApiError;
 use crate::service::live::Want;
@@ -115,6 +116,21 @@ impl Subscription {
     async fn hazard_changed(&self, ctx: &Context<'_>, project_ids: Option<Vec<ID>>) -> Result<Feed<HazardObj>> {
         follow(ctx, Want::Hazards(projects(project_ids)?), |m| match m {
             BusMessage::Hazard(h) => Some(HazardObj(*h)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Work orders created or changed (taken, started, submitted, approved, rejected, …) in
+    /// the caller's scope; `projectIds` narrows to those projects. The event is shared by
+    /// everyone with the same role and scope, so its `allowedActions` are the role's (see
+    /// `WorkOrder.allowedActions`).
+    #[graphql(guard = "Require(Permission::HazardRead)")]
+    async fn work_order_changed(&self, ctx: &Context<'_>, project_ids: Option<Vec<ID>>) -> Result<Feed<WorkOrderObj>> {
+        let (s, who) = caller(ctx)?;
+        let (s, who) = (s.clone(), who.clone());
+        follow(ctx, Want::WorkOrders(projects(project_ids)?), move |m| match m {
+            BusMessage::WorkOrder(o) => Some(WorkOrderObj::with(*o, &new_loaders(&s, &who), false)),
             _ => None,
         })
         .await

@@ -33,19 +33,23 @@ pub enum Want {
     Readings(DetectorId),
     /// Command changes in these projects, of one detector if given.
     Commands(Option<HashSet<ProjectId>>, Option<DetectorId>),
+    /// Work-order changes in these projects.
+    WorkOrders(Option<HashSet<ProjectId>>),
 }
 
 impl Want {
     fn permission(&self) -> Permission {
         match self {
-            Want::Events(_) | Want::Hazards(_) => Permission::HazardRead,
+            Want::Events(_) | Want::Hazards(_) | Want::WorkOrders(_) => Permission::HazardRead,
             Want::DeviceStatus(_) | Want::Readings(_) | Want::Commands(..) => Permission::SiteRead,
         }
     }
 
     fn projects(&self) -> Option<&HashSet<ProjectId>> {
         match self {
-            Want::Events(p) | Want::Hazards(p) | Want::DeviceStatus(p) | Want::Commands(p, _) => p.as_ref(),
+            Want::Events(p) | Want::Hazards(p) | Want::DeviceStatus(p) | Want::Commands(p, _) | Want::WorkOrders(p) => {
+                p.as_ref()
+            }
             Want::Readings(_) => None,
         }
     }
@@ -55,6 +59,7 @@ impl Want {
         match (self, message) {
             (Want::Events(_), BusMessage::Event(e)) => Some(e.project_id),
             (Want::Hazards(_), BusMessage::Hazard(h)) => Some(h.project_id),
+            (Want::WorkOrders(_), BusMessage::WorkOrder(o)) => Some(o.project_id),
             (Want::DeviceStatus(_), BusMessage::DeviceStatus(s)) => Some(s.project_id),
             (Want::Readings(d), BusMessage::Reading(r)) if r.detector_id == *d => Some(r.project_id),
             (Want::Commands(_, d), BusMessage::Command(c)) if d.is_none_or(|d| d == c.detector_id) => {

@@ -26,7 +26,7 @@
 //!   the event when the reminder falls due. Deleting the reminder is the claim, so an event
 //!   is routed exactly once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,13 +267,7 @@ impl Services {
         let candidates = st::candidates(db, s.tenant).await?;
         let mut people: Vec<(Candidate, Role)> = Vec::new();
         for c in candidates {
-            let permissions = match st::custom_role(&c) {
-                Some(id) => access::role(db, s.tenant, id).await?.map(|r| r.permissions).unwrap_or_default(),
-                None => match c.user.role {
-                    access::RoleRef::Builtin(b) => b.permissions(),
-                    access::RoleRef::Custom(_) => Default::default(),
-                },
-            };
+            let permissions = self.permissions_of(s.tenant, &c).await?;
             let scope = ProjectScope::new(&permissions, c.projects.iter().copied());
             let role = if permissions.contains(&Permission::HazardManage) && scope == ProjectScope::All {
                 Role::Supervisor
@@ -367,10 +361,22 @@ impl Services {
         {
             return Ok(0);
         }
+        self.enqueue(tx, &rows, phones, now).await
+    }
+
+    /// Stores `rows` (one per phone in `phones`, same order) in `tx`, commits, and hands the
+    /// queued ones to this instance's dispatcher; returns how many were queued.
+    async fn enqueue(
+        &self,
+        tx: sea_orm::DatabaseTransaction,
+        rows: &[NewNotification],
+        phones: Vec<PushToken>,
+        now: DateTime<Utc>,
+    ) -> AppResult<usize> {
         // Claimed in this transaction and handed to this instance's dispatcher: claiming them
         // back from the database cost four round trips and two commits before the first send.
         // Should this instance stop before sending, any instance claims them after the lease.
-        let stored = st::insert_notifications(&tx, &rows, now, now + HANDED_OVER_LEASE).await?;
+        let stored = st::insert_notifications(&tx, rows, now, now + HANDED_OVER_LEASE).await?;
         let mut queued: Vec<HandedOver> =
             stored.into_iter().zip(phones).filter(|(n, _)| n.status == "QUEUED").collect();
         crate::store::hazards::mark_first_push(&tx, queued.iter().filter_map(|(n, _)| n.hazard_id), now).await?;
@@ -381,6 +387,96 @@ impl Services {
             self.inner.push_wakeup.notify_one();
         }
         Ok(count)
+    }
+
+    async fn permissions_of(&self, tenant: TenantId, c: &Candidate) -> AppResult<BTreeSet<Permission>> {
+        Ok(match st::custom_role(c) {
+            Some(id) => {
+                access::role(self.inner.store.db(), tenant, id).await?.map(|r| r.permissions).unwrap_or_default()
+            }
+            None => match c.user.role {
+                access::RoleRef::Builtin(b) => b.permissions(),
+                access::RoleRef::Custom(_) => Default::default(),
+            },
+        })
+    }
+
+    /// The people field work in `project` escalates to: active users of `tenant` holding
+    /// `hazard.manage` with the project in scope, who have a phone (nobody else can be
+    /// pushed to). For [`Self::notify_people`].
+    pub(crate) async fn managers_of(&self, tenant: TenantId, project: ProjectId) -> AppResult<Vec<UserId>> {
+        let mut out = Vec::new();
+        for c in st::candidates(self.inner.store.db(), tenant).await? {
+            let permissions = self.permissions_of(tenant, &c).await?;
+            let scope = ProjectScope::new(&permissions, c.projects.iter().copied());
+            if permissions.contains(&Permission::HazardManage) && scope.contains(project) {
+                out.push(c.user.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pushes a notice to named people — the assignee of a work order, the managers of a
+    /// project, the electricians of a patrol plan — through the same queue, delivery log and
+    /// retries as alarms. Each of `users` who is an active user of `tenant` with a phone gets
+    /// one notification per phone, in that phone's language. Their preferences apply as for
+    /// any personal notice ([`Preferences::decide_personal`]): the event category and
+    /// severity filters do not (this is not an event), quiet hours do unless the notice is
+    /// urgent (an escalation), in which case it is also sent with high priority. Returns how
+    /// many notifications were queued for sending now.
+    pub(crate) async fn notify_people(
+        &self,
+        tenant: TenantId,
+        users: &[UserId],
+        notice: &PeopleNotice<'_>,
+    ) -> AppResult<usize> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let db = self.inner.store.db();
+        let people: Vec<Candidate> =
+            st::candidates(db, tenant).await?.into_iter().filter(|c| users.contains(&c.user.id)).collect();
+        if people.is_empty() {
+            return Ok(0);
+        }
+        let project = sites::project(db, tenant, &ProjectScope::All, notice.project).await?;
+        let project_name = project.map(|p| p.draft.name).unwrap_or_default();
+        let now = self.now();
+        let mut data = notice.data.clone();
+        data.insert("projectId".to_owned(), notice.project.to_string());
+        data.insert("reason".to_owned(), notice.reason.to_owned());
+        let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+        let (mut rows, mut phones) = (Vec::new(), Vec::new());
+        for c in &people {
+            let status = match c.preferences.decide_personal(now, notice.urgent) {
+                Decision::Send => "QUEUED",
+                Decision::Quiet => "QUIET",
+                Decision::NotWanted => continue,
+            };
+            for t in &c.tokens {
+                let text = (notice.text)(Locale::from_tag(&t.locale), &project_name);
+                rows.push(NewNotification {
+                    tenant,
+                    user: c.user.id,
+                    token_id: t.id,
+                    platform: t.platform.clone(),
+                    token_tail: st::token_tail(&t.token),
+                    project: Some(notice.project),
+                    hazard: None,
+                    event: None,
+                    reason: notice.reason.to_owned(),
+                    category: EventCategory::Operation.code().to_owned(),
+                    title: text.title,
+                    body: text.body,
+                    data: data.clone(),
+                    priority: if notice.urgent { "HIGH".into() } else { "NORMAL".into() },
+                    status,
+                });
+                phones.push(t.clone());
+            }
+        }
+        let tx = self.inner.store.begin().await?;
+        self.enqueue(tx, &rows, phones, now).await
     }
 
     // ---- delivery ----
@@ -619,6 +715,20 @@ pub async fn schedule_routing<C: sea_orm::ConnectionTrait>(
         every_s: 0,
     };
     st::schedule_reminder(db, &reminder, now).await
+}
+
+/// A notice for named people (see [`Services::notify_people`]).
+pub(crate) struct PeopleNotice<'a> {
+    /// The project it concerns: its name goes into the title, its id into the data.
+    pub project: ProjectId,
+    /// What it is, for the delivery log and the app (`work_order.assigned`, `patrol.missed`).
+    pub reason: &'a str,
+    /// Data keys the app opens the subject with (`workOrderId`, `patrolTaskId`).
+    pub data: BTreeMap<String, String>,
+    /// Escalations: sent with high priority, even in quiet hours.
+    pub urgent: bool,
+    /// The text in a phone's language, given the project's name.
+    pub text: &'a (dyn Fn(Locale, &str) -> notify::Text + Send + Sync),
 }
 
 /// Who someone is for a project's notifications.

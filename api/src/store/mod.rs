@@ -19,6 +19,8 @@ pub mod tenants;
 pub mod thresholds;
 pub mod workorders;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,6 +45,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// A separate pool for ingestion (see [`Store::ingestion`]).
     ingestion: Option<DatabaseConnection>,
+    /// Statements run through `db` (see [`Store::statements`]).
+    statements: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -59,7 +63,8 @@ impl Store {
     /// connections and never holds up storing readings — which the broker would answer by
     /// queueing (see BENCHMARKS.md, bench-live run 4).
     pub fn ingestion(&self) -> Store {
-        Store { db: self.ingestion.clone().unwrap_or_else(|| self.db.clone()), ingestion: None }
+        let db = self.ingestion.clone().unwrap_or_else(|| self.db.clone());
+        Store { db, ingestion: None, statements: Arc::default() }
     }
 
     /// Connects without migrating.
@@ -95,9 +100,14 @@ impl Store {
                 .min_connections(sqlite_connections)
                 .map_sqlx_sqlite_opts(|o| o.foreign_keys(true).busy_timeout(Duration::from_secs(30)));
         }
-        let db = Database::connect(options)
+        let mut db = Database::connect(options)
             .await
             .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?;
+        let statements = Arc::<AtomicU64>::default();
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         if url.starts_with("sqlite:") {
             // Open every pooled connection now, one after the other: connections opening at
             // the same moment on a WAL file can meet "database is locked" while one of them
@@ -109,12 +119,18 @@ impl Store {
                 held.push(pool.acquire().await.context("opening the SQLite connections")?);
             }
         }
-        Ok(Store { db, ingestion: None })
+        Ok(Store { db, ingestion: None, statements })
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         Migrator::up(&self.db, None).await.context("applying database migrations")
+    }
+
+    /// How many statements the pool has run since it opened (transactions' included): lets
+    /// tests prove that a list costs a constant number of queries whatever its length.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// The connection pool.
