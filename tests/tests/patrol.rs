@@ -10,7 +10,7 @@ use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::service::{Clock, ManualClock};
-use sparkwatch_entity::{operation_log, patrol_task, reminder};
+use sparkwatch_entity::{notification, operation_log, patrol_task, reminder};
 use sparkwatch_tests::{Backend, Gql, Options, TestServer, backends, fast_jobs};
 
 const CREATE_CHECKPOINT: &str = "mutation($i: CreateCheckpointInput!) { createCheckpoint(input: $i) { id name position checklist qrPayload labelUrl project { id } } }";
@@ -324,11 +324,26 @@ async fn a_missed_task_is_marked_reminded_and_escalated() -> anyhow::Result<()> 
     for backend in backends() {
         let (clock, opts) = clocked();
         let site = Site::start(&backend, opts).await?;
+        let db = site.server.services.store().db();
         let c = site.checkpoint(&site.manager, &site.mall, "Switch room").await?;
         let plan = site.plan("Evening round", &[&c]).await?;
         let task = site.tasks(&site.electrician, &plan).await?.first().cloned().unwrap_or_default();
         let due: chrono::DateTime<Utc> = task["dueAt"].as_str().unwrap_or_default().parse()?;
         let task_id: uuid::Uuid = task["id"].as_str().unwrap_or_default().parse()?;
+        // Phones to push to (no provider configured: notifications are logged, not sent).
+        let register = "mutation($i: RegisterPushTokenInput!) { registerPushToken(input: $i) { id } }";
+        for (gql, token) in [(&site.electrician, "phone-of-electrician"), (&site.manager, "phone-of-manager")] {
+            gql.ok(register, json!({"i": {"platform": "ANDROID", "token": token, "appId": "com.sparkwatch.field"}}))
+                .await?;
+        }
+        let manager_id =
+            site.manager.ok("{ me { id } }", json!({})).await?["me"]["id"].as_str().unwrap_or_default().to_owned();
+        let pushed = |reason: &'static str| async move {
+            let rows = notification::Entity::find().filter(notification::Column::Reason.eq(reason)).all(db).await?;
+            Ok::<_, anyhow::Error>(
+                rows.into_iter().map(|n| (n.user_id.to_string(), n.title, n.body)).collect::<Vec<_>>(),
+            )
+        };
 
         // Past the due time: the job marks it missed, the assignee is reminded at once.
         clock.advance(due - clock.now() + chrono::Duration::minutes(1));
@@ -339,7 +354,6 @@ async fn a_missed_task_is_marked_reminded_and_escalated() -> anyhow::Result<()> 
         .await?;
         assert_eq!(tasks[0]["status"], "DUE", "the current period's task: {tasks:?}");
         assert_eq!(tasks[0]["startsAt"], tasks[1]["dueAt"]);
-        let db = site.server.services.store().db();
         let reminder = || async {
             Ok::<_, anyhow::Error>(
                 reminder::Entity::find()
@@ -363,14 +377,21 @@ async fn a_missed_task_is_marked_reminded_and_escalated() -> anyhow::Result<()> 
         assert_eq!(remind.len(), 1);
         assert!(format!("{:?}", remind[0].after).contains(&site.electrician_id), "{:?}", remind[0].after);
         assert!(logged("patrol_task.escalate").await?.is_empty(), "not escalated before the delay");
+        let told = pushed("patrol.missed").await?;
+        assert_eq!(told.len(), 1, "the assignee's phone: {told:?}");
+        assert_eq!(told[0].0, site.electrician_id);
+        assert!(told[0].1.contains("Riverside Mall") && told[0].2.contains("Evening round"), "{told:?}");
 
         // Still missed after the escalation delay: the managers are told, once.
         clock.advance(chrono::Duration::hours(1));
         eventually("the escalation", || async { Ok(reminder().await?.filter(|r| r.done_at.is_some())) }).await?;
         let escalate = logged("patrol_task.escalate").await?;
         assert_eq!(escalate.len(), 1);
-        let me = site.manager.ok("{ me { id } }", json!({})).await?;
-        assert!(format!("{:?}", escalate[0].after).contains(me["me"]["id"].as_str().unwrap_or("?")));
+        assert!(format!("{:?}", escalate[0].after).contains(&manager_id));
+        let told = pushed("patrol.missed.escalated").await?;
+        assert!(told.iter().any(|(user, _, _)| *user == manager_id), "the manager's phone: {told:?}");
+        assert!(told.iter().all(|(user, _, _)| *user != site.electrician_id), "{told:?}");
+        assert_eq!(pushed("patrol.missed").await?.len(), 1, "the assignee is reminded once");
 
         // A scan made before the due time, synced late, still completes the task.
         let late =

@@ -32,6 +32,7 @@ use sparkwatch_domain::patrol::{
 use sparkwatch_domain::validate::required_text;
 use uuid::Uuid;
 
+use super::notify::PeopleNotice;
 use super::{Services, snapshot};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
@@ -491,7 +492,7 @@ impl Services {
                 .collect();
             ("patrol_task.escalate", managers)
         };
-        self.tell_about_missed(&task, &plan, r.level, &people).await?;
+        self.tell_about_missed(&task, &plan, r.level, &people).await;
         let tx = self.begin().await?;
         let entry = Entry::new(Some(task.tenant_id), action, "patrol_task", Some(task.id.to_string()));
         let after =
@@ -509,12 +510,20 @@ impl Services {
         Ok(Some(1))
     }
 
-    /// Tells `people` that `task` was missed (level 0: its assignees; then its managers).
-    async fn tell_about_missed(&self, task: &Task, plan: &PlanView, level: i32, people: &[UserId]) -> AppResult<()> {
-        // Push to specific people arrives with `notify_people` (work orders); until then the
-        // operation log and the server log record who is to be told.
-        let _ = (task, plan, level, people);
-        Ok(())
+    /// Pushes "task missed" to `people` (level 0: its assignees; then, urgent, its
+    /// managers); a failure is logged, not the reminder's error.
+    async fn tell_about_missed(&self, task: &Task, plan: &PlanView, level: i32, people: &[UserId]) {
+        let due = task.due_at.with_timezone(&self.site_offset()).format("%Y-%m-%d %H:%M").to_string();
+        let escalated = level > 0;
+        let text = |locale, project: &str| rules::render_missed(&plan.plan.name, &due, escalated, project, locale);
+        let mut data = std::collections::BTreeMap::new();
+        data.insert("patrolTaskId".to_owned(), task.id.to_string());
+        data.insert("patrolPlanId".to_owned(), plan.plan.id.to_string());
+        let reason = if escalated { "patrol.missed.escalated" } else { PATROL_MISSED };
+        let notice = PeopleNotice { project: task.project_id, reason, data, urgent: escalated, text: &text };
+        if let Err(e) = self.notify_people(task.tenant_id, people, &notice).await {
+            tracing::warn!(error = %e, task = %task.id, "could not queue missed-patrol notifications");
+        }
     }
 }
 
