@@ -417,28 +417,14 @@ impl Services {
     // ---- the task job ----
 
     /// One pass of the task job (see the module docs); safe to run on every instance at once.
+    /// An idle pass only reads: the writes (and SQLite's write lock) come at period ends.
     pub async fn run_patrol_pass(&self) -> AppResult<PatrolPass> {
         let db = self.inner.store.db();
         let now = self.now();
-        let tx = self.begin().await?;
-        let missed = st::miss_overdue(&tx, now).await?;
-        for t in &missed {
-            let reminder = NewReminder {
-                tenant: t.tenant_id,
-                purpose: PATROL_MISSED,
-                subject_type: "patrol_task",
-                subject: t.id,
-                due_at: now,
-                every_s: 0,
-            };
-            nt::schedule_reminder(&tx, &reminder, now).await?;
-            let entry = Entry::new(Some(t.tenant_id), "patrol_task.missed", "patrol_task", Some(t.id.to_string()));
-            self.log(&tx, &Principal::system(t.tenant_id, "patrol job"), entry.after(snapshot(t))).await?;
-        }
-        tx.commit().await?;
+        let missed = if st::overdue_exists(db, now).await? { self.miss_overdue(now).await? } else { 0 };
         let today = now.with_timezone(&self.site_offset()).date_naive();
-        let plans = st::active_plans(db, today).await?;
-        let tasks: Vec<Task> = plans
+        let tasks: Vec<Task> = st::active_plans(db, today)
+            .await?
             .into_iter()
             .filter_map(|m| {
                 let plan = Plan {
@@ -456,11 +442,37 @@ impl Services {
                 self.current_task(&plan, now)
             })
             .collect();
-        let created = st::ensure_tasks(db, &tasks).await?;
-        if created > 0 || !missed.is_empty() {
-            tracing::info!(created, missed = missed.len(), "patrol tasks updated");
+        let plan_ids: Vec<Uuid> = tasks.iter().map(|t| t.plan_id).collect();
+        let starts = dedup(&tasks.iter().map(|t| t.period_start).collect::<Vec<_>>());
+        let existing = st::existing_periods(db, &plan_ids, &starts).await?;
+        let missing: Vec<Task> =
+            tasks.into_iter().filter(|t| !existing.contains(&(t.plan_id, t.period_start))).collect();
+        let created = if missing.is_empty() { 0 } else { st::ensure_tasks(db, &missing).await? };
+        if created > 0 || missed > 0 {
+            tracing::info!(created, missed, "patrol tasks updated");
         }
-        Ok(PatrolPass { created, missed: missed.len() })
+        Ok(PatrolPass { created, missed })
+    }
+
+    /// Marks overdue tasks missed and schedules their reminders, in one transaction.
+    async fn miss_overdue(&self, now: DateTime<Utc>) -> AppResult<usize> {
+        let tx = self.begin().await?;
+        let missed = st::miss_overdue(&tx, now).await?;
+        for t in &missed {
+            let reminder = NewReminder {
+                tenant: t.tenant_id,
+                purpose: PATROL_MISSED,
+                subject_type: "patrol_task",
+                subject: t.id,
+                due_at: now,
+                every_s: 0,
+            };
+            nt::schedule_reminder(&tx, &reminder, now).await?;
+            let entry = Entry::new(Some(t.tenant_id), "patrol_task.missed", "patrol_task", Some(t.id.to_string()));
+            self.log(&tx, &Principal::system(t.tenant_id, "patrol job"), entry.after(snapshot(t))).await?;
+        }
+        tx.commit().await?;
+        Ok(missed.len())
     }
 
     /// Fires a patrol reminder (missed tasks); `None` when `r` is not one.

@@ -338,14 +338,50 @@ pub async fn ensure_tasks<C: ConnectionTrait>(db: &C, tasks: &[Task]) -> Result<
     Ok(created)
 }
 
+/// The (plan, period start) pairs among `plans` × `starts` that have a task.
+pub async fn existing_periods<C: ConnectionTrait>(
+    db: &C,
+    plans: &[Uuid],
+    starts: &[NaiveDate],
+) -> Result<Vec<(Uuid, NaiveDate)>, DbErr> {
+    let mut out = Vec::new();
+    for chunk in plans.chunks(500) {
+        let rows: Vec<(Uuid, NaiveDate)> = patrol_task::Entity::find()
+            .filter(patrol_task::Column::PlanId.is_in(chunk.iter().copied()))
+            .filter(patrol_task::Column::PeriodStart.is_in(starts.iter().copied()))
+            .select_only()
+            .column(patrol_task::Column::PlanId)
+            .column(patrol_task::Column::PeriodStart)
+            .into_tuple()
+            .all(db)
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+fn open_statuses() -> [&'static str; 2] {
+    [PatrolTaskStatus::Due.code(), PatrolTaskStatus::InProgress.code()]
+}
+
+/// Whether any task is past its due time and not done (a read, so an idle job takes no
+/// write lock).
+pub async fn overdue_exists<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<bool, DbErr> {
+    Ok(patrol_task::Entity::find()
+        .filter(patrol_task::Column::Status.is_in(open_statuses()))
+        .filter(patrol_task::Column::DueAt.lte(now))
+        .one(db)
+        .await?
+        .is_some())
+}
+
 /// Marks every task past its due time that is not done as `MISSED`; returns them.
 pub async fn miss_overdue<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<Vec<Task>, DbErr> {
-    let open = [PatrolTaskStatus::Due.code(), PatrolTaskStatus::InProgress.code()];
     Ok(patrol_task::Entity::update_many()
         .col_expr(patrol_task::Column::Status, Expr::value(PatrolTaskStatus::Missed.code()))
         .col_expr(patrol_task::Column::MissedAt, Expr::value(now))
         .col_expr(patrol_task::Column::UpdatedAt, Expr::value(now))
-        .filter(patrol_task::Column::Status.is_in(open))
+        .filter(patrol_task::Column::Status.is_in(open_statuses()))
         .filter(patrol_task::Column::DueAt.lte(now))
         .exec_with_returning(db)
         .await?
