@@ -129,7 +129,7 @@ pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> to
     if let Err(e) = started {
         tracing::error!(error = %e, "cannot start the push thread: no push notifications and no reminders");
     }
-    tokio::spawn(service::patrol::run_patrol_job(services.clone(), jobs.tick, stop_rx.clone()));
+    tokio::spawn(service::patrol::run_patrol_job(services.clone(), jobs.tick * 10, stop_rx.clone()));
     tokio::spawn(service::commands::run_expiry(services.clone(), jobs.tick, stop_rx));
     stop
 }

@@ -438,3 +438,41 @@ async fn the_job_makes_one_task_per_plan_and_period_when_passes_race() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn task_lists_take_a_constant_number_of_queries() -> anyhow::Result<()> {
+    for backend in backends() {
+        let (clock, mut opts) = clocked();
+        // Quiet background jobs: only the requests below count.
+        opts.jobs.tick = Duration::from_secs(600);
+        let site = Site::start(&backend, opts).await?;
+        let services = &site.server.services;
+        let mut points = Vec::new();
+        for i in 0..3 {
+            points.push(site.checkpoint(&site.manager, &site.mall, &format!("Point {i}")).await?);
+        }
+        for i in 0..10 {
+            site.plan(&format!("Round {i}"), &points.iter().collect::<Vec<_>>()).await?;
+        }
+        for _ in 0..2 {
+            clock.advance(chrono::Duration::days(1));
+            services.run_patrol_pass().await?;
+        }
+        let node = "id status dueAt plan { id name schedule startsOn project { name } assignees { id displayName } \
+            checkpoints { id name project { name } } } checkIns { id } checkpoints { checked checkpoint { id } }";
+        let q = format!("query($n: Int) {{ patrolTasks(first: $n) {{ totalCount edges {{ node {{ {node} }} }} }} }}");
+        let mut counts = Vec::new();
+        for n in [2, 10, 30] {
+            let before = services.store().statements();
+            let res = site.manager.ok(&q, json!({"n": n})).await?;
+            counts.push(services.store().statements() - before);
+            let edges = res["patrolTasks"]["edges"].as_array().cloned().unwrap_or_default();
+            assert_eq!(edges.len(), n as usize);
+            assert!(edges.iter().all(|e| e["node"]["plan"]["project"]["name"] == "Riverside Mall"));
+            assert!(edges.iter().all(|e| e["node"]["plan"]["checkpoints"].as_array().is_some_and(|c| c.len() == 3)));
+        }
+        println!("statements per patrolTasks page of 2 / 10 / 30 ({backend:?}): {counts:?}");
+        assert!(counts.iter().all(|c| *c == counts[0]), "statements per page: {counts:?}");
+    }
+    Ok(())
+}

@@ -26,6 +26,7 @@ use crate::service::checkins::CheckInDraft;
 use crate::service::page_request;
 use crate::service::patrol::{CheckInView, CheckpointDraft, PlanDraft, PlanView, TaskQuery, TaskView};
 use crate::store::patrol::Checkpoint;
+use sparkwatch_domain::site::Project;
 
 // ---- scalars and enums ----
 
@@ -180,7 +181,14 @@ impl CheckInInput {
 // ---- objects ----
 
 /// A place on a patrol route, with a checklist and a printed QR label.
-pub struct CheckpointObj(pub Checkpoint);
+pub struct CheckpointObj(pub Checkpoint, pub Option<Project>);
+
+impl CheckpointObj {
+    /// A checkpoint whose project is looked up when asked for.
+    pub fn new(c: Checkpoint) -> Self {
+        CheckpointObj(c, None)
+    }
+}
 
 #[Object(name = "Checkpoint")]
 impl CheckpointObj {
@@ -203,6 +211,9 @@ impl CheckpointObj {
     /// The project; `null` only when it was deleted since.
     #[graphql(guard = "Require(Permission::SiteRead)")]
     async fn project(&self, ctx: &Context<'_>) -> Result<Option<ProjectObj>> {
+        if let Some(p) = &self.1 {
+            return Ok(Some(ProjectObj(p.clone())));
+        }
         let (s, who) = caller(ctx)?;
         Ok(s.project(who, self.0.project_id).await.ok().map(ProjectObj))
     }
@@ -232,9 +243,8 @@ impl PatrolPlanObj {
     }
     /// The project; `null` only when it was deleted since.
     #[graphql(guard = "Require(Permission::SiteRead)")]
-    async fn project(&self, ctx: &Context<'_>) -> Result<Option<ProjectObj>> {
-        let (s, who) = caller(ctx)?;
-        Ok(s.project(who, self.0.plan.project_id).await.ok().map(ProjectObj))
+    async fn project(&self) -> Option<ProjectObj> {
+        self.0.project.clone().map(ProjectObj)
     }
     /// How often.
     async fn schedule(&self) -> PatrolScheduleGql {
@@ -246,7 +256,7 @@ impl PatrolPlanObj {
     }
     /// Checkpoints in walking order.
     async fn checkpoints(&self) -> Vec<CheckpointObj> {
-        self.0.checkpoints.iter().cloned().map(CheckpointObj).collect()
+        self.0.checkpoints.iter().map(|c| CheckpointObj(c.clone(), self.0.project.clone())).collect()
     }
     /// Who walks it.
     async fn assignees(&self) -> Vec<UserObj> {
@@ -315,7 +325,7 @@ pub struct PatrolTaskCheckpointObj {
 impl PatrolTaskCheckpointObj {
     /// The checkpoint.
     async fn checkpoint(&self) -> CheckpointObj {
-        CheckpointObj(self.checkpoint.clone())
+        CheckpointObj::new(self.checkpoint.clone())
     }
     /// Whether it has a check-in in this task.
     async fn checked(&self) -> bool {
@@ -338,7 +348,7 @@ impl CheckInObj {
     }
     /// The checkpoint.
     async fn checkpoint(&self) -> Option<CheckpointObj> {
-        self.0.checkpoint.clone().map(CheckpointObj)
+        self.0.checkpoint.clone().map(CheckpointObj::new)
     }
     /// When the code was scanned (device time).
     async fn at(&self) -> DateTime<Utc> {
@@ -412,8 +422,8 @@ impl PatrolQuery {
     ) -> Result<Conn<CheckpointObj>> {
         let (s, who) = caller(ctx)?;
         let project = parse_id("projectId", &project_id)?;
-        let page = s.checkpoints(who, project, page_request(first, after.as_deref())?).await?;
-        Ok(connection(page, |c| c.id.to_string(), CheckpointObj))
+        let (project, page) = s.checkpoints(who, project, page_request(first, after.as_deref())?).await?;
+        Ok(connection(page, |c| c.id.to_string(), |c| CheckpointObj(c, Some(project.clone()))))
     }
 
     /// Patrol tasks, newest first: managers see every task of their projects, electricians
@@ -457,7 +467,7 @@ impl PatrolMutation {
             position: input.position,
             checklist: input.checklist,
         };
-        Ok(CheckpointObj(s.create_checkpoint(who, draft).await?))
+        Ok(CheckpointObj::new(s.create_checkpoint(who, draft).await?))
     }
 
     /// Creates a patrol plan; the task of the current period is created with it.

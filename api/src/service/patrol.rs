@@ -8,7 +8,8 @@
 //!   tenant. Tags are compared in constant time.
 //! - **Site time.** Periods are local days, ISO weeks and months at the configured UTC
 //!   offset (`--patrol-utc-offset`, default +08:00).
-//! - **Tasks.** Every instance runs [`Services::run_patrol_pass`] each tick: it marks tasks
+//! - **Tasks.** Every instance runs [`Services::run_patrol_pass`] every ten job ticks (10 s
+//!   by default; an idle pass is three reads): it marks tasks
 //!   past due `MISSED` (one conditional `UPDATE`, with their reminders in the same
 //!   transaction) and makes sure each active plan has the task of the current period
 //!   (`INSERT … ON CONFLICT (plan_id, period_start) DO NOTHING`: the database keeps one).
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sparkwatch_domain::access::Permission;
+use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::patrol::{
     self as rules, MAX_NAME_CHARS, MAX_PLAN_ASSIGNEES, MAX_PLAN_CHECKPOINTS, PatrolSchedule, PatrolTaskStatus,
     QR_TAG_BYTES, QrPayload,
 };
+use sparkwatch_domain::site::Project;
 use sparkwatch_domain::validate::required_text;
 use uuid::Uuid;
 
@@ -107,6 +109,8 @@ pub struct PlanDraft {
 pub struct PlanView {
     /// The plan.
     pub plan: Plan,
+    /// Its project (`None` only if deleted since).
+    pub project: Option<Project>,
     /// Its checkpoints in walking order.
     pub checkpoints: Vec<Checkpoint>,
     /// Its assignees.
@@ -226,15 +230,15 @@ impl Services {
         found.into_iter().next().ok_or(AppError::NotFound("checkpoint"))
     }
 
-    /// A visible project's checkpoints, oldest first.
+    /// A visible project and a page of its checkpoints, oldest first.
     pub async fn checkpoints(
         &self,
         who: &Principal,
         project: ProjectId,
         req: PageRequest,
-    ) -> AppResult<Page<Checkpoint>> {
-        self.project(who, project).await?;
-        Ok(st::checkpoints(self.inner.store.db(), who.tenant()?, project, req).await?)
+    ) -> AppResult<(Project, Page<Checkpoint>)> {
+        let p = self.project(who, project).await?;
+        Ok((p, st::checkpoints(self.inner.store.db(), who.tenant()?, project, req).await?))
     }
 
     // ---- plans ----
@@ -243,7 +247,7 @@ impl Services {
     pub async fn create_patrol_plan(&self, who: &Principal, d: PlanDraft) -> AppResult<PlanView> {
         let tenant = who.tenant()?;
         let db = self.inner.store.db();
-        self.project(who, d.project).await?;
+        let project = self.project(who, d.project).await?;
         let name = required_text("name", &d.name, MAX_NAME_CHARS)?;
         let checkpoint_ids = dedup(&d.checkpoints);
         if checkpoint_ids.is_empty() || checkpoint_ids.len() > MAX_PLAN_CHECKPOINTS {
@@ -298,7 +302,7 @@ impl Services {
         let entry = Entry::new(Some(tenant), "patrol_plan.create", "patrol_plan", Some(plan.id.to_string()));
         self.log(&tx, who, entry.after(snapshot(&plan))).await?;
         tx.commit().await?;
-        Ok(PlanView { plan, checkpoints, assignees })
+        Ok(PlanView { plan, project: Some(project), checkpoints, assignees })
     }
 
     /// The task of `plan`'s current period, if the plan has started.
@@ -325,15 +329,16 @@ impl Services {
         let db = self.inner.store.db();
         let plans = st::plans_by_ids(db, tenant, ids).await?;
         let checkpoint_ids: Vec<Uuid> = plans.iter().flat_map(|p| p.checkpoints.iter().copied()).collect();
-        let checkpoints =
-            st::checkpoints_by_ids(db, tenant, &sparkwatch_domain::access::ProjectScope::All, &dedup(&checkpoint_ids))
-                .await?;
+        let checkpoints = st::checkpoints_by_ids(db, tenant, &ProjectScope::All, &dedup(&checkpoint_ids)).await?;
         let user_ids: Vec<Uuid> = plans.iter().flat_map(|p| p.assignees.iter().map(|u| u.as_uuid())).collect();
         let users = st::users_by_ids(db, &dedup(&user_ids)).await?;
+        let project_ids = dedup(&plans.iter().map(|p| p.project_id).collect::<Vec<_>>());
+        let projects = st::projects_by_ids(db, tenant, &ProjectScope::All, &project_ids).await?;
         Ok(plans
             .into_iter()
             .map(|plan| {
                 let view = PlanView {
+                    project: projects.iter().find(|p| p.id == plan.project_id).cloned(),
                     checkpoints: plan
                         .checkpoints
                         .iter()
@@ -392,13 +397,11 @@ impl Services {
         let db = self.inner.store.db();
         let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
         let checkpoint_ids = dedup(&rows.iter().map(|c| c.checkpoint_id).collect::<Vec<_>>());
-        let checkpoints =
-            st::checkpoints_by_ids(db, tenant, &sparkwatch_domain::access::ProjectScope::All, &checkpoint_ids).await?;
+        let checkpoints = st::checkpoints_by_ids(db, tenant, &ProjectScope::All, &checkpoint_ids).await?;
         let photos = attachments::of_subjects(db, tenant, "check_in", &ids).await?;
         let links = st::hazards_of_check_ins(db, &ids).await?;
         let hazard_ids: Vec<Uuid> = links.iter().map(|(_, h)| *h).collect();
-        let hazards =
-            hz::hazards_by_ids(db, tenant, &sparkwatch_domain::access::ProjectScope::All, &hazard_ids).await?;
+        let hazards = hz::hazards_by_ids(db, tenant, &ProjectScope::All, &hazard_ids).await?;
         Ok(rows
             .into_iter()
             .map(|c| CheckInView {

@@ -15,9 +15,10 @@ use std::collections::BTreeSet;
 use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::patrol::{Answer, PatrolSchedule, PatrolTaskStatus};
+use sparkwatch_domain::site::Project;
 use sparkwatch_entity::{
     check_in, check_in_hazard, checkpoint, patrol_plan, patrol_plan_assignee, patrol_plan_checkpoint, patrol_task,
-    user, user_project_scope,
+    project, user, user_project_scope,
 };
 use uuid::Uuid;
 
@@ -255,6 +256,22 @@ pub async fn people<C: ConnectionTrait>(db: &C, tenant: TenantId, ids: Option<&[
             Person { user, permissions, scope }
         })
         .collect())
+}
+
+/// The tenant's projects among `ids` that are visible in `scope` (any order).
+pub async fn projects_by_ids<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    scope: &ProjectScope,
+    ids: &[ProjectId],
+) -> Result<Vec<Project>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let q = project::Entity::find()
+        .filter(project::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(project::Column::Id.is_in(ids.iter().map(|p| p.as_uuid())));
+    Ok(in_scope(q, project::Column::Id, scope).all(db).await?.into_iter().map(super::sites::project_from).collect())
 }
 
 // ---- tasks ----
