@@ -234,6 +234,19 @@ pub fn check_checkpoint(
     Ok((name, position, items))
 }
 
+/// A plan's name and the sizes of its (de-duplicated) checkpoint and assignee lists,
+/// checked; returns the name, trimmed.
+pub fn check_plan(name: &str, checkpoints: usize, assignees: usize) -> Result<String, ValidationError> {
+    let name = required_text("name", name, MAX_NAME_CHARS)?;
+    if !(1..=MAX_PLAN_CHECKPOINTS).contains(&checkpoints) {
+        return Err(ValidationError::new("checkpointIds", format!("give 1 to {MAX_PLAN_CHECKPOINTS} checkpoints")));
+    }
+    if !(1..=MAX_PLAN_ASSIGNEES).contains(&assignees) {
+        return Err(ValidationError::new("assigneeIds", format!("give 1 to {MAX_PLAN_ASSIGNEES} assignees")));
+    }
+    Ok(name)
+}
+
 /// One answer to a checklist item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
@@ -355,6 +368,15 @@ mod tests {
         assert!(after_check_in(Done, due, before, 1, 1).is_err());
         assert!(is_missed(Due, due, due));
         assert!(!is_missed(Done, due, after));
+    }
+
+    #[test]
+    fn plans_need_a_name_checkpoints_and_people() {
+        assert_eq!(check_plan(" Night round ", 3, 1), Ok("Night round".to_owned()));
+        assert_eq!(check_plan(" ", 3, 1).map_err(|e| e.field), Err("name".to_owned()));
+        assert_eq!(check_plan("x", 0, 1).map_err(|e| e.field), Err("checkpointIds".to_owned()));
+        assert_eq!(check_plan("x", MAX_PLAN_CHECKPOINTS + 1, 1).map_err(|e| e.field), Err("checkpointIds".to_owned()));
+        assert_eq!(check_plan("x", 1, 0).map_err(|e| e.field), Err("assigneeIds".to_owned()));
     }
 
     #[test]

@@ -5,18 +5,20 @@
 //!   bytes of HMAC-SHA256 over (tenant, checkpoint) under a key derived from the server's
 //!   JWT secret with its own label, so only this server can make one, an altered code does
 //!   not verify, and a code of another tenant's checkpoint does not verify for the caller's
-//!   tenant. Tags are compared in constant time.
+//!   tenant. Tags are compared in constant time. Changing the JWT secret voids every
+//!   printed label (print them again).
 //! - **Site time.** Periods are local days, ISO weeks and months at the configured UTC
 //!   offset (`--patrol-utc-offset`, default +08:00).
 //! - **Tasks.** Every instance runs [`Services::run_patrol_pass`] every ten job ticks (10 s
-//!   by default; an idle pass is three reads): it marks tasks
-//!   past due `MISSED` (one conditional `UPDATE`, with their reminders in the same
-//!   transaction) and makes sure each active plan has the task of the current period
-//!   (`INSERT … ON CONFLICT (plan_id, period_start) DO NOTHING`: the database keeps one).
-//!   Only the current period is created; periods the server was down for are not made up.
-//! - **Reminders.** A missed task reminds its assignees at once and, if still missed after
-//!   the tenant's escalation delay, its managers (people with `patrol.manage` on the
-//!   project), like an unacknowledged alarm.
+//!   by default; an idle pass is three reads). It marks tasks past due `MISSED` (one
+//!   conditional `UPDATE`, with their reminders in the same transaction) and makes sure
+//!   each active plan has the task of the current period (`INSERT … ON CONFLICT (plan_id,
+//!   period_start) DO NOTHING`: the database keeps one). Only the current period is
+//!   created; periods the server was down for are not made up.
+//! - **Reminders.** A missed task is pushed to its assignees at once and, if still missed
+//!   after the tenant's escalation delay, urgently to its managers (people with
+//!   `patrol.manage` on the project), like an unacknowledged alarm; both are recorded in
+//!   the operation log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,12 +28,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
-use sparkwatch_domain::patrol::{
-    self as rules, MAX_NAME_CHARS, MAX_PLAN_ASSIGNEES, MAX_PLAN_CHECKPOINTS, PatrolSchedule, PatrolTaskStatus,
-    QR_TAG_BYTES, QrPayload,
-};
+use sparkwatch_domain::patrol::{self as rules, PatrolSchedule, PatrolTaskStatus, QR_TAG_BYTES, QrPayload};
 use sparkwatch_domain::site::Project;
-use sparkwatch_domain::validate::required_text;
 use uuid::Uuid;
 
 use super::notify::PeopleNotice;
@@ -248,11 +246,8 @@ impl Services {
         let tenant = who.tenant()?;
         let db = self.inner.store.db();
         let project = self.project(who, d.project).await?;
-        let name = required_text("name", &d.name, MAX_NAME_CHARS)?;
-        let checkpoint_ids = dedup(&d.checkpoints);
-        if checkpoint_ids.is_empty() || checkpoint_ids.len() > MAX_PLAN_CHECKPOINTS {
-            return Err(AppError::invalid("checkpointIds", format!("give 1 to {MAX_PLAN_CHECKPOINTS} checkpoints")));
-        }
+        let (checkpoint_ids, assignee_ids) = (dedup(&d.checkpoints), dedup(&d.assignees));
+        let name = rules::check_plan(&d.name, checkpoint_ids.len(), assignee_ids.len())?;
         let found = st::checkpoints_by_ids(db, tenant, &who.access.scope, &checkpoint_ids).await?;
         let mut checkpoints = Vec::with_capacity(checkpoint_ids.len());
         for id in &checkpoint_ids {
@@ -260,10 +255,6 @@ impl Services {
                 AppError::invalid("checkpointIds", format!("checkpoint {id} is not a checkpoint of this project"))
             })?;
             checkpoints.push(c.clone());
-        }
-        let assignee_ids = dedup(&d.assignees);
-        if assignee_ids.is_empty() || assignee_ids.len() > MAX_PLAN_ASSIGNEES {
-            return Err(AppError::invalid("assigneeIds", format!("give 1 to {MAX_PLAN_ASSIGNEES} assignees")));
         }
         let raw: Vec<Uuid> = assignee_ids.iter().map(|u| u.as_uuid()).collect();
         let people = st::people(db, tenant, Some(&raw)).await?;
