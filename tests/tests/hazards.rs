@@ -511,11 +511,14 @@ async fn tenants_and_scopes_are_kept_apart() -> anyhow::Result<()> {
         let filtered = b.ok(HAZARDS, json!({"f": {"projectIds": [demo.project("Riverside Mall")]}})).await?;
         assert_eq!(total(&filtered["hazards"]), 0);
 
-        // The electrician (mall only) sees the mall's hazards and may not act on them.
+        // The electrician (mall only) sees the mall's hazards; it may acknowledge them (field
+        // operations), but not declare them false alarms or ignore them.
         let e = demo.login("electrician@demo.local").await?;
         assert_eq!(ids(&e.ok(HAZARDS, json!({})).await?["hazards"]), vec![mall.clone()]);
         assert_eq!(e.ok(one, json!({"id": school})).await?["hazard"], Value::Null);
-        assert_eq!(e.code(ACK, json!({"ids": [mall]})).await?, "FORBIDDEN");
+        assert_eq!(e.code(FALSE_ALARM, json!({"ids": [mall], "r": "not mine"})).await?, "FORBIDDEN");
+        assert_eq!(e.code(IGNORE, json!({"ids": [mall], "r": "not mine"})).await?, "FORBIDDEN");
+        assert_eq!(e.code(ACK, json!({"ids": [school]})).await?, "NOT_FOUND");
         // The manager acting on an id outside every scope gets NOT_FOUND.
         let m = demo.login("manager@demo.local").await?;
         assert_eq!(m.code(ACK, json!({"ids": [mall, depot]})).await?, "NOT_FOUND");

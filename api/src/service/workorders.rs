@@ -398,16 +398,14 @@ impl Services {
             _ => None,
         };
         let mut moves = Vec::new();
-        for h in hazards.iter().filter(|_| hazard_action.is_some()) {
-            let Some(a) = &hazard_action else { continue };
+        for (h, a) in hazards.iter().filter_map(|h| hazard_action.as_ref().map(|a| (h, a))) {
             match hazard::transition(h.status, a) {
                 Ok(next) => moves.push((h.clone(), next)),
                 Err(TransitionError::Already { .. }) => {}
+                // The hazard's note is the report (submit) or the manager's note.
                 Err(TransitionError::Invalid(e)) if e.field == "note" => {
-                    return Err(AppError::invalid(
-                        if action == WorkOrderAction::Submit { "report" } else { "note" },
-                        e.reason,
-                    ));
+                    let field = if action == WorkOrderAction::Submit { "report" } else { "note" };
+                    return Err(AppError::invalid(field, e.reason));
                 }
                 Err(TransitionError::Invalid(e)) => return Err(AppError::invalid("attachmentIds", e.reason)),
                 Err(e) => return Err(AppError::Conflict(format!("hazard {}: {e}", h.id))),
