@@ -175,6 +175,15 @@ pub struct Settings {
     /// The sites' UTC offset, which cuts patrol periods into local days, weeks and months [default: +08:00].
     #[arg(long, global = true, env = "SPARKWATCH_PATROL_UTC_OFFSET")]
     pub patrol_utc_offset: Option<String>,
+    /// Where attachments (photos) are stored: `s3://bucket/prefix` for an S3-compatible bucket
+    /// (endpoint, region and credentials from the standard `AWS_*` variables, e.g.
+    /// AWS_ENDPOINT, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP) or `file:///dir` [default: the data dir's `attachments` directory].
+    #[arg(long, global = true, env = "SPARKWATCH_ATTACHMENTS_URL")]
+    pub attachments_url: Option<String>,
+    /// Largest attachment accepted by `POST /attachments`, in bytes [default: 10485760, 10 MiB].
+    #[arg(long, global = true, env = "SPARKWATCH_ATTACHMENT_MAX_BYTES")]
+    pub attachment_max_bytes: Option<u64>,
     /// Push-notification credentials and endpoints (the `[push]` table in the file).
     #[command(flatten)]
     #[serde(default)]
@@ -287,6 +296,10 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// The sites' UTC offset (patrol periods are local days, weeks and months).
     pub patrol_utc_offset: chrono::FixedOffset,
+    /// Attachment storage URL; `None` = `<data dir>/attachments` (see [`crate::objects`]).
+    pub attachments_url: Option<String>,
+    /// Largest attachment accepted, in bytes.
+    pub attachment_max_bytes: u64,
     /// Push settings; the key files named there were readable and valid at start-up.
     /// Build the clients with [`crate::push::Push::from_settings`].
     pub push: PushSettings,
@@ -326,6 +339,8 @@ impl Settings {
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
             patrol_utc_offset: self.patrol_utc_offset.or(file.patrol_utc_offset),
+            attachments_url: self.attachments_url.or(file.attachments_url),
+            attachment_max_bytes: self.attachment_max_bytes.or(file.attachment_max_bytes),
             push: self.push.or(file.push),
         })
     }
@@ -398,6 +413,15 @@ impl Settings {
         let access_token_ttl = ttl("--access-token-ttl-s", s.access_token_ttl_s.unwrap_or(900), 30, 86_400)?;
         let refresh_token_ttl =
             ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
+        let attachments_url = match s.attachments_url {
+            Some(url) if (url.starts_with("s3://") && url.len() > 5) || url.starts_with("file:///") => Some(url),
+            Some(_) => return Err(bad("--attachments-url", "must look like s3://bucket/prefix or file:///directory")),
+            None => None,
+        };
+        let attachment_max_bytes = match s.attachment_max_bytes.unwrap_or(10 * 1024 * 1024) {
+            n @ 1024..=1_073_741_824 => n,
+            _ => return Err(bad("--attachment-max-bytes", "must be between 1024 and 1073741824 (1 GiB)")),
+        };
         // Checked here, not when the first alarm is pushed: a bad key must stop the start.
         crate::push::check_settings(&s.push)?;
         Ok(Config {
@@ -423,6 +447,8 @@ impl Settings {
             access_token_ttl,
             refresh_token_ttl,
             patrol_utc_offset: parse_offset(s.patrol_utc_offset.as_deref().unwrap_or("+08:00"))?,
+            attachments_url,
+            attachment_max_bytes,
             push: s.push,
         })
     }
@@ -544,6 +570,8 @@ mod tests {
                 "--jwt-secret (SPARKWATCH_JWT_SECRET)",
             ),
             (Settings { access_token_ttl_s: Some(1), ..settings(dir.path()) }, "--access-token-ttl-s"),
+            (Settings { attachments_url: Some("ftp://x".into()), ..settings(dir.path()) }, "--attachments-url"),
+            (Settings { attachment_max_bytes: Some(1), ..settings(dir.path()) }, "--attachment-max-bytes"),
         ];
         for (s, expected) in cases {
             let err = s.resolve().expect_err("invalid").to_string();

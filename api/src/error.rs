@@ -21,6 +21,10 @@ pub enum AppError {
     /// (`FORBIDDEN` with `extensions.field = "password"`).
     #[error("{0}")]
     Reauthenticate(String),
+    /// A step-up token (from `reauthenticate`) was presented but is not valid for this caller
+    /// (`FORBIDDEN` with `extensions.field = "stepUpToken"`).
+    #[error("{0}")]
+    StepUp(String),
     /// An input value breaks a rule.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -57,7 +61,7 @@ impl AppError {
         match self {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden(_) | AppError::Reauthenticate(_) => "FORBIDDEN",
+            AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) => "FORBIDDEN",
             AppError::Validation(_) => "VALIDATION",
             AppError::Conflict(_) => "CONFLICT",
             AppError::RateLimited { .. } => "RATE_LIMITED",
@@ -129,6 +133,7 @@ impl From<ApiError> for async_graphql::Error {
         match err {
             AppError::Validation(v) => e.extend_with(|_, ext| ext.set("field", v.field.clone())),
             AppError::Reauthenticate(_) => e.extend_with(|_, ext| ext.set("field", "password")),
+            AppError::StepUp(_) => e.extend_with(|_, ext| ext.set("field", "stepUpToken")),
             AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
             _ => e,
         }

@@ -1,6 +1,9 @@
 //! HTTP surface: `POST /graphql` (GraphQL over HTTP), `GET /graphql` with a WebSocket
 //! upgrade (`graphql-transport-ws` and the legacy `graphql-ws`), the explorer, and the
-//! health, readiness and metrics endpoints.
+//! health, readiness and metrics endpoints, and the attachment upload and download
+//! ([`attachments`]).
+
+mod attachments;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::labels::routes())
+        .merge(attachments::routes(&state))
         .with_state(state)
         .merge(crate::explorer::router())
 }

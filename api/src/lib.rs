@@ -11,6 +11,7 @@
 //! - `graphql` — schema, guards, objects, inputs, query and mutation roots.
 //! - `http` — axum routes: `/graphql` (HTTP + WebSocket), `/healthz`, `/readyz`, `/metrics`.
 //! - `ws` — the GraphQL WebSocket protocols (subscriptions).
+//! - `objects` — attachments' bytes (local directory or S3-compatible bucket).
 //! - `explorer` — the offline GraphiQL page at `/graphiql`.
 //! - `demo` — demo tenants and users for `serve --demo`.
 //! - `import` — CSV onboarding of devices and detectors.
@@ -27,6 +28,7 @@ pub mod import;
 pub mod ingest;
 pub mod labels;
 pub mod metrics;
+pub mod objects;
 pub mod push;
 pub mod service;
 pub mod simulate;
@@ -54,6 +56,12 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
         patrol_utc_offset: config.patrol_utc_offset,
+        objects: objects::Objects::open(
+            &config.data_dir,
+            config.attachments_url.as_deref(),
+            config.attachment_max_bytes,
+        )
+        .context("opening the attachment store (--attachments-url)")?,
     };
     let metrics = metrics::Metrics::new().context("registering metrics")?;
     let latest = match &config.redis_url {

@@ -205,6 +205,25 @@ impl TestServer {
         Ok(Gql { token: Some(token.to_owned()), ..self.anonymous() })
     }
 
+    /// Uploads a tiny PNG as `gql`'s user through `POST /attachments`; returns its id.
+    pub async fn upload_photo(&self, gql: &Gql) -> anyhow::Result<String> {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0".to_vec();
+        png.extend_from_slice(&[0x90, 0x77, 0x53, 0xDE]);
+        let part = reqwest::multipart::Part::bytes(png).file_name("fix.png").mime_str("image/png")?;
+        let mut req = self
+            .http
+            .post(format!("{}/attachments", self.base))
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        if let Some(t) = &gql.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        let body: Value = res.json().await?;
+        anyhow::ensure!(status == reqwest::StatusCode::CREATED, "upload refused: {status} {body}");
+        body["id"].as_str().map(str::to_owned).with_context(|| format!("no id in {body}"))
+    }
+
     /// Signs in as a demo account.
     pub async fn demo_login(&self, login: &str) -> anyhow::Result<Gql> {
         self.login(login, sparkwatch_api::demo::DEMO_PASSWORD).await

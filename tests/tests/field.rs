@@ -203,3 +203,60 @@ async fn sync_checks_roles_per_operation_and_refuses_api_keys_and_huge_batches()
     assert_eq!(electrician.code(SYNC, json!({"ops": many})).await?, "VALIDATION");
     Ok(())
 }
+
+#[tokio::test]
+async fn work_done_offline_is_synced_once_and_conflicts_show_the_current_order() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let admin = server.demo_login("admin@demo.local").await?;
+        let (mall, _, _) = demo_ids(&admin).await?;
+        let electrician = server.demo_login("electrician@demo.local").await?;
+        let manager = server.demo_login("manager@demo.local").await?;
+        let me = electrician.ok("{ me { id } }", json!({})).await?["me"]["id"].clone();
+        let hazard = electrician
+            .ok(REPORT, json!({"i": {"projectId": mall, "description": "Loose neutral in box 7"}}))
+            .await?["reportHazard"]["id"]
+            .clone();
+        let order = manager
+            .ok(
+                "mutation($i: DispatchHazardsInput!) { dispatchHazards(input: $i) { id status } }",
+                json!({"i": {"hazardIds": [hazard], "assigneeId": me}}),
+            )
+            .await?["dispatchHazards"]["id"]
+            .clone();
+        let photo = server.upload_photo(&electrician).await?;
+
+        let at = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
+        let ops = json!([
+            {"clientId": uuid(), "at": at, "startWorkOrder": {"id": order}},
+            {"clientId": uuid(), "at": at, "submitWorkOrder": {"id": order, "report": "Tightened and tested", "attachmentIds": [photo]}},
+        ]);
+        let sync = "mutation($ops: [FieldOperationInput!]!) { syncFieldOperations(operations: $ops) { status code \
+                    workOrder { status } } }";
+        let first = electrician.ok(sync, json!({"ops": ops})).await?;
+        let a = &first["syncFieldOperations"];
+        assert_eq!(a[0]["status"], "APPLIED", "{backend:?} {first}");
+        assert_eq!(a[1]["status"], "APPLIED", "{backend:?} {first}");
+        assert_eq!(a[1]["workOrder"]["status"], "SUBMITTED");
+        let again = electrician.ok(sync, json!({"ops": ops})).await?;
+        assert_eq!(again["syncFieldOperations"][0]["status"], "DUPLICATE", "{again}");
+        assert_eq!(again["syncFieldOperations"][1]["status"], "DUPLICATE", "{again}");
+        let h = manager
+            .ok(
+                "query($id: ID!) { hazard(id: $id) { status attachments { id } transitions { toStatus } } }",
+                json!({"id": hazard}),
+            )
+            .await?;
+        assert_eq!(h["hazard"]["status"], "RECTIFIED", "{backend:?} {h}");
+        assert_eq!(h["hazard"]["transitions"].as_array().map(Vec::len), Some(2), "dispatched, rectified once: {h}");
+
+        // The manager approves meanwhile; a start queued later on the phone conflicts and
+        // shows the order as it is now.
+        manager.ok("mutation($id: ID!) { approveWorkOrder(id: $id) { status } }", json!({"id": order})).await?;
+        let late = json!([{"clientId": uuid(), "at": at, "startWorkOrder": {"id": order}}]);
+        let res = electrician.ok(sync, json!({"ops": late})).await?;
+        assert_eq!(res["syncFieldOperations"][0]["status"], "CONFLICT", "{backend:?} {res}");
+        assert_eq!(res["syncFieldOperations"][0]["workOrder"]["status"], "APPROVED");
+    }
+    Ok(())
+}

@@ -503,7 +503,9 @@ async fn keying_readings_by_detector_and_time_keeps_stored_readings() -> anyhow:
         let inserted = tel::insert_readings(&db, &[again(2), again(3)]).await?;
         assert_eq!(inserted.len(), 1, "{backend:?}: the stored second is a redelivery, the next one is new");
 
-        Migrator::down(&db, Some(1)).await?;
+        // Down to just before the readings-key migration, whatever came after it.
+        let after_it = Migrator::migrations().len() as u32 - BEFORE;
+        Migrator::down(&db, Some(after_it)).await?;
         let ids = db.query_all_raw(select_id()).await?;
         assert_eq!(ids.len(), 4, "{backend:?}: every reading back, with an id");
     }

@@ -1,4 +1,5 @@
-//! Access tokens (short-lived HS256 JWTs), opaque refresh tokens and API keys.
+//! Access tokens (short-lived HS256 JWTs), step-up tokens (JWTs of another type, proof of a
+//! recent password check), opaque refresh tokens and API keys.
 //!
 //! Refresh tokens and API keys are random strings shown to the client once; the store keeps
 //! only their SHA-256, so a database leak does not leak working credentials.
@@ -12,6 +13,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sparkwatch_domain::ids::UserId;
 use uuid::Uuid;
+
+/// Lifetime of a step-up token (`reauthenticate`).
+pub const STEP_UP_TTL: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The `typ` claim of access tokens; step-up tokens carry [`STEP_UP`] instead, so neither is
+/// ever accepted as the other.
+const ACCESS: &str = "access";
+/// The `typ` claim of step-up tokens.
+const STEP_UP: &str = "step_up";
 
 /// Prefix that marks a bearer token as an API key rather than a JWT.
 pub const API_KEY_PREFIX: &str = "swk_";
@@ -51,6 +61,13 @@ pub struct Verified {
     pub session: Option<Uuid>,
 }
 
+/// Why a token was refused.
+enum Refused {
+    Invalid,
+    OtherType,
+    Expired,
+}
+
 /// Signs and checks access tokens.
 #[derive(Clone)]
 pub struct AccessTokens {
@@ -76,12 +93,33 @@ impl AccessTokens {
         session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
-        let exp = now + self.ttl;
+        self.sign(ACCESS, user, session, now, self.ttl)
+    }
+
+    /// Issues a step-up token (valid [`STEP_UP_TTL`]) for `user` in the sign-in `session`.
+    pub fn issue_step_up(
+        &self,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+        self.sign(STEP_UP, user, session, now, STEP_UP_TTL)
+    }
+
+    fn sign(
+        &self,
+        typ: &str,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+        let exp = now + ttl;
         let claims = Claims {
             sub: user.to_string(),
             iat: now.timestamp(),
             exp: exp.timestamp(),
-            typ: "access".into(),
+            typ: typ.into(),
             sid: Some(session),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map(|t| (t, exp))
@@ -89,19 +127,34 @@ impl AccessTokens {
 
     /// Checks signature, type and expiry against `now`; returns the user or a reason to show.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Verified, String> {
+        self.check(token, ACCESS, now).map_err(|e| match e {
+            Refused::Invalid => "the access token is not valid; sign in again".into(),
+            Refused::OtherType => "not an access token".into(),
+            Refused::Expired => "the access token has expired; use refreshToken or sign in again".into(),
+        })
+    }
+
+    /// Checks a step-up token like [`Self::verify`] does an access token.
+    pub fn verify_step_up(&self, token: &str, now: DateTime<Utc>) -> Result<Verified, String> {
+        self.check(token, STEP_UP, now).map_err(|e| match e {
+            Refused::Invalid | Refused::OtherType => "not a step-up token; get one with reauthenticate".into(),
+            Refused::Expired => "the step-up token has expired; reauthenticate again".into(),
+        })
+    }
+
+    fn check(&self, token: &str, typ: &str, now: DateTime<Utc>) -> Result<Verified, Refused> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the injected clock, not the system clock.
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|_| "the access token is not valid; sign in again".to_owned())?;
-        if data.claims.typ != "access" {
-            return Err("not an access token".into());
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|_| Refused::Invalid)?;
+        if data.claims.typ != typ {
+            return Err(Refused::OtherType);
         }
         if data.claims.exp <= now.timestamp() {
-            return Err("the access token has expired; use refreshToken or sign in again".into());
+            return Err(Refused::Expired);
         }
-        let user = data.claims.sub.parse().map_err(|_| "the access token is not valid; sign in again".to_owned())?;
+        let user = data.claims.sub.parse().map_err(|_| Refused::Invalid)?;
         Ok(Verified { user, session: data.claims.sid })
     }
 
@@ -134,6 +187,20 @@ mod tests {
         let other = AccessTokens::new(&"x".repeat(32), Duration::from_secs(60));
         assert!(other.verify(&token, t0).is_err());
         assert!(keys.verify("garbage", t0).is_err());
+    }
+
+    #[test]
+    fn step_up_and_access_tokens_are_never_taken_for_each_other() {
+        let keys = AccessTokens::new(&"k".repeat(32), Duration::from_secs(900));
+        let user = UserId::from_uuid(uuid::Uuid::now_v7());
+        let (t0, session) = (Utc::now(), uuid::Uuid::now_v7());
+        let (access, _) = keys.issue(user, session, t0).expect("issue");
+        let (step_up, exp) = keys.issue_step_up(user, session, t0).expect("issue");
+        assert_eq!(exp, t0 + STEP_UP_TTL);
+        assert_eq!(keys.verify_step_up(&step_up, t0), Ok(Verified { user, session: Some(session) }));
+        assert!(keys.verify(&step_up, t0).is_err());
+        assert!(keys.verify_step_up(&access, t0).is_err());
+        assert!(keys.verify_step_up(&step_up, t0 + STEP_UP_TTL).unwrap_err().contains("expired"));
     }
 
     #[test]

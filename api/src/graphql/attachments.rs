@@ -1,9 +1,13 @@
 //! Attachments (photos): the `Attachment` type shared by hazards, work orders and check-ins,
 //! and the `attachment` query. Uploading is `POST /attachments` (see `crate::http`).
 
-use async_graphql::{ID, Object};
+use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
+use super::Result;
+use super::guard::{SignedIn, caller};
+use super::input::parse_id;
+use crate::error::AppError;
 use crate::store::attachments::Attachment;
 
 /// An uploaded photo (JPEG, PNG or HEIC). Read its bytes with `GET url` and the same bearer
@@ -35,5 +39,24 @@ impl AttachmentObj {
     /// Upload time.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+/// Read operations on attachments.
+#[derive(Default)]
+pub struct AttachmentQuery;
+
+#[Object]
+impl AttachmentQuery {
+    /// An attachment: its uploader's while unlinked, then readable by everyone with its
+    /// project in scope; `null` for anyone else.
+    #[graphql(guard = "SignedIn")]
+    async fn attachment(&self, ctx: &Context<'_>, id: ID) -> Result<Option<AttachmentObj>> {
+        let (s, who) = caller(ctx)?;
+        match s.attachment(who, parse_id("id", &id)?).await {
+            Ok(a) => Ok(Some(AttachmentObj(a))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Remote commands (遥控) in the API: `sendCommand`, `command(id)`, a detector's
-//! `commands` list and the `Command` type. The live feed is `commandChanged` in
-//! [`super::subscription`].
+//! Remote commands (遥控) in the API: `sendCommand`, `reauthenticate` (the step-up token
+//! that stands in for the password), `command(id)`, a detector's `commands` list and the
+//! `Command` type. The live feed is `commandChanged` in [`super::subscription`].
 
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
@@ -9,10 +9,11 @@ use sparkwatch_domain::command::{CommandOp, CommandStatus};
 use sparkwatch_domain::ids::DetectorId;
 
 use super::Result;
-use super::guard::{Require, caller};
+use super::guard::{Require, SignedIn, caller};
 use super::input::parse_id;
 use super::object::{Conn, DetectorObj, TransportGql, connection};
 use crate::error::AppError;
+use crate::service::auth::StepUp;
 use crate::service::commands::SendCommand;
 use crate::service::page_request;
 use crate::store::commands::Command;
@@ -132,10 +133,29 @@ pub struct SendCommandInput {
     /// `tempC` (55–140), `overvoltageV`, `undervoltageV`, `overcurrentA`; errors name the field
     /// as `params.leakMa`.
     pub params: Option<Json<serde_json::Value>>,
-    /// The caller's password: required for `TRIP`, `CLOSE` and `SET_THRESHOLDS`.
+    /// The caller's password: required for `TRIP`, `CLOSE` and `SET_THRESHOLDS` unless a
+    /// `stepUpToken` is given.
     pub password: Option<String>,
+    /// A token from `reauthenticate` (same user, same sign-in, at most 5 minutes old),
+    /// instead of the password; when given, it decides.
+    pub step_up_token: Option<String>,
     /// Why (kept in the operation log).
     pub reason: Option<String>,
+}
+
+/// A short-lived proof of a recent password check (`reauthenticate`).
+pub struct StepUpTokenObj(pub StepUp);
+
+#[Object(name = "StepUpToken")]
+impl StepUpTokenObj {
+    /// Send it as `SendCommandInput.stepUpToken`.
+    async fn token(&self) -> &str {
+        &self.0.token
+    }
+    /// When it stops being accepted (5 minutes after it was issued).
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
 }
 
 /// Read operations on commands.
@@ -192,7 +212,9 @@ impl CommandMutation {
     /// Sends a remote command to a detector (`device.control`; set-points also need
     /// `threshold.manage`). `TRIP`, `CLOSE` and `SET_THRESHOLDS` need the caller's `password`
     /// (`FORBIDDEN` with `extensions.field = "password"` when missing or wrong; API keys cannot
-    /// send them). One command per detector per 30 s (`RATE_LIMITED` with `retryAfter`).
+    /// send them); a `stepUpToken` from `reauthenticate` may stand in for the password
+    /// (`FORBIDDEN` with `extensions.field = "stepUpToken"` when it is expired, malformed or
+    /// another sign-in's). One command per detector per 30 s (`RATE_LIMITED` with `retryAfter`).
     /// Returns the command as it stands after dispatch; follow it with `commandChanged`.
     #[graphql(guard = "Require(Permission::DeviceControl)")]
     async fn send_command(&self, ctx: &Context<'_>, input: SendCommandInput) -> Result<CommandObj> {
@@ -202,8 +224,20 @@ impl CommandMutation {
             op: input.op.into(),
             params: input.params.map(|p| p.0),
             password: input.password,
+            step_up_token: input.step_up_token,
             reason: input.reason,
         };
         Ok(CommandObj(s.send_command(who, send).await?))
+    }
+
+    /// Checks the caller's password again and returns a step-up token, valid 5 minutes for
+    /// this user and sign-in, that `sendCommand` accepts instead of the password for `TRIP`,
+    /// `CLOSE` and `SET_THRESHOLDS` — so the app can keep the password behind the phone's
+    /// biometric prompt. A wrong password is `FORBIDDEN` with `extensions.field = "password"`
+    /// (failures are rate-limited like sign-ins); API keys cannot re-authenticate.
+    #[graphql(guard = "SignedIn")]
+    async fn reauthenticate(&self, ctx: &Context<'_>, password: String) -> Result<StepUpTokenObj> {
+        let (s, who) = caller(ctx)?;
+        Ok(StepUpTokenObj(s.step_up(who, &password).await?))
     }
 }

@@ -12,10 +12,12 @@ use super::Result;
 use super::guard::{Require, RequireAny, SignedIn, caller};
 use super::hazards::HazardObj;
 use super::input::parse_id;
+use super::workorders::{SubmitWorkOrderInput, WorkOrderObj};
 use crate::error::{AppError, AppResult};
 use crate::service::field::ClientOp;
 use crate::service::reports::ReportDraft;
 use crate::service::sync::{EntityType, FieldOp, SyncAnswer, SyncItem};
+use crate::service::workorders::Submission;
 
 /// Who may report and acknowledge hazards: managers and electricians alike.
 pub(crate) const HAZARD_REPORTERS: &[Permission] = &[Permission::HazardManage, Permission::FieldWork];
@@ -73,7 +75,7 @@ pub struct AcknowledgeHazardOpInput {
 }
 
 /// One queued offline operation: `clientId`, device time `at`, and exactly one operation.
-#[derive(InputObject, Debug)]
+#[derive(InputObject)]
 pub struct FieldOperationInput {
     /// Client-generated UUID of the operation (idempotency key).
     pub client_id: ID,
@@ -83,6 +85,17 @@ pub struct FieldOperationInput {
     pub report_hazard: Option<ReportHazardInput>,
     /// A hazard acknowledged.
     pub acknowledge_hazard: Option<AcknowledgeHazardOpInput>,
+    /// Work started on an order.
+    pub start_work_order: Option<StartWorkOrderOpInput>,
+    /// An order's completion report (its own `clientId` is ignored: the operation's counts).
+    pub submit_work_order: Option<SubmitWorkOrderInput>,
+}
+
+/// Starting work on an order in an offline batch.
+#[derive(InputObject, Clone, Debug)]
+pub struct StartWorkOrderOpInput {
+    /// The order.
+    pub id: ID,
 }
 
 impl FieldOperationInput {
@@ -108,6 +121,16 @@ impl FieldOperationInput {
                 parse_id("acknowledgeHazard.hazardId", &a.hazard_id)
                     .map(|hazard| FieldOp::AcknowledgeHazard { hazard, note: a.note }),
             );
+        }
+        if let Some(o) = self.start_work_order {
+            ops.push(parse_id("startWorkOrder.id", &o.id).map(|order| FieldOp::StartWorkOrder { order }));
+        }
+        if let Some(sub) = self.submit_work_order {
+            let parsed = parse_id("submitWorkOrder.id", &sub.id).and_then(|id| {
+                let attachment_ids = parse_ids("attachmentIds", sub.attachment_ids.as_deref().unwrap_or_default())?;
+                Ok(FieldOp::SubmitWorkOrder(Submission { id, report: sub.report, attachment_ids }))
+            });
+            ops.push(parsed);
         }
         match ops.len() {
             1 => ops.pop().unwrap_or_else(|| Err(AppError::Internal("operation vanished".into()))),
@@ -159,6 +182,16 @@ impl FieldOperationResultObj {
     /// The object created or changed (on conflict: the one that moved on).
     async fn entity_id(&self) -> Option<ID> {
         self.0.entity.map(|(_, id)| ID(id.to_string()))
+    }
+    /// The work order, as it is now, when the operation was about one.
+    #[graphql(guard = "Require(Permission::HazardRead)")]
+    async fn work_order(&self, ctx: &Context<'_>) -> Result<Option<WorkOrderObj>> {
+        let Some((EntityType::WorkOrder, id)) = self.0.entity else { return Ok(None) };
+        let (s, who) = caller(ctx)?;
+        match s.work_order(who, id).await {
+            Ok(order) => Ok(Some(WorkOrderObj::for_caller(ctx, order)?)),
+            Err(_) => Ok(None),
+        }
     }
     /// The hazard, as it is now, when the operation was about one.
     #[graphql(guard = "Require(Permission::HazardRead)")]

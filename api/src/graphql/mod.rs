@@ -34,6 +34,7 @@ pub struct Query(
     workorders::WorkOrderQuery,
     patrol::PatrolQuery,
     field::FieldQuery,
+    attachments::AttachmentQuery,
 );
 
 /// Write operations. Every one of them is recorded in the operation log.

@@ -1,7 +1,10 @@
-//! Sign-in, token rotation, sign-out and turning a bearer credential into a [`Principal`].
+//! Sign-in, token rotation, sign-out, turning a bearer credential into a [`Principal`], and
+//! re-authentication (the password again, or a step-up token from `reauthenticate`) for the
+//! operations that need it.
 
 use chrono::{DateTime, Utc};
 use sparkwatch_domain::access::{Access, BuiltinRole, ProjectScope};
+use sparkwatch_domain::ids::UserId;
 use sparkwatch_domain::validate;
 use uuid::Uuid;
 
@@ -10,6 +13,7 @@ use crate::auth::token::{API_KEY_PREFIX, digest, random_token};
 use crate::auth::{Actor, Auth, Principal, password};
 use crate::error::{AppError, AppResult};
 use crate::store::access::{self as st, RoleRef, User};
+use crate::store::oplog::Entry;
 use crate::store::{new_id, tenants};
 
 /// Tokens handed to a client after sign-in or refresh.
@@ -23,6 +27,17 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
     /// Who signed in.
     pub user: User,
+}
+
+/// A short-lived proof that the caller just typed their password (or unlocked the phone's
+/// biometric prompt guarding it): accepted instead of the password by the operations that
+/// need re-authentication, for the same user and sign-in only.
+#[derive(Clone, Debug)]
+pub struct StepUp {
+    /// The token (`SendCommandInput.stepUpToken`).
+    pub token: String,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
 }
 
 const BAD_LOGIN: &str = "invalid login or password";
@@ -129,6 +144,59 @@ impl Services {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    /// `reauthenticate`: checks the signed-in caller's password again and issues a step-up
+    /// token bound to the caller and its sign-in. API keys cannot (`FORBIDDEN`); a wrong
+    /// password is `FORBIDDEN` on `password`, failures limited like sign-ins.
+    pub async fn step_up(&self, who: &Principal, password_text: &str) -> AppResult<StepUp> {
+        let (Actor::User(user), Some(session)) = (&who.actor, who.session) else {
+            return Err(AppError::Forbidden("only a person signed in with a password can re-authenticate".into()));
+        };
+        self.check_password(*user, password_text).await?;
+        let now = self.now();
+        let (token, expires_at) = self
+            .inner
+            .tokens
+            .issue_step_up(*user, session, now)
+            .map_err(|e| AppError::Internal(format!("signing a token: {e}")))?;
+        let tx = self.begin().await?;
+        let after = serde_json::json!({"session": session, "expiresAt": expires_at});
+        let entry =
+            Entry::new(who.access.tenant, "auth.reauthenticate", "user", Some(user.to_string())).after(Some(after));
+        self.log(&tx, who, entry).await?;
+        tx.commit().await?;
+        tracing::info!(%user, "re-authenticated; step-up token issued");
+        Ok(StepUp { token, expires_at })
+    }
+
+    /// Checks `user`'s password again. Failures are limited like sign-ins, under a per-user
+    /// key of their own, so the check cannot be used to guess passwords.
+    pub(crate) async fn check_password(&self, user: UserId, given: &str) -> AppResult<()> {
+        let now = self.now();
+        let account = format!("user:{user}");
+        let limiter = &self.inner.limiter;
+        limiter.check(&account, &account, now).map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
+        let stored = st::user_by_id(self.inner.store.db(), user).await?.ok_or(AppError::NotFound("user"))?;
+        if password::verify(given, &stored.password_hash) {
+            limiter.succeeded(&account);
+            Ok(())
+        } else {
+            limiter.failed(&account, now);
+            tracing::info!(%user, "failed re-authentication");
+            Err(AppError::Reauthenticate("the password is not correct".into()))
+        }
+    }
+
+    /// Checks a step-up token presented by `who`: issued to the same user in the same
+    /// sign-in, and not expired (`FORBIDDEN` on `stepUpToken` otherwise).
+    pub(crate) fn check_step_up(&self, who: &Principal, token: &str) -> AppResult<()> {
+        let verified = self.inner.tokens.verify_step_up(token, self.now()).map_err(AppError::StepUp)?;
+        if who.user_id() == Some(verified.user) && verified.session.is_some() && verified.session == who.session {
+            Ok(())
+        } else {
+            Err(AppError::StepUp("this step-up token was issued to another sign-in; reauthenticate".into()))
         }
     }
 

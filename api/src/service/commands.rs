@@ -34,7 +34,7 @@ use sparkwatch_domain::validate::optional_text;
 use tokio::sync::Notify;
 
 use super::{Clock, Services, snapshot};
-use crate::auth::{Actor, Principal, password};
+use crate::auth::{Actor, Principal};
 use crate::bus::{Bus, BusMessage, Envelope, Feed};
 use crate::error::{AppError, AppResult};
 use crate::ingest::mqtt::Downlink;
@@ -42,7 +42,7 @@ use crate::store::commands::{self as sc, Command};
 use crate::store::oplog::{self, Entry};
 use crate::store::telemetry::{self as tel, NewEvent};
 use crate::store::thresholds::{self as th, Level};
-use crate::store::{Page, PageRequest, Store, access, new_id};
+use crate::store::{Page, PageRequest, Store, new_id};
 
 /// Longest `reason` accepted.
 const MAX_REASON: usize = 500;
@@ -58,6 +58,8 @@ pub struct SendCommand {
     pub params: Option<Value>,
     /// The caller's password, for operations that need re-authentication.
     pub password: Option<String>,
+    /// A step-up token from `reauthenticate`, instead of the password.
+    pub step_up_token: Option<String>,
     /// Why (kept in the operation log).
     pub reason: Option<String>,
 }
@@ -250,7 +252,7 @@ impl Services {
 
     /// Sends a command to a visible detector. Needs `device.control` (checked by the guard)
     /// and, for set-points, `threshold.manage`; trip, close and set-points need the caller's
-    /// password; one command per detector per 30 s.
+    /// password or a step-up token; one command per detector per 30 s.
     pub async fn send_command(&self, who: &Principal, input: SendCommand) -> AppResult<Command> {
         let tenant = who.tenant()?;
         who.require(Permission::DeviceControl)?;
@@ -262,7 +264,7 @@ impl Services {
         let params = parse_params(input.op, input.params.as_ref())?;
         let reason = optional_text("reason", input.reason.as_deref(), MAX_REASON)?;
         if cmd::needs_reauthentication(input.op) {
-            self.reauthenticate(who, input.op, input.password.as_deref()).await?;
+            self.reauthenticate(who, input.op, input.password.as_deref(), input.step_up_token.as_deref()).await?;
         }
         let now = self.now();
         let tx = self.begin().await?;
@@ -344,10 +346,15 @@ impl Services {
         self.inner.commands.dispatch(command, &device.draft.serial, detector.draft.address).await
     }
 
-    /// Checks the caller's password again for an operation that needs it. Failures are
-    /// limited like sign-ins, under a per-user key of their own, so the check cannot be used
-    /// to guess passwords.
-    async fn reauthenticate(&self, who: &Principal, op: CommandOp, given: Option<&str>) -> AppResult<()> {
+    /// Re-authenticates the caller for an operation that needs it: a step-up token, when
+    /// given, decides; otherwise the password (see [`Services::check_password`]).
+    async fn reauthenticate(
+        &self,
+        who: &Principal,
+        op: CommandOp,
+        given: Option<&str>,
+        step_up: Option<&str>,
+    ) -> AppResult<()> {
         let user = match who.actor {
             Actor::User(u) => u,
             Actor::ApiKey(_) => {
@@ -359,22 +366,13 @@ impl Services {
             // The CLI and tests act as the system, which has nobody to re-authenticate.
             Actor::System => return Ok(()),
         };
-        let Some(given) = given.filter(|p| !p.is_empty()) else {
-            return Err(AppError::Reauthenticate(format!("{} needs your password", op.code())));
-        };
-        let now = self.now();
-        let account = format!("user:{user}");
-        let limiter = &self.inner.limiter;
-        limiter.check(&account, &account, now).map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
-        let stored = access::user_by_id(self.inner.store.db(), user).await?.ok_or(AppError::NotFound("user"))?;
-        if password::verify(given, &stored.password_hash) {
-            limiter.succeeded(&account);
-            Ok(())
-        } else {
-            limiter.failed(&account, now);
-            tracing::info!(user = %user, "failed re-authentication for a command");
-            Err(AppError::Reauthenticate("the password is not correct".into()))
+        if let Some(token) = step_up {
+            return self.check_step_up(who, token);
         }
+        let Some(given) = given.filter(|p| !p.is_empty()) else {
+            return Err(AppError::Reauthenticate(format!("{} needs your password (or a stepUpToken)", op.code())));
+        };
+        self.check_password(user, given).await
     }
 
     /// A command the caller may see (`NOT_FOUND` otherwise).

@@ -73,8 +73,7 @@ impl Services {
             None => Err(AppError::Conflict("the operation is being applied by another request; sync again".into())),
         }
     }
-
-    /// Whether (user, client id) was recorded before, and for what (work orders use it).
+    /// Whether (user, client id) was recorded before, and for what.
     pub(crate) async fn recorded_op(&self, who: &Principal, client_id: Uuid) -> AppResult<Option<st::Recorded>> {
         match who.user_id() {
             Some(user) => Ok(st::recorded(self.inner.store.db(), user, client_id).await?),

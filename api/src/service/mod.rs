@@ -86,6 +86,8 @@ pub struct ServiceSettings {
     pub login_limits: Limits,
     /// The sites' UTC offset (patrol periods).
     pub patrol_utc_offset: chrono::FixedOffset,
+    /// Attachments' storage.
+    pub objects: crate::objects::Objects,
 }
 
 /// The use cases, shared by the GraphQL layer, the CLI and background jobs.
@@ -115,6 +117,7 @@ struct Inner {
     commands: commands::Ledger,
     /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
     patrol: patrol::PatrolKeys,
+    objects: crate::objects::Objects,
 }
 
 impl Services {
@@ -147,6 +150,7 @@ impl Services {
                 limiter: LoginLimiter::new(settings.login_limits),
                 commands,
                 patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
+                objects: settings.objects,
             }),
         }
     }

@@ -24,10 +24,12 @@ use uuid::Uuid;
 use super::Services;
 use super::field::{Claim, ClientOp};
 use super::reports::ReportDraft;
+use super::workorders::{Acted, Done, Submission};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::store::field as st;
 use crate::store::new_id;
+use sparkwatch_domain::workorder::WorkOrderAction;
 
 /// One queued operation, as the phone made it.
 #[derive(Clone, Debug)]
@@ -41,6 +43,13 @@ pub enum FieldOp {
         /// A note.
         note: Option<String>,
     },
+    /// Work started on an order.
+    StartWorkOrder {
+        /// The order.
+        order: Uuid,
+    },
+    /// An order's completion report.
+    SubmitWorkOrder(Submission),
 }
 
 impl FieldOp {
@@ -49,6 +58,8 @@ impl FieldOp {
         match self {
             FieldOp::ReportHazard(_) => FieldOperationKind::ReportHazard,
             FieldOp::AcknowledgeHazard { .. } => FieldOperationKind::AcknowledgeHazard,
+            FieldOp::StartWorkOrder { .. } => FieldOperationKind::StartWorkOrder,
+            FieldOp::SubmitWorkOrder(_) => FieldOperationKind::SubmitWorkOrder,
         }
     }
 
@@ -58,6 +69,7 @@ impl FieldOp {
             FieldOp::ReportHazard(_) | FieldOp::AcknowledgeHazard { .. } => {
                 &[Permission::HazardManage, Permission::FieldWork]
             }
+            FieldOp::StartWorkOrder { .. } | FieldOp::SubmitWorkOrder(_) => &[Permission::FieldWork],
         }
     }
 
@@ -66,6 +78,8 @@ impl FieldOp {
         match self {
             FieldOp::ReportHazard(_) => None,
             FieldOp::AcknowledgeHazard { hazard, .. } => Some((EntityType::Hazard, *hazard)),
+            FieldOp::StartWorkOrder { order } => Some((EntityType::WorkOrder, *order)),
+            FieldOp::SubmitWorkOrder(s) => Some((EntityType::WorkOrder, s.id)),
         }
     }
 }
@@ -140,10 +154,11 @@ impl SyncAnswer {
     }
 }
 
-/// Hazards to tell subscribers about once the batch commits.
+/// What to tell subscribers and people once the batch commits.
 #[derive(Default)]
 struct AfterCommit {
     hazards: Vec<Uuid>,
+    orders: Vec<Done>,
 }
 
 impl Services {
@@ -184,6 +199,11 @@ impl Services {
         }
         tx.commit().await?;
         self.hazards_after(who, &after.hazards, &after.hazards).await?;
+        for done in &after.orders {
+            if let Err(e) = self.after_act(who, done).await {
+                tracing::warn!(error = %e, order = %done.order, "a synced work-order change was not published");
+            }
+        }
         Ok(answers)
     }
 
@@ -204,12 +224,13 @@ impl Services {
         }
         let savepoint = tx.begin().await?;
         let client = ClientOp { client_id, kind: op.kind(), device_at: Some(at) };
-        let mut changed = Vec::new();
+        let mut changed = AfterCommit::default();
         let result = self.apply(&savepoint, who, &client, op, &mut changed).await;
         match result {
             Ok(answer) => {
                 savepoint.commit().await?;
-                after.hazards.extend(changed);
+                after.hazards.extend(changed.hazards);
+                after.orders.extend(changed.orders);
                 Ok(answer)
             }
             Err(e) => {
@@ -228,7 +249,7 @@ impl Services {
         who: &Principal,
         client: &ClientOp,
         op: &FieldOp,
-        changed_hazards: &mut Vec<Uuid>,
+        after: &mut AfterCommit,
     ) -> AppResult<SyncAnswer> {
         let id = client.client_id;
         match op {
@@ -239,14 +260,39 @@ impl Services {
                     return Ok(SyncAnswer::new(id, FieldOutcome::Duplicate, Some((EntityType::Hazard, earlier))));
                 }
                 self.report_hazard_tx(tx, who, &draft, hazard).await?;
-                changed_hazards.push(hazard);
+                after.hazards.push(hazard);
                 Ok(SyncAnswer::new(id, FieldOutcome::Applied, Some((EntityType::Hazard, hazard))))
             }
             FieldOp::AcknowledgeHazard { hazard, note } => {
                 let changed = self.acknowledge_hazard_tx(tx, who, *hazard, note.as_deref(), Some(client)).await?;
-                changed_hazards.extend(changed);
+                after.hazards.extend(changed);
                 Ok(SyncAnswer::new(id, FieldOutcome::Applied, Some((EntityType::Hazard, *hazard))))
             }
+            FieldOp::StartWorkOrder { order } => {
+                let acted = self.act_tx(tx, who, *order, WorkOrderAction::Start, None, &[], Some(client)).await?;
+                Ok(order_answer(id, acted, after))
+            }
+            FieldOp::SubmitWorkOrder(s) => {
+                let report = Some(s.report.clone());
+                let acted = self
+                    .act_tx(tx, who, s.id, WorkOrderAction::Submit, report, &s.attachment_ids, Some(client))
+                    .await?;
+                Ok(order_answer(id, acted, after))
+            }
+        }
+    }
+}
+
+/// The answer to a work-order operation; an applied one is published after the commit.
+fn order_answer(client_id: Uuid, acted: Acted, after: &mut AfterCommit) -> SyncAnswer {
+    match acted {
+        Acted::Replay(order) => {
+            SyncAnswer::new(client_id, FieldOutcome::Duplicate, Some((EntityType::WorkOrder, order)))
+        }
+        Acted::Done(done) => {
+            let order = done.order;
+            after.orders.push(done);
+            SyncAnswer::new(client_id, FieldOutcome::Applied, Some((EntityType::WorkOrder, order)))
         }
     }
 }

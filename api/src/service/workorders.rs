@@ -73,6 +73,28 @@ pub struct NewOrder {
     pub due_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Services::act_tx`] did.
+#[derive(Clone, Debug)]
+pub(crate) enum Acted {
+    /// The client id was used before: nothing changed; this order is the answer.
+    Replay(Uuid),
+    /// Applied; publish and notify after the commit.
+    Done(Done),
+}
+
+/// An applied action, for what follows the commit.
+#[derive(Clone, Debug)]
+pub(crate) struct Done {
+    /// The order.
+    pub order: Uuid,
+    /// What was done.
+    pub action: WorkOrderAction,
+    /// Hazards that moved with it.
+    pub moved: Vec<Uuid>,
+    /// The report or note.
+    pub note: Option<String>,
+}
+
 /// A completion report.
 #[derive(Clone, Debug, Default)]
 pub struct Submission {
@@ -365,7 +387,8 @@ impl Services {
         self.act(who, id, WorkOrderAction::Reject, Some(note), &[], None).await
     }
 
-    /// Applies `action` (see the module docs).
+    /// Applies `action` (see the module docs): [`Self::act_tx`] in a transaction of its own,
+    /// then [`Self::after_act`].
     async fn act(
         &self,
         who: &Principal,
@@ -375,16 +398,36 @@ impl Services {
         photos: &[Uuid],
         client: Option<ClientOp>,
     ) -> AppResult<WorkOrder> {
+        let tx = self.begin().await?;
+        let acted = self.act_tx(&tx, who, id, action, text, photos, client.as_ref()).await?;
+        tx.commit().await?;
+        match acted {
+            Acted::Replay(id) => self.work_order(who, id).await,
+            Acted::Done(done) => self.after_act(who, &done).await,
+        }
+    }
+
+    /// Applies `action` inside `tx` (offline sync runs it in a savepoint). Publishing and
+    /// notifying wait for the commit: pass the result to [`Self::after_act`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn act_tx(
+        &self,
+        tx: &DatabaseTransaction,
+        who: &Principal,
+        id: Uuid,
+        action: WorkOrderAction,
+        text: Option<String>,
+        photos: &[Uuid],
+        client: Option<&ClientOp>,
+    ) -> AppResult<Acted> {
         let tenant = who.tenant()?;
         let text = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
         let now = self.now();
-        let tx = self.begin().await?;
-        if let Claim::Replay(id) = self.claim(&tx, who, client.as_ref(), id).await? {
-            drop(tx);
-            return self.work_order(who, id).await;
+        if let Claim::Replay(id) = self.claim(tx, who, client, id).await? {
+            return Ok(Acted::Replay(id));
         }
-        let order = st::by_id(&tx, tenant, &who.access.scope, id).await?.ok_or(AppError::NotFound("work order"))?;
-        let hazards = st::hazards_of(&tx, tenant, &[id]).await?;
+        let order = st::by_id(tx, tenant, &who.access.scope, id).await?.ok_or(AppError::NotFound("work order"))?;
+        let hazards = st::hazards_of(tx, tenant, &[id]).await?;
         let input = ActionInput { text: text.clone(), photos: photos.len() };
         let to = wo::transition(&state_of(&order, !hazards.is_empty()), &actor_of(who, &order), action, &input)
             .map_err(refused)?;
@@ -418,20 +461,20 @@ impl Services {
         if action == WorkOrderAction::Take && change.assignee.is_none() {
             return Err(AppError::Forbidden("only people can take work orders".into()));
         }
-        if !st::set_status(&tx, &order, action, to, &change, now).await? {
+        if !st::set_status(tx, &order, action, to, &change, now).await? {
             return Err(AppError::Conflict(match action {
                 WorkOrderAction::Take => "this work order has already been taken by someone else".into(),
                 _ => "the work order was changed by someone else meanwhile; reload and try again".into(),
             }));
         }
         if action == WorkOrderAction::Submit {
-            self.link_attachments(&tx, who, photos, order.project_id, SUBJECT, order.id).await?;
+            self.link_attachments(tx, who, photos, order.project_id, SUBJECT, order.id).await?;
         }
         let log_action = match action {
             WorkOrderAction::Submit => "hazard.rectify",
             _ => "hazard.verify",
         };
-        self.move_hazards(&tx, who, &moves, text.as_deref(), log_action, now).await?;
+        self.move_hazards(tx, who, &moves, text.as_deref(), log_action, now).await?;
         let history = OrderTransition {
             work_order_id: order.id,
             action: action.code().to_owned(),
@@ -443,23 +486,28 @@ impl Services {
             at: now,
             device_at: client.and_then(|c| c.device_at),
         };
-        st::insert_transition(&tx, tenant, &history).await?;
+        st::insert_transition(tx, tenant, &history).await?;
         if action == WorkOrderAction::Reject
             && let Some(due) = order.due_at
         {
-            st::rearm_reminder(&tx, OVERDUE, order.id, due.max(now)).await?;
+            st::rearm_reminder(tx, OVERDUE, order.id, due.max(now)).await?;
         }
         let log = format!("work_order.{}", action.code().to_ascii_lowercase());
-        let after = st::by_id(&tx, tenant, &who.access.scope, id).await?;
+        let after = st::by_id(tx, tenant, &who.access.scope, id).await?;
         let entry = Entry::new(Some(tenant), &log, SUBJECT, Some(order.id.to_string()))
             .before(snapshot(&order))
             .after(snapshot(&serde_json::json!({"order": after, "note": text, "attachmentIds": photos})));
-        self.log(&tx, who, entry).await?;
-        tx.commit().await?;
-        let stored = self.work_order(who, id).await?;
-        let moved: Vec<Uuid> = moves.iter().map(|(h, _)| h.id).collect();
-        self.publish_changes(&stored, &moved).await?;
-        self.notify_action(who, &stored, action, text.as_deref()).await;
+        self.log(tx, who, entry).await?;
+        let moved = moves.iter().map(|(h, _)| h.id).collect();
+        Ok(Acted::Done(Done { order: id, action, moved, note: text }))
+    }
+
+    /// After the commit of [`Self::act_tx`]: reads the order back, tells subscribers about it
+    /// and the hazards that moved with it, and notifies the people concerned.
+    pub(crate) async fn after_act(&self, who: &Principal, done: &Done) -> AppResult<WorkOrder> {
+        let stored = self.work_order(who, done.order).await?;
+        self.publish_changes(&stored, &done.moved).await?;
+        self.notify_action(who, &stored, done.action, done.note.as_deref()).await;
         Ok(stored)
     }
 
