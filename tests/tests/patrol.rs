@@ -125,6 +125,17 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
             })
             .collect();
         let mut ops = ops;
+        // A photo with the roof's check-in: its printed label, uploaded as a PNG.
+        let token = site.electrician.token.clone().unwrap_or_default();
+        let label = points[2]["labelUrl"].as_str().unwrap_or_default().replace("qr.svg", "qr.png");
+        let (status, png) = get(&site, &label, Some(&token)).await?;
+        assert_eq!(status, 200);
+        let part = reqwest::multipart::Part::bytes(png).file_name("label.png").mime_str("image/png")?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let res =
+            site.server.http.post(format!("{}/attachments", site.server.base)).bearer_auth(&token).multipart(form);
+        let photo: Value = res.send().await?.json().await?;
+        ops[2]["i"]["attachmentIds"] = json!([photo["id"]]);
         ops[1]["i"]["hazards"] = json!([{"projectId": site.mall, "description": "Burnt smell at the pump's cabinet"}]);
         let mut first = Vec::new();
         for i in [2, 0, 1] {
@@ -147,6 +158,7 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
         assert_eq!(hazard["checkpointId"], points[1]["id"], "{hazard}");
         let c = &first[0].1;
         assert_eq!(c["checkpoint"]["id"], points[2]["id"]);
+        assert_eq!(c["attachments"], json!([{"id": photo["id"]}]), "{c}");
         assert_eq!(c["actor"], "electrician@demo.local");
         assert_eq!(c["answers"][0], json!({"item": "Cabinet closed", "ok": true, "note": null}));
 
