@@ -226,6 +226,16 @@ async fn forged_foreign_and_misplaced_codes_are_refused_and_roles_hold() -> anyh
         // The manager plans but is not the plan's assignee.
         let vars = check_in(&uuid::Uuid::now_v7().to_string(), &task, &a["qrPayload"], Utc::now());
         assert_eq!(site.manager.code(CHECK_IN, vars).await?, "FORBIDDEN");
+        // Another electrician of the mall neither sees nor touches a plan he is not on.
+        let admin = site.server.demo_login("admin@demo.local").await?;
+        let create = "mutation($p: [ID!]) { createUser(input: {email: \"sparky2@demo.local\", password: \"sparkwatch-2\", \
+            roleId: \"electrician\", projectIds: $p}) { id } }";
+        admin.ok(create, json!({"p": [site.mall]})).await?;
+        let other = site.server.login("sparky2@demo.local", "sparkwatch-2").await?;
+        assert!(site.tasks(&other, &plan).await?.is_empty(), "only plans he walks");
+        let vars = check_in(&uuid::Uuid::now_v7().to_string(), &task, &a["qrPayload"], Utc::now());
+        assert_eq!(other.code(CHECK_IN, vars).await?, "NOT_FOUND");
+        assert_eq!(site.tasks(&site.electrician, &plan).await?.len(), 1);
         // Another tenant sees neither the tasks nor the checkpoints.
         let b_tasks = site.admin_b.ok(TASKS, json!({})).await?;
         assert_eq!(b_tasks["patrolTasks"]["totalCount"], 0);
