@@ -172,6 +172,9 @@ pub struct Settings {
     /// Lifetime of refresh tokens in seconds [default: 2592000, 30 days].
     #[arg(long, global = true, env = "SPARKWATCH_REFRESH_TOKEN_TTL_S")]
     pub refresh_token_ttl_s: Option<u64>,
+    /// The sites' UTC offset, which cuts patrol periods into local days, weeks and months [default: +08:00].
+    #[arg(long, global = true, env = "SPARKWATCH_PATROL_UTC_OFFSET")]
+    pub patrol_utc_offset: Option<String>,
     /// Where attachments (photos) are stored: `s3://bucket/prefix` for an S3-compatible bucket
     /// (endpoint, region and credentials from the standard `AWS_*` variables, e.g.
     /// AWS_ENDPOINT, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -291,6 +294,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Refresh-token lifetime.
     pub refresh_token_ttl: Duration,
+    /// The sites' UTC offset (patrol periods are local days, weeks and months).
+    pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachment storage URL; `None` = `<data dir>/attachments` (see [`crate::objects`]).
     pub attachments_url: Option<String>,
     /// Largest attachment accepted, in bytes.
@@ -333,6 +338,7 @@ impl Settings {
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
+            patrol_utc_offset: self.patrol_utc_offset.or(file.patrol_utc_offset),
             attachments_url: self.attachments_url.or(file.attachments_url),
             attachment_max_bytes: self.attachment_max_bytes.or(file.attachment_max_bytes),
             push: self.push.or(file.push),
@@ -440,6 +446,7 @@ impl Settings {
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,
+            patrol_utc_offset: parse_offset(s.patrol_utc_offset.as_deref().unwrap_or("+08:00"))?,
             attachments_url,
             attachment_max_bytes,
             push: s.push,
@@ -449,6 +456,21 @@ impl Settings {
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| bad(flag, format!("`{value}` is not an address like 127.0.0.1:8080")))
+}
+
+fn parse_offset(value: &str) -> Result<chrono::FixedOffset, ConfigError> {
+    let bad_offset = || bad("--patrol-utc-offset", format!("`{value}` is not a UTC offset like +08:00 or -05:30"));
+    let (sign, rest) = match value.trim().split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(bad_offset()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad_offset)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad_offset())?, m.parse().map_err(|_| bad_offset())?);
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad_offset());
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad_offset)
 }
 
 fn ttl(flag: &str, secs: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {

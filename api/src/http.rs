@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::labels::routes())
         .merge(attachments::routes(&state))
         .with_state(state)
         .merge(crate::explorer::router())

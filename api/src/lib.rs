@@ -26,6 +26,7 @@ pub mod graphql;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod labels;
 pub mod metrics;
 pub mod objects;
 pub mod push;
@@ -54,6 +55,7 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         access_token_ttl: config.access_token_ttl,
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
+        patrol_utc_offset: config.patrol_utc_offset,
         objects: objects::Objects::open(
             &config.data_dir,
             config.attachments_url.as_deref(),
@@ -135,6 +137,7 @@ pub fn start_jobs(services: &Services, jobs: service::notify::JobSettings) -> to
     if let Err(e) = started {
         tracing::error!(error = %e, "cannot start the push thread: no push notifications and no reminders");
     }
+    tokio::spawn(service::patrol::run_patrol_job(services.clone(), jobs.tick * 10, stop_rx.clone()));
     tokio::spawn(service::commands::run_expiry(services.clone(), jobs.tick, stop_rx));
     stop
 }

@@ -19,6 +19,7 @@ use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, TimeZone, Utc
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::notify::{Locale, Text};
 use crate::validate::{ValidationError, optional_text, required_text};
 
 /// Longest checkpoint name, characters.
@@ -186,6 +187,22 @@ pub fn is_missed(status: PatrolTaskStatus, due_at: DateTime<Utc>, now: DateTime<
     matches!(status, PatrolTaskStatus::Due | PatrolTaskStatus::InProgress) && due_at <= now
 }
 
+/// The push text of a missed task for a site (`project`) in `locale`: `escalated` for the
+/// managers, else for the assignees; `due` is the due time as the site reads it.
+pub fn render_missed(plan: &str, due: &str, escalated: bool, project: &str, locale: Locale) -> Text {
+    let (tag, body) = match (locale, escalated) {
+        (Locale::En, false) => ("PATROL MISSED", format!("{plan} was not done by {due}")),
+        (Locale::En, true) => ("PATROL MISSED", format!("{plan} was not done by {due}; its patrollers were reminded")),
+        (Locale::ZhCn, false) => ("巡检漏检", format!("{plan} 未在 {due} 前完成")),
+        (Locale::ZhCn, true) => ("巡检漏检", format!("{plan} 未在 {due} 前完成，已提醒巡检人员")),
+    };
+    let title = match locale {
+        Locale::En => format!("{tag} · {project}"),
+        Locale::ZhCn => format!("【{tag}】{project}"),
+    };
+    Text { title, body }
+}
+
 /// A checkpoint's name and checklist, checked.
 pub fn check_checkpoint(
     name: &str,
@@ -215,6 +232,19 @@ pub fn check_checkpoint(
         items.push(item);
     }
     Ok((name, position, items))
+}
+
+/// A plan's name and the sizes of its (de-duplicated) checkpoint and assignee lists,
+/// checked; returns the name, trimmed.
+pub fn check_plan(name: &str, checkpoints: usize, assignees: usize) -> Result<String, ValidationError> {
+    let name = required_text("name", name, MAX_NAME_CHARS)?;
+    if !(1..=MAX_PLAN_CHECKPOINTS).contains(&checkpoints) {
+        return Err(ValidationError::new("checkpointIds", format!("give 1 to {MAX_PLAN_CHECKPOINTS} checkpoints")));
+    }
+    if !(1..=MAX_PLAN_ASSIGNEES).contains(&assignees) {
+        return Err(ValidationError::new("assigneeIds", format!("give 1 to {MAX_PLAN_ASSIGNEES} assignees")));
+    }
+    Ok(name)
 }
 
 /// One answer to a checklist item.
@@ -338,6 +368,27 @@ mod tests {
         assert!(after_check_in(Done, due, before, 1, 1).is_err());
         assert!(is_missed(Due, due, due));
         assert!(!is_missed(Done, due, after));
+    }
+
+    #[test]
+    fn plans_need_a_name_checkpoints_and_people() {
+        assert_eq!(check_plan(" Night round ", 3, 1), Ok("Night round".to_owned()));
+        assert_eq!(check_plan(" ", 3, 1).map_err(|e| e.field), Err("name".to_owned()));
+        assert_eq!(check_plan("x", 0, 1).map_err(|e| e.field), Err("checkpointIds".to_owned()));
+        assert_eq!(check_plan("x", MAX_PLAN_CHECKPOINTS + 1, 1).map_err(|e| e.field), Err("checkpointIds".to_owned()));
+        assert_eq!(check_plan("x", 1, 0).map_err(|e| e.field), Err("assigneeIds".to_owned()));
+    }
+
+    #[test]
+    fn missed_texts_name_the_plan_and_site() {
+        let t = render_missed("夜间巡检", "2026-12-07 00:00", true, "滨江商场", Locale::ZhCn);
+        assert_eq!(t.title, "【巡检漏检】滨江商场");
+        assert!(t.body.contains("夜间巡检") && t.body.contains("已提醒"));
+        let t = render_missed("Night round", "2026-12-07 00:00", false, "Mall", Locale::En);
+        assert_eq!(
+            (t.title.as_str(), t.body.as_str()),
+            ("PATROL MISSED · Mall", "Night round was not done by 2026-12-07 00:00")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod attachment;
 pub mod check_in;
+pub mod check_in_hazard;
 pub mod checkpoint;
 pub mod command;
 pub mod dead_letter;

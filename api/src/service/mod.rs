@@ -7,6 +7,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod checkins;
 pub mod commands;
 pub mod field;
 pub mod hazards;
@@ -83,6 +84,8 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// The sites' UTC offset (patrol periods).
+    pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachments' storage.
     pub objects: crate::objects::Objects,
 }
@@ -112,6 +115,8 @@ struct Inner {
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
     commands: commands::Ledger,
+    /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
+    patrol: patrol::PatrolKeys,
     objects: crate::objects::Objects,
 }
 
@@ -144,6 +149,7 @@ impl Services {
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
                 commands,
+                patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
                 objects: settings.objects,
             }),
         }

@@ -13,7 +13,7 @@ use super::{Page, PageRequest, in_scope, new_id, page};
 
 // ---- projects ----
 
-fn project_from(m: project::Model) -> Project {
+pub(crate) fn project_from(m: project::Model) -> Project {
     Project {
         id: m.id.into(),
         tenant_id: m.tenant_id.into(),
