@@ -3,10 +3,12 @@
 //! with field work to look at ([`seed_field_work`]).
 
 use anyhow::Context;
+use sparkwatch_domain::patrol::PatrolSchedule;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
 
 use crate::auth::Principal;
 use crate::service::Services;
+use crate::service::patrol::{CheckpointDraft, PlanDraft};
 use crate::service::reports::ReportDraft;
 use crate::service::users::NewUser;
 use crate::service::workorders::NewOrder;
@@ -122,7 +124,9 @@ pub async fn seed(s: &Services) -> anyhow::Result<bool> {
 }
 
 /// Seeds the field work a new user of the demo sees at once: a hazard found on a
-/// walk-round and an open work order for it that any electrician of the mall can take.
+/// walk-round, an open work order for it that any electrician of the mall can take, three
+/// checkpoints with their checklists and a daily patrol plan over them for the electrician
+/// (today's task is due at once).
 /// `serve --demo` calls it right after [`seed`] created the tenants; the test suites, which
 /// count hazards and orders from zero, start from [`seed`] alone.
 pub async fn seed_field_work(s: &Services) -> anyhow::Result<()> {
@@ -146,6 +150,33 @@ pub async fn seed_field_work(s: &Services) -> anyhow::Result<()> {
         due_at: Some(s.clock().now() + chrono::Duration::days(2)),
     };
     s.create_work_order(&who, order, None).await?;
+
+    let electricians = s.users(&who, Some("electrician@demo.local"), PageRequest { first: 1, after: None }).await?;
+    let electrician = electricians.items.first().map(|u| u.id).context("the demo electrician is missing")?;
+    let rounds = [
+        ("B1 main switch room, cabinet 1", "B1, switch room", "Cabinet closed and locked"),
+        ("3F food court panel", "3F, behind the kitchen", "No grease or water near the panel"),
+        ("Roof air-handling units", "Roof, east side", "Cable glands sealed"),
+    ];
+    let mut checkpoints = Vec::new();
+    for (name, position, item) in rounds {
+        let draft = CheckpointDraft {
+            project: mall,
+            name: name.into(),
+            position: Some(position.into()),
+            checklist: vec![item.into(), "No smell of burning".into(), "Indicator lamps normal".into()],
+        };
+        checkpoints.push(s.create_checkpoint(&who, draft).await?.id);
+    }
+    let plan = PlanDraft {
+        project: mall,
+        name: "Daily round of the mall's switchgear".into(),
+        checkpoints,
+        schedule: PatrolSchedule::Daily,
+        assignees: vec![electrician],
+        starts_on: None,
+    };
+    s.create_patrol_plan(&who, plan).await?;
     Ok(())
 }
 

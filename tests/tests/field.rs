@@ -285,6 +285,18 @@ async fn the_demo_shows_field_work_at_once() -> anyhow::Result<()> {
         assert_eq!(order["allowedActions"], json!(["TAKE"]), "{open}");
         assert_eq!(order["hazards"][0]["kind"], "FIELD_REPORT");
         assert_eq!(order["hazards"][0]["status"], "DISPATCHED");
+        let tasks = electrician
+            .ok(
+                "{ patrolTasks(filter: {assignedToMe: true}) { totalCount edges { node { status plan { name } \
+                 checkpoints { checked checkpoint { name qrPayload checklist } } } } } }",
+                json!({}),
+            )
+            .await?;
+        assert_eq!(tasks["patrolTasks"]["totalCount"], 1, "{backend:?} {tasks}");
+        let task = &tasks["patrolTasks"]["edges"][0]["node"];
+        assert_eq!(task["status"], "DUE");
+        assert_eq!(task["checkpoints"].as_array().map(Vec::len), Some(3), "{task}");
+        assert!(task["checkpoints"][0]["checkpoint"]["qrPayload"].as_str().is_some_and(|q| q.starts_with("SWQ1.")));
     }
     Ok(())
 }

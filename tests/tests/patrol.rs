@@ -184,6 +184,62 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
 }
 
 #[tokio::test]
+async fn an_offline_batch_of_check_ins_synced_twice_and_reversed_gives_one_result() -> anyhow::Result<()> {
+    const SYNC: &str = "mutation($ops: [FieldOperationInput!]!) { syncFieldOperations(operations: $ops) { clientId \
+                        status code field entityId checkIn { checkpoint { id } hazards { id } } } }";
+    for backend in backends() {
+        let site = Site::start(&backend, Options::default()).await?;
+        let mut points = Vec::new();
+        for name in ["Switch room", "Pump room"] {
+            points.push(site.checkpoint(&site.manager, &site.mall, name).await?);
+        }
+        let plan = site.plan("Evening round", &points.iter().collect::<Vec<_>>()).await?;
+        let task = site.tasks(&site.electrician, &plan).await?.into_iter().next().unwrap_or_default();
+        let at = Utc::now() - chrono::Duration::minutes(20);
+        let mut ops: Vec<Value> = points
+            .iter()
+            .map(|p| {
+                let mut c = check_in(&uuid::Uuid::now_v7().to_string(), &task, &p["qrPayload"], at)["i"].clone();
+                c["hazards"] = json!([{"projectId": site.mall, "description": "Cabinet door will not close"}]);
+                json!({"clientId": c["clientId"], "at": at.to_rfc3339(), "checkIn": c})
+            })
+            .collect();
+        // A forged code in the same batch is refused alone.
+        let mut forged = ops[0].clone();
+        forged["clientId"] = json!(uuid::Uuid::now_v7().to_string());
+        let code = forged["checkIn"]["qrPayload"].as_str().unwrap_or_default().to_owned();
+        let mut tampered = code.into_bytes();
+        if let Some(last) = tampered.last_mut() {
+            *last = if *last == b'A' { b'B' } else { b'A' };
+        }
+        forged["checkIn"]["qrPayload"] = json!(String::from_utf8(tampered)?);
+        ops.push(forged);
+
+        let first = site.electrician.ok(SYNC, json!({"ops": ops})).await?;
+        let a = first["syncFieldOperations"].as_array().cloned().unwrap_or_default();
+        let statuses: Vec<&str> = a.iter().map(|x| x["status"].as_str().unwrap_or_default()).collect();
+        assert_eq!(statuses, ["APPLIED", "APPLIED", "REJECTED"], "{backend:?} {first}");
+        assert_eq!(a[2]["field"], "qrPayload", "{first}");
+        assert_eq!(a[0]["checkIn"]["checkpoint"]["id"], points[0]["id"]);
+        assert_eq!(a[0]["checkIn"]["hazards"].as_array().map(Vec::len), Some(1), "{first}");
+
+        ops.truncate(2);
+        ops.reverse();
+        let second = site.electrician.ok(SYNC, json!({"ops": ops})).await?;
+        let b = second["syncFieldOperations"].as_array().cloned().unwrap_or_default();
+        assert!(b.iter().all(|x| x["status"] == "DUPLICATE"), "{second}");
+        assert_eq!(b[1]["entityId"], a[0]["entityId"], "a duplicate names the first check-in");
+
+        let tasks = site.tasks(&site.manager, &plan).await?;
+        assert_eq!(tasks[0]["status"], "DONE", "{backend:?} {tasks:?}");
+        assert_eq!(tasks[0]["checkIns"].as_array().map(Vec::len), Some(2));
+        let found = site.manager.ok("{ hazards(filter: {kinds: [FIELD_REPORT]}) { totalCount } }", json!({})).await?;
+        assert_eq!(found["hazards"]["totalCount"], 2, "one hazard per check-in, however often synced");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn forged_foreign_and_misplaced_codes_are_refused_and_roles_hold() -> anyhow::Result<()> {
     for backend in backends() {
         let site = Site::start(&backend, Options::default()).await?;

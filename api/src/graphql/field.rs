@@ -12,6 +12,7 @@ use super::Result;
 use super::guard::{Require, RequireAny, SignedIn, caller};
 use super::hazards::HazardObj;
 use super::input::parse_id;
+use super::patrol::{CheckInInput, CheckInObj};
 use super::workorders::{SubmitWorkOrderInput, WorkOrderObj};
 use crate::error::{AppError, AppResult};
 use crate::service::field::ClientOp;
@@ -89,6 +90,8 @@ pub struct FieldOperationInput {
     pub start_work_order: Option<StartWorkOrderOpInput>,
     /// An order's completion report (its own `clientId` is ignored: the operation's counts).
     pub submit_work_order: Option<SubmitWorkOrderInput>,
+    /// A patrol check-in (its own `clientId` is ignored: the operation's counts).
+    pub check_in: Option<CheckInInput>,
 }
 
 /// Starting work on an order in an offline batch.
@@ -131,6 +134,9 @@ impl FieldOperationInput {
                 Ok(FieldOp::SubmitWorkOrder(Submission { id, report: sub.report, attachment_ids }))
             });
             ops.push(parsed);
+        }
+        if let Some(c) = self.check_in {
+            ops.push(c.into_draft().map(|d| FieldOp::CheckIn(Box::new(d))));
         }
         match ops.len() {
             1 => ops.pop().unwrap_or_else(|| Err(AppError::Internal("operation vanished".into()))),
@@ -192,6 +198,13 @@ impl FieldOperationResultObj {
             Ok(order) => Ok(Some(WorkOrderObj::for_caller(ctx, order)?)),
             Err(_) => Ok(None),
         }
+    }
+    /// The check-in, when the operation was one.
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn check_in(&self, ctx: &Context<'_>) -> Result<Option<CheckInObj>> {
+        let Some((EntityType::CheckIn, id)) = self.0.entity else { return Ok(None) };
+        let (s, who) = caller(ctx)?;
+        Ok(s.check_in_view(who, id).await.ok().map(CheckInObj))
     }
     /// The hazard, as it is now, when the operation was about one.
     #[graphql(guard = "Require(Permission::HazardRead)")]

@@ -22,6 +22,7 @@ use sparkwatch_domain::field::{FieldOperationKind, FieldOutcome, MAX_SYNC_OPERAT
 use uuid::Uuid;
 
 use super::Services;
+use super::checkins::CheckInDraft;
 use super::field::{Claim, ClientOp};
 use super::reports::ReportDraft;
 use super::workorders::{Acted, Done, Submission};
@@ -50,6 +51,8 @@ pub enum FieldOp {
     },
     /// An order's completion report.
     SubmitWorkOrder(Submission),
+    /// A patrol check-in.
+    CheckIn(Box<CheckInDraft>),
 }
 
 impl FieldOp {
@@ -60,6 +63,7 @@ impl FieldOp {
             FieldOp::AcknowledgeHazard { .. } => FieldOperationKind::AcknowledgeHazard,
             FieldOp::StartWorkOrder { .. } => FieldOperationKind::StartWorkOrder,
             FieldOp::SubmitWorkOrder(_) => FieldOperationKind::SubmitWorkOrder,
+            FieldOp::CheckIn(_) => FieldOperationKind::CheckIn,
         }
     }
 
@@ -69,7 +73,9 @@ impl FieldOp {
             FieldOp::ReportHazard(_) | FieldOp::AcknowledgeHazard { .. } => {
                 &[Permission::HazardManage, Permission::FieldWork]
             }
-            FieldOp::StartWorkOrder { .. } | FieldOp::SubmitWorkOrder(_) => &[Permission::FieldWork],
+            FieldOp::StartWorkOrder { .. } | FieldOp::SubmitWorkOrder(_) | FieldOp::CheckIn(_) => {
+                &[Permission::FieldWork]
+            }
         }
     }
 
@@ -80,6 +86,7 @@ impl FieldOp {
             FieldOp::AcknowledgeHazard { hazard, .. } => Some((EntityType::Hazard, *hazard)),
             FieldOp::StartWorkOrder { order } => Some((EntityType::WorkOrder, *order)),
             FieldOp::SubmitWorkOrder(s) => Some((EntityType::WorkOrder, s.id)),
+            FieldOp::CheckIn(c) => Some((EntityType::PatrolTask, c.task)),
         }
     }
 }
@@ -271,6 +278,18 @@ impl Services {
             FieldOp::StartWorkOrder { order } => {
                 let acted = self.act_tx(tx, who, *order, WorkOrderAction::Start, None, &[], Some(client)).await?;
                 Ok(order_answer(id, acted, after))
+            }
+            FieldOp::CheckIn(draft) => {
+                let check_in = new_id();
+                if let Claim::Replay(earlier) = self.claim(tx, who, Some(client), check_in).await? {
+                    return Ok(SyncAnswer::new(id, FieldOutcome::Duplicate, Some((EntityType::CheckIn, earlier))));
+                }
+                // The check-in's own scan time is the device time that counts (the task's
+                // due time is judged by it).
+                let draft = CheckInDraft { client_id: id, ..(**draft).clone() };
+                let hazards = self.check_in_tx(tx, who, &draft, check_in).await?;
+                after.hazards.extend(hazards.iter().map(|h| h.id));
+                Ok(SyncAnswer::new(id, FieldOutcome::Applied, Some((EntityType::CheckIn, check_in))))
             }
             FieldOp::SubmitWorkOrder(s) => {
                 let report = Some(s.report.clone());
