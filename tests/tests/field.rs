@@ -300,3 +300,58 @@ async fn the_demo_shows_field_work_at_once() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_electrician_may_do_what_the_contract_gives_it_and_nothing_more() -> anyhow::Result<()> {
+    let server = TestServer::demo(&sparkwatch_tests::Backend::Sqlite).await?;
+    let admin = server.demo_login("admin@demo.local").await?;
+    let (mall, _, detector) = demo_ids(&admin).await?;
+    let electrician = server.demo_login("electrician@demo.local").await?;
+    let id = uuid();
+    let now = chrono::Utc::now().to_rfc3339();
+    // Guards run before anything is looked up, so unknown ids still tell allowed from not.
+    let allowed = [
+        ("{ projects { totalCount } }", json!({})),
+        ("mutation($id: ID!) { acknowledgeHazards(ids: [$id]) { id } }", json!({"id": id})),
+        ("mutation($p: ID!) { reportHazard(input: {projectId: $p, description: \"x\"}) { id } }", json!({"p": mall})),
+        ("mutation($id: ID!) { takeWorkOrder(id: $id) { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { acceptWorkOrder(id: $id) { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { startWorkOrder(id: $id) { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { submitWorkOrder(input: {id: $id, report: \"done\"}) { id } }", json!({"id": id})),
+        (
+            "mutation($id: ID!, $at: DateTime!) { checkIn(input: {clientId: $id, taskId: $id, qrPayload: \"x\", at: $at, answers: []}) { id } }",
+            json!({"id": id, "at": now}),
+        ),
+        ("{ workOrders { totalCount } patrolTasks { totalCount } }", json!({})),
+    ];
+    for (query, vars) in allowed {
+        let res = electrician.run(query, vars).await?;
+        let code = res["errors"][0]["extensions"]["code"].as_str().unwrap_or("none");
+        assert_ne!(code, "FORBIDDEN", "{query}: {res}");
+        assert_ne!(code, "UNAUTHENTICATED", "{query}: {res}");
+    }
+    assert!(!server.upload_photo(&electrician).await?.is_empty(), "electricians upload photos");
+    let forbidden = [
+        ("mutation($id: ID!) { dispatchHazards(input: {hazardIds: [$id]}) { id } }", json!({"id": id})),
+        ("mutation($p: ID!) { createWorkOrder(input: {projectId: $p, title: \"x\"}) { id } }", json!({"p": mall})),
+        ("mutation($id: ID!) { approveWorkOrder(id: $id) { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { rejectWorkOrder(id: $id, note: \"no\") { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { markHazardsFalseAlarm(ids: [$id], reason: \"x\") { id } }", json!({"id": id})),
+        ("mutation($id: ID!) { ignoreHazards(ids: [$id], reason: \"x\") { id } }", json!({"id": id})),
+        (
+            "mutation($p: ID!) { createCheckpoint(input: {projectId: $p, name: \"x\", checklist: [\"y\"]}) { id } }",
+            json!({"p": mall}),
+        ),
+        (
+            "mutation($p: ID!, $c: ID!) { createPatrolPlan(input: {projectId: $p, name: \"x\", checkpointIds: [$c], schedule: DAILY, assigneeIds: []}) { id } }",
+            json!({"p": mall, "c": id}),
+        ),
+        ("mutation($d: ID!) { sendCommand(input: {detectorId: $d, op: RESET}) { id } }", json!({"d": detector})),
+        ("mutation { createProject(input: {name: \"x\"}) { id } }", json!({})),
+        ("{ deadLetters { totalCount } }", json!({})),
+    ];
+    for (query, vars) in forbidden {
+        assert_eq!(electrician.code(query, vars).await?, "FORBIDDEN", "{query}");
+    }
+    Ok(())
+}

@@ -192,7 +192,8 @@ async fn a_detector_alarm_goes_to_closure_through_a_work_order() -> anyhow::Resu
             .await?;
         assert_eq!(no_photo["errors"][0]["extensions"]["code"], "VALIDATION", "{no_photo}");
         assert_eq!(no_photo["errors"][0]["extensions"]["field"], "attachmentIds");
-        let photo = demo.photo(&sparky).await?;
+        // The photo goes through `POST /attachments`, as the app sends it.
+        let photo = demo.server.upload_photo(&electrician).await?;
         let submitted =
             submit(&electrician, json!({"id": id, "report": "re-terminated the neutral", "attachmentIds": [photo]}))
                 .await?;
