@@ -9,7 +9,7 @@
 //! returned, so a retried request succeeds.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use sparkwatch_domain::hazard::{self, HazardAction, TransitionError};
+use sparkwatch_domain::hazard::{self, HazardAction, HazardStatus, TransitionError};
 use sparkwatch_domain::ids::DetectorId;
 use sparkwatch_domain::reading::{Channel, Reading};
 use sparkwatch_domain::validate::optional_text;
@@ -260,28 +260,41 @@ impl Services {
                 }
             }
         }
-        let now = self.now();
-        for (before, to) in &changes {
+        self.move_hazards(tx, who, &changes, note, log_action, self.now()).await?;
+        Ok(changes.into_iter().map(|(before, _)| before.id).collect())
+    }
+
+    /// Moves hazards to the statuses given (already checked by `domain::hazard::transition`),
+    /// recording each transition (who, when, note), releasing alarm latches, and logging each
+    /// — the one place hazard statuses are written outside ingestion.
+    pub(crate) async fn move_hazards(
+        &self,
+        tx: &DatabaseTransaction,
+        who: &Principal,
+        moves: &[(Hazard, HazardStatus)],
+        note: Option<&str>,
+        log_action: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let tenant = who.tenant()?;
+        for (before, to) in moves {
             if !st::set_hazard_status(tx, before, *to, now).await? {
                 return Err(AppError::Conflict(format!(
                     "hazard {} was changed by someone else meanwhile; reload and try again",
                     before.id
                 )));
             }
-            st::insert_transition(
-                tx,
-                &NewTransition {
-                    tenant,
-                    hazard_id: before.id,
-                    from: before.status,
-                    to: *to,
-                    actor: &who.label,
-                    actor_user_id: who.user_id(),
-                    note,
-                    at: now,
-                },
-            )
-            .await?;
+            let t = NewTransition {
+                tenant,
+                hazard_id: before.id,
+                from: before.status,
+                to: *to,
+                actor: &who.label,
+                actor_user_id: who.user_id(),
+                note,
+                at: now,
+            };
+            st::insert_transition(tx, &t).await?;
             // Only OPEN latches an alarm episode; once the hazard leaves it, the episode ends
             // here, so the next occurrence of the condition opens a new episode and hazard.
             // Fault and pre-alarm episodes end with their condition, in ingestion.
@@ -292,16 +305,12 @@ impl Services {
                 telemetry::release_episode(tx, episode, now).await?;
             }
             let after = st::hazard(tx, tenant, &who.access.scope, before.id).await?;
-            self.log(
-                tx,
-                who,
-                Entry::new(Some(tenant), log_action, "hazard", Some(before.id.to_string()))
-                    .before(snapshot(before))
-                    .after(snapshot(&serde_json::json!({"hazard": after, "note": note}))),
-            )
-            .await?;
+            let entry = Entry::new(Some(tenant), log_action, "hazard", Some(before.id.to_string()))
+                .before(snapshot(before))
+                .after(snapshot(&serde_json::json!({"hazard": after, "note": note})));
+            self.log(tx, who, entry).await?;
         }
-        Ok(changes.into_iter().map(|(before, _)| before.id).collect())
+        Ok(())
     }
 
     /// After a commit: reads `wanted` back (the response then shows exactly what later reads

@@ -15,6 +15,7 @@ pub mod import;
 pub mod live;
 pub mod notify;
 pub mod patrol;
+pub mod push_settings;
 pub mod reports;
 pub mod sites;
 pub mod sync;

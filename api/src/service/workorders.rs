@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 use sparkwatch_domain::access::{Permission, ProjectScope};
 use sparkwatch_domain::field::FieldOperationKind;
-use sparkwatch_domain::hazard::{self, HazardAction, HazardStatus, TransitionError};
+use sparkwatch_domain::hazard::{self, HazardAction, TransitionError};
 use sparkwatch_domain::ids::{ProjectId, TenantId, UserId};
 use sparkwatch_domain::notify::{WorkNotice, render_work};
 use sparkwatch_domain::site::Project;
@@ -44,12 +44,12 @@ use crate::bus::{BusMessage, Envelope, Feed};
 use crate::error::{AppError, AppResult};
 use crate::store::access::{self, RoleRef, User};
 use crate::store::attachments::{self as attachments, Attachment};
-use crate::store::hazards::{self as hz, Hazard, NewTransition};
+use crate::store::hazards::{self as hz, Hazard};
 use crate::store::notify::{self as reminders, NewReminder};
 use crate::store::oplog::Entry;
 use crate::store::sites::{self, ProjectFilter};
 use crate::store::workorders::{self as st, Change, OrderTransition, WorkOrder, WorkOrderFilter};
-use crate::store::{Page, PageRequest, new_id, telemetry, tenants};
+use crate::store::{Page, PageRequest, new_id, tenants};
 
 /// The purpose of an order's overdue reminder.
 pub const OVERDUE: &str = "workorder.overdue";
@@ -509,52 +509,6 @@ impl Services {
         self.publish_changes(&stored, &done.moved).await?;
         self.notify_action(who, &stored, done.action, done.note.as_deref()).await;
         Ok(stored)
-    }
-
-    /// Moves hazards to the statuses given, recording each transition (who, when, note),
-    /// releasing alarm latches as `transition_hazards` does, and logging each.
-    async fn move_hazards(
-        &self,
-        tx: &DatabaseTransaction,
-        who: &Principal,
-        moves: &[(Hazard, HazardStatus)],
-        note: Option<&str>,
-        log_action: &str,
-        now: DateTime<Utc>,
-    ) -> AppResult<()> {
-        let tenant = who.tenant()?;
-        for (before, to) in moves {
-            if !hz::set_hazard_status(tx, before, *to, now).await? {
-                return Err(AppError::Conflict(format!(
-                    "hazard {} was changed by someone else meanwhile; reload and try again",
-                    before.id
-                )));
-            }
-            let t = NewTransition {
-                tenant,
-                hazard_id: before.id,
-                from: before.status,
-                to: *to,
-                actor: &who.label,
-                actor_user_id: who.user_id(),
-                note,
-                at: now,
-            };
-            hz::insert_transition(tx, &t).await?;
-            if let Some(episode) = before.episode_id
-                && hazard::is_latched_alarm(before.category, Some(before.status))
-                && !hazard::is_latched_alarm(before.category, Some(*to))
-            {
-                telemetry::release_episode(tx, episode, now).await?;
-            }
-            let entry = Entry::new(Some(tenant), log_action, "hazard", Some(before.id.to_string()))
-                .before(snapshot(before))
-                .after(snapshot(
-                    &serde_json::json!({"status": to.code(), "note": note, "workOrderId": before.work_order_id}),
-                ));
-            self.log(tx, who, entry).await?;
-        }
-        Ok(())
     }
 
     /// Publishes the order and the hazards that moved with it.
