@@ -151,11 +151,12 @@ async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> 
         // The hazard found at the pump room: one, at that checkpoint, however often synced.
         let pump = first.iter().find(|(i, _)| *i == 1).map(|(_, c)| c.clone()).unwrap_or_default();
         assert_eq!(pump["hazards"].as_array().map(Vec::len), Some(1), "{pump}");
-        let q = "query($id: ID!) { hazard(id: $id) { id kind status description checkpointId } }";
+        let q = "query($id: ID!) { hazard(id: $id) { id kind status description checkpointId checkpoint { id } } }";
         let hazard = site.manager.ok(q, json!({"id": pump["hazards"][0]["id"]})).await?["hazard"].clone();
         assert_eq!(hazard["kind"], "FIELD_REPORT");
         assert_eq!(hazard["status"], "OPEN");
         assert_eq!(hazard["checkpointId"], points[1]["id"], "{hazard}");
+        assert_eq!(hazard["checkpoint"]["id"], points[1]["id"], "{hazard}");
         let c = &first[0].1;
         assert_eq!(c["checkpoint"]["id"], points[2]["id"]);
         assert_eq!(c["attachments"], json!([{"id": photo["id"]}]), "{c}");

@@ -18,6 +18,7 @@ use super::attachments::AttachmentObj;
 use super::guard::{Require, RequireAny, caller};
 use super::input::{parse_id, parse_projects};
 use super::object::{Conn, DetectorObj, DeviceObj, ProjectObj, UserObj, connection};
+use super::patrol::CheckpointObj;
 use crate::error::AppResult;
 use crate::service::hazards::{ChannelStats, ReadingBucket, ReadingPoint};
 use crate::service::page_request;
@@ -294,6 +295,15 @@ impl HazardObj {
     /// The patrol checkpoint it was found at.
     async fn checkpoint_id(&self) -> Option<ID> {
         self.0.checkpoint_id.map(|c| ID(c.to_string()))
+    }
+    /// The patrol checkpoint it was found at, with its checklist and label.
+    #[graphql(guard = "Require(Permission::SiteRead)")]
+    async fn checkpoint(&self, ctx: &Context<'_>) -> Result<Option<CheckpointObj>> {
+        let (s, who) = caller(ctx)?;
+        Ok(match self.0.checkpoint_id {
+            Some(id) => s.checkpoint(who, id).await.ok().map(CheckpointObj::new),
+            None => None,
+        })
     }
     /// Photos: of the report, and of the rectification.
     async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<AttachmentObj>> {
