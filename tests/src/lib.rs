@@ -224,6 +224,21 @@ impl TestServer {
         body["id"].as_str().map(str::to_owned).with_context(|| format!("no id in {body}"))
     }
 
+    /// The id of the detector at `address` on the device `serial`.
+    pub async fn detector_id(&self, serial: &str, address: i32) -> anyhow::Result<String> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use sparkwatch_entity::{detector, device};
+        let db = self.services.store().db();
+        let dev = device::Entity::find().filter(device::Column::Serial.eq(serial)).one(db).await?;
+        let dev = dev.ok_or_else(|| anyhow::anyhow!("no device {serial}"))?;
+        let det = detector::Entity::find()
+            .filter(detector::Column::DeviceId.eq(dev.id))
+            .filter(detector::Column::Address.eq(address))
+            .one(db)
+            .await?;
+        Ok(det.ok_or_else(|| anyhow::anyhow!("no detector {address} on {serial}"))?.id.to_string())
+    }
+
     /// Signs in as a demo account.
     pub async fn demo_login(&self, login: &str) -> anyhow::Result<Gql> {
         self.login(login, sparkwatch_api::demo::DEMO_PASSWORD).await

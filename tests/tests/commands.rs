@@ -14,7 +14,7 @@ use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::service::ManualClock;
 use sparkwatch_api::simulate::modbus_server;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput};
-use sparkwatch_entity::{detector, device, operation_log, project};
+use sparkwatch_entity::{operation_log, project};
 use sparkwatch_tests::{Backend, Gql, Options, TestServer, WsClient, backends, fast_jobs, start_modbus};
 use tokio::sync::mpsc;
 
@@ -34,19 +34,6 @@ async fn server(backend: &Backend) -> anyhow::Result<(TestServer, Arc<ManualCloc
     let server = TestServer::start_opts(backend, opts).await?;
     sparkwatch_api::demo::seed(&server.services).await?;
     Ok((server, clock))
-}
-
-/// The id of the detector at `address` on the device `serial`.
-async fn detector_id(server: &TestServer, serial: &str, address: i32) -> anyhow::Result<String> {
-    let db = server.services.store().db();
-    let dev = device::Entity::find().filter(device::Column::Serial.eq(serial)).one(db).await?;
-    let dev = dev.ok_or_else(|| anyhow::anyhow!("no device {serial}"))?;
-    let det = detector::Entity::find()
-        .filter(detector::Column::DeviceId.eq(dev.id))
-        .filter(detector::Column::Address.eq(address))
-        .one(db)
-        .await?;
-    Ok(det.ok_or_else(|| anyhow::anyhow!("no detector {address} on {serial}"))?.id.to_string())
 }
 
 /// Sends a command; returns the `sendCommand` object.
@@ -211,7 +198,7 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.settings()));
         let mut device = TestDevice::connect(&broker, "SW-DEMO-0001").await?;
         let admin = server.demo_login("admin@demo.local").await?;
-        let d1 = detector_id(&server, "SW-DEMO-0001", 1).await?;
+        let d1 = server.detector_id("SW-DEMO-0001", 1).await?;
 
         let mut ws = WsClient::signed_in(&server, admin.token.as_deref().unwrap_or_default()).await?;
         ws.subscribe("c", FOLLOW, json!({"d": d1})).await?;
@@ -363,9 +350,9 @@ async fn modbus_commands_write_coils_and_setpoints_and_read_them_back() -> anyho
         let stop = start_modbus(s);
         let admin = server.demo_login("admin@demo.local").await?;
         let [d1, d2, d3] = [
-            detector_id(&server, "GW-CMD-1", 1).await?,
-            detector_id(&server, "GW-CMD-1", 2).await?,
-            detector_id(&server, "GW-CMD-1", 3).await?,
+            server.detector_id("GW-CMD-1", 1).await?,
+            server.detector_id("GW-CMD-1", 2).await?,
+            server.detector_id("GW-CMD-1", 3).await?,
         ];
 
         // TRIP writes coil 0; the relay opens and the next poll records the trip.
@@ -419,7 +406,7 @@ async fn modbus_commands_write_coils_and_setpoints_and_read_them_back() -> anyho
         );
 
         // An unreachable gateway fails the command.
-        let dead = detector_id(&server, "GW-CMD-DEAD", 1).await?;
+        let dead = server.detector_id("GW-CMD-DEAD", 1).await?;
         let trip = send(&admin, json!({"detectorId": dead, "op": "TRIP", "password": PASSWORD})).await?;
         let failed = until_status(&admin, &trip["id"], "FAILED").await?;
         assert_eq!(failed["result"]["source"], "transport", "{failed}");
@@ -441,9 +428,9 @@ async fn only_authorised_people_send_commands_in_their_scope() -> anyhow::Result
     for backend in backends() {
         let (server, _clock) = server(&backend).await?;
         let admin = server.demo_login("admin@demo.local").await?;
-        let mall = detector_id(&server, "SW-DEMO-0001", 2).await?;
-        let school = detector_id(&server, "SW-DEMO-0101", 1).await?;
-        let depot = detector_id(&server, "SW-DEMOB-0001", 1).await?;
+        let mall = server.detector_id("SW-DEMO-0001", 2).await?;
+        let school = server.detector_id("SW-DEMO-0101", 1).await?;
+        let depot = server.detector_id("SW-DEMOB-0001", 1).await?;
 
         // No device.control.
         let manager = server.demo_login("manager@demo.local").await?;
@@ -483,7 +470,7 @@ async fn only_authorised_people_send_commands_in_their_scope() -> anyhow::Result
         assert_eq!(res["errors"][0]["extensions"]["retryAfter"], 30);
         // A Modbus command waits for the gateway's poller, which claims it once: of two
         // instances racing for it, one wins.
-        let gateway = detector_id(&server, "GW-DEMO-0001", 1).await?;
+        let gateway = server.detector_id("GW-DEMO-0001", 1).await?;
         let queued = send(&admin, json!({"detectorId": gateway, "op": "SELF_TEST"})).await?;
         assert_eq!(queued["status"], "QUEUED");
         let id: sparkwatch_domain::ids::CommandId = queued["id"].as_str().unwrap_or_default().parse()?;
@@ -532,11 +519,11 @@ async fn only_authorised_people_send_commands_in_their_scope() -> anyhow::Result
             .await?;
         let operator = server.login("op@demo.local", "operate-2026").await?;
         assert_eq!(refused(&operator, json!({"detectorId": school, "op": "RESET"})).await?.0, "NOT_FOUND");
-        let mall3 = detector_id(&server, "SW-DEMO-0001", 3).await?;
+        let mall3 = server.detector_id("SW-DEMO-0001", 3).await?;
         let trip = send(&operator, json!({"detectorId": mall3, "op": "TRIP", "password": "operate-2026"})).await?;
         assert_eq!(trip["op"], "TRIP");
         // Set-points also need threshold.manage.
-        let mall_food = detector_id(&server, "SW-DEMO-0002", 1).await?;
+        let mall_food = server.detector_id("SW-DEMO-0002", 1).await?;
         let set = json!({"detectorId": mall_food, "op": "SET_THRESHOLDS", "params": {"leakMa": 300}, "password": "operate-2026"});
         assert_eq!(refused(&operator, set).await?.0, "FORBIDDEN");
 
@@ -565,7 +552,7 @@ async fn simulated_devices_carry_out_commands() -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let (queue, stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.settings()));
     let admin = server.demo_login("admin@demo.local").await?;
-    let d1 = detector_id(&server, "SW-DEMO-0001", 1).await?;
+    let d1 = server.detector_id("SW-DEMO-0001", 1).await?;
 
     // The demo's devices feed the queue; one broker connection answers for them.
     let (stop_demo, demo_rx) = tokio::sync::watch::channel(false);

@@ -8,25 +8,12 @@ use std::sync::Arc;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::service::{Clock, ManualClock};
-use sparkwatch_entity::{detector, device, operation_log};
+use sparkwatch_entity::operation_log;
 use sparkwatch_tests::{Gql, Options, TestServer, backends};
 
 const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 const REAUTH: &str = "mutation($p: String!) { reauthenticate(password: $p) { token expiresAt } }";
 const SEND: &str = "mutation($i: SendCommandInput!) { sendCommand(input: $i) { id op } }";
-
-/// The id of the detector at `address` on the device `serial`.
-async fn detector_id(server: &TestServer, serial: &str, address: i32) -> anyhow::Result<String> {
-    let db = server.services.store().db();
-    let dev = device::Entity::find().filter(device::Column::Serial.eq(serial)).one(db).await?;
-    let dev = dev.ok_or_else(|| anyhow::anyhow!("no device {serial}"))?;
-    let det = detector::Entity::find()
-        .filter(detector::Column::DeviceId.eq(dev.id))
-        .filter(detector::Column::Address.eq(address))
-        .one(db)
-        .await?;
-    Ok(det.ok_or_else(|| anyhow::anyhow!("no detector {address} on {serial}"))?.id.to_string())
-}
 
 /// A step-up token for `gql`'s caller.
 async fn step_up(gql: &Gql) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>)> {
@@ -57,7 +44,7 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
         let manager = server.demo_login("manager@demo.local").await?;
         let mut detectors = Vec::new();
         for (serial, address) in [("SW-DEMO-0001", 1), ("SW-DEMO-0001", 2), ("SW-DEMO-0001", 3), ("SW-DEMO-0002", 1)] {
-            detectors.push(detector_id(&server, serial, address).await?);
+            detectors.push(server.detector_id(serial, address).await?);
         }
         let cmd = |detector: &str, op: &str, proof: Value| {
             let mut input = json!({"detectorId": detector, "op": op});
