@@ -398,6 +398,13 @@ pub enum WorkNotice<'a> {
         /// Who handed it in.
         by: &'a str,
     },
+    /// Someone found a hazard on site (a report, or a check-in's finding).
+    HazardReported {
+        /// What was found.
+        description: &'a str,
+        /// Who found it.
+        by: &'a str,
+    },
     /// A work order is past its deadline: level 1 reminds the assignee, later levels tell
     /// the managers.
     Overdue {
@@ -436,6 +443,12 @@ pub fn render_work(n: &WorkNotice<'_>, project: &str, locale: Locale) -> Text {
             ("TO VERIFY", format!("{by} completed {title}; please verify"))
         }
         (Locale::ZhCn, WorkNotice::Submitted { title, by }) => ("待验收", format!("{by} 已完成 {title}，请验收")),
+        (Locale::En, WorkNotice::HazardReported { description, by }) => {
+            ("HAZARD FOUND", format!("{by} found: {description}"))
+        }
+        (Locale::ZhCn, WorkNotice::HazardReported { description, by }) => {
+            ("现场隐患", format!("{by} 发现隐患：{description}"))
+        }
         (Locale::En, WorkNotice::Overdue { title, overdue_min, .. }) => {
             ("OVERDUE", format!("{title} is {overdue_min} min past its deadline"))
         }

@@ -355,3 +355,40 @@ async fn the_electrician_may_do_what_the_contract_gives_it_and_nothing_more() ->
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn managers_hear_of_hazards_people_find_once_however_often_synced() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let admin = server.demo_login("admin@demo.local").await?;
+        let (mall, _, _) = demo_ids(&admin).await?;
+        let manager = server.demo_login("manager@demo.local").await?;
+        let manager_id = manager.ok("{ me { id } }", json!({})).await?["me"]["id"].clone();
+        let register = "mutation { registerPushToken(input: {platform: ANDROID, token: \"fcm-m\", appId: \"com.example\"}) { id } }";
+        manager.ok(register, json!({})).await?;
+        let electrician = server.demo_login("electrician@demo.local").await?;
+
+        electrician
+            .ok(REPORT, json!({"i": {"projectId": mall, "description": "Exposed live conductor at the loading bay"}}))
+            .await?;
+        let op = json!({"clientId": uuid(), "at": chrono::Utc::now().to_rfc3339(),
+                        "reportHazard": {"projectId": mall, "description": "Water dripping onto panel 4"}});
+        for _ in 0..2 {
+            electrician.ok(SYNC, json!({"ops": [op]})).await?;
+        }
+        let q = "query($u: ID) { notifications(filter: {userId: $u}, first: 100) { edges { node { reason body } } } }";
+        let log = admin.ok(q, json!({"u": manager_id})).await?;
+        let told: Vec<String> = log["notifications"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["node"]["reason"] == "hazard.reported")
+            .map(|e| e["node"]["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(told.len(), 2, "{backend:?} {log}");
+        assert!(told.iter().any(|b| b.contains("Exposed live conductor")), "{told:?}");
+        assert!(told.iter().any(|b| b.contains("Water dripping")), "{told:?}");
+        assert!(told.iter().all(|b| b.contains("electrician@demo.local")), "{told:?}");
+    }
+    Ok(())
+}

@@ -67,6 +67,7 @@ impl Services {
         let hazards = self.check_in_tx(&tx, who, &input, id).await?;
         tx.commit().await?;
         self.publish_hazards(&hazards);
+        self.announce_reported(who, &hazards).await;
         self.check_in_view(who, id).await
     }
 

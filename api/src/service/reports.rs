@@ -5,15 +5,20 @@
 //! seen on the device. It becomes an `OPEN` hazard of kind `FIELD_REPORT` that then follows
 //! the same lifecycle as a detector's (acknowledge, dispatch, rectify, verify).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::DatabaseTransaction;
 use sparkwatch_domain::field::FieldOperationKind;
 use sparkwatch_domain::hazard::MAX_NOTE_CHARS;
-use sparkwatch_domain::ids::{DetectorId, ProjectId};
+use sparkwatch_domain::ids::{DetectorId, ProjectId, UserId};
+use sparkwatch_domain::notify::{WorkNotice, render_work};
+use sparkwatch_domain::reading::EventKind;
 use sparkwatch_domain::validate::required_text;
 use uuid::Uuid;
 
 use super::field::{Claim, ClientOp};
+use super::notify::PeopleNotice;
 use super::{Services, snapshot};
 use crate::auth::Principal;
 use crate::bus::{BusMessage, Envelope, Feed};
@@ -62,7 +67,34 @@ impl Services {
         let hazard = self.report_hazard_tx(&tx, who, draft, id).await?;
         tx.commit().await?;
         self.publish_hazards(std::slice::from_ref(&hazard));
+        self.announce_reported(who, std::slice::from_ref(&hazard)).await;
         Ok(hazard)
+    }
+
+    /// Tells the project's managers (push, with their preferences) about hazards people
+    /// found — after the commit; a failure is logged, never the reporter's error.
+    pub(crate) async fn announce_reported(&self, who: &Principal, hazards: &[Hazard]) {
+        for h in hazards.iter().filter(|h| h.kind == EventKind::FieldReport) {
+            let managers = match self.managers_of(h.tenant_id, h.project_id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, hazard = %h.id, "could not find the managers to tell of a reported hazard");
+                    continue;
+                }
+            };
+            let to: Vec<UserId> = managers.into_iter().filter(|m| Some(*m) != who.user_id()).collect();
+            let notice = WorkNotice::HazardReported {
+                description: h.description.as_deref().unwrap_or_default(),
+                by: &who.label,
+            };
+            let text = move |locale, project: &str| render_work(&notice, project, locale);
+            let mut data = BTreeMap::new();
+            data.insert("hazardId".to_owned(), h.id.to_string());
+            let n = PeopleNotice { project: h.project_id, reason: "hazard.reported", data, urgent: false, text: &text };
+            if let Err(e) = self.notify_people(h.tenant_id, &to, &n).await {
+                tracing::warn!(error = %e, hazard = %h.id, "could not queue the notifications of a reported hazard");
+            }
+        }
     }
 
     /// Stores a report as hazard `id` inside `tx` (for check-ins, which report hazards in

@@ -165,6 +165,8 @@ impl SyncAnswer {
 #[derive(Default)]
 struct AfterCommit {
     hazards: Vec<Uuid>,
+    /// Hazards people found (their managers are told).
+    reported: Vec<Uuid>,
     orders: Vec<Done>,
 }
 
@@ -205,7 +207,9 @@ impl Services {
             answers.push(answer);
         }
         tx.commit().await?;
-        self.hazards_after(who, &after.hazards, &after.hazards).await?;
+        let hazards = self.hazards_after(who, &after.hazards, &after.hazards).await?;
+        let reported: Vec<_> = hazards.into_iter().filter(|h| after.reported.contains(&h.id)).collect();
+        self.announce_reported(who, &reported).await;
         for done in &after.orders {
             if let Err(e) = self.after_act(who, done).await {
                 tracing::warn!(error = %e, order = %done.order, "a synced work-order change was not published");
@@ -237,6 +241,7 @@ impl Services {
             Ok(answer) => {
                 savepoint.commit().await?;
                 after.hazards.extend(changed.hazards);
+                after.reported.extend(changed.reported);
                 after.orders.extend(changed.orders);
                 Ok(answer)
             }
@@ -268,6 +273,7 @@ impl Services {
                 }
                 self.report_hazard_tx(tx, who, &draft, hazard).await?;
                 after.hazards.push(hazard);
+                after.reported.push(hazard);
                 Ok(SyncAnswer::new(id, FieldOutcome::Applied, Some((EntityType::Hazard, hazard))))
             }
             FieldOp::AcknowledgeHazard { hazard, note } => {
@@ -289,6 +295,7 @@ impl Services {
                 let draft = CheckInDraft { client_id: id, ..(**draft).clone() };
                 let hazards = self.check_in_tx(tx, who, &draft, check_in).await?;
                 after.hazards.extend(hazards.iter().map(|h| h.id));
+                after.reported.extend(hazards.iter().map(|h| h.id));
                 Ok(SyncAnswer::new(id, FieldOutcome::Applied, Some((EntityType::CheckIn, check_in))))
             }
             FieldOp::SubmitWorkOrder(s) => {
