@@ -385,6 +385,23 @@ impl Gql {
     }
 }
 
+/// Polls `check` every 50 ms until it yields a value; fails naming `what` after 10 s. The one
+/// way the suites wait for something the server does in the background.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// What a WebSocket client received.
 #[derive(Debug)]
 pub enum WsEvent {

@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::service::{Clock, ManualClock};
 use sparkwatch_entity::{notification, operation_log, patrol_task, reminder};
-use sparkwatch_tests::{Backend, Gql, Options, TestServer, backends, fast_jobs};
+use sparkwatch_tests::{Backend, Gql, Options, TestServer, backends, eventually, fast_jobs};
 
 const CREATE_CHECKPOINT: &str = "mutation($i: CreateCheckpointInput!) { createCheckpoint(input: $i) { id name position checklist qrPayload labelUrl project { id } } }";
 const CREATE_PLAN: &str = "mutation($i: CreatePatrolPlanInput!) { createPatrolPlan(input: $i) { id name schedule startsOn project { id } checkpoints { id } assignees { id } } }";
@@ -368,22 +368,6 @@ async fn labels_are_printed_for_the_projects_people_only() -> anyhow::Result<()>
         assert_eq!(get(&site, "/checkpoints/nope/qr.svg", Some(&token)).await?.0, 404);
     }
     Ok(())
-}
-
-/// Polls `check` every 50 ms until it yields a value, at most 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn clocked() -> (Arc<ManualClock>, Options) {
