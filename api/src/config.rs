@@ -160,6 +160,29 @@ pub struct Settings {
     /// MQTT topic prefix of the device contract [default: sw].
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_PREFIX")]
     pub mqtt_prefix: Option<String>,
+    /// Let the embedded broker's plain MQTT listener (`--mqtt-listen`) bind beyond loopback.
+    /// Devices send their secrets in clear text there: only for a trusted network.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_ALLOW_PLAIN")]
+    #[serde(default)]
+    pub mqtt_allow_plain: bool,
+    /// TLS listener of the embedded broker for devices [default: 0.0.0.0:8883 when a certificate is given].
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_TLS_LISTEN")]
+    pub mqtt_tls_listen: Option<String>,
+    /// PEM certificate chain (leaf first) of the embedded broker's TLS listener.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_TLS_CERT")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// PEM private key of the embedded broker's TLS listener.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_TLS_KEY")]
+    pub mqtt_tls_key: Option<PathBuf>,
+    /// The external broker is Mosquitto with the dynamic-security plugin and the `--mqtt-url`
+    /// account may administer it: Sparkwatch creates one client and role per device.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC")]
+    #[serde(default)]
+    pub mqtt_dynsec: bool,
+    /// Shared secret of the EMQX HTTP authentication/authorisation hooks (`POST /mqtt/auth`,
+    /// `POST /mqtt/acl`); the hooks are off without it.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_HOOK_SECRET", hide_env_values = true)]
+    pub mqtt_hook_secret: Option<String>,
     /// Days raw readings are kept (per-minute/hour/day rollups are kept regardless) [default: 90; 0 = forever].
     #[arg(long, global = true, env = "SPARKWATCH_RAW_RETENTION_DAYS")]
     pub raw_retention_days: Option<u32>,
@@ -267,6 +290,17 @@ pub enum Broker {
     External(String),
 }
 
+/// The embedded broker's TLS listener for devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttTls {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -286,6 +320,12 @@ pub struct Config {
     pub mqtt_shared_group: Option<String>,
     /// Topic prefix.
     pub mqtt_prefix: String,
+    /// TLS listener of the embedded broker, when configured.
+    pub mqtt_tls: Option<MqttTls>,
+    /// Provision device accounts in Mosquitto's dynamic-security plugin.
+    pub mqtt_dynsec: bool,
+    /// Shared secret of the EMQX hooks, when enabled.
+    pub mqtt_hook_secret: Option<Secret>,
     /// How long raw readings are kept.
     pub raw_retention: Option<chrono::Duration>,
     /// Access-token signing secret.
@@ -334,6 +374,12 @@ impl Settings {
             mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
             mqtt_shared: self.mqtt_shared || file.mqtt_shared,
             mqtt_prefix: self.mqtt_prefix.or(file.mqtt_prefix),
+            mqtt_allow_plain: self.mqtt_allow_plain || file.mqtt_allow_plain,
+            mqtt_tls_listen: self.mqtt_tls_listen.or(file.mqtt_tls_listen),
+            mqtt_tls_cert: self.mqtt_tls_cert.or(file.mqtt_tls_cert),
+            mqtt_tls_key: self.mqtt_tls_key.or(file.mqtt_tls_key),
+            mqtt_dynsec: self.mqtt_dynsec || file.mqtt_dynsec,
+            mqtt_hook_secret: self.mqtt_hook_secret.or(file.mqtt_hook_secret),
             raw_retention_days: self.raw_retention_days.or(file.raw_retention_days),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
@@ -395,6 +441,42 @@ impl Settings {
                 Broker::Embedded(parse_addr("--mqtt-listen", listen.as_deref().unwrap_or("127.0.0.1:1883"))?)
             }
         };
+        let mqtt_tls = match (s.mqtt_tls_cert, s.mqtt_tls_key, &broker) {
+            (None, None, _) => None,
+            (Some(_), Some(_), Broker::External(_)) => {
+                return Err(bad(
+                    "--mqtt-tls-cert",
+                    "TLS for devices is set up in the external broker; --mqtt-tls-cert/--mqtt-tls-key are for the \
+                     embedded one",
+                ));
+            }
+            (Some(cert), Some(key), Broker::Embedded(_)) => Some(MqttTls {
+                listen: parse_addr("--mqtt-tls-listen", s.mqtt_tls_listen.as_deref().unwrap_or("0.0.0.0:8883"))?,
+                cert,
+                key,
+            }),
+            (Some(_), None, _) => return Err(bad("--mqtt-tls-key", "is needed with --mqtt-tls-cert")),
+            (None, Some(_), _) => return Err(bad("--mqtt-tls-cert", "is needed with --mqtt-tls-key")),
+        };
+        if let Broker::Embedded(addr) = &broker
+            && !addr.ip().is_loopback()
+            && !s.mqtt_allow_plain
+        {
+            return Err(bad(
+                "--mqtt-listen",
+                "a plain MQTT listener beyond loopback sends device secrets in clear text; give devices the TLS \
+                 listener (--mqtt-tls-cert, --mqtt-tls-key) and keep --mqtt-listen on 127.0.0.1, or pass \
+                 --mqtt-allow-plain for a trusted network",
+            ));
+        }
+        if s.mqtt_dynsec && !matches!(broker, Broker::External(_)) {
+            return Err(bad("--mqtt-dynsec", "needs --mqtt-url: it provisions an external Mosquitto"));
+        }
+        let mqtt_hook_secret = match s.mqtt_hook_secret {
+            Some(secret) if secret.len() >= 32 => Some(Secret(secret)),
+            Some(_) => return Err(bad("--mqtt-hook-secret", "must be at least 32 characters")),
+            None => None,
+        };
         let mqtt_client_id = s.mqtt_client_id.unwrap_or_else(|| "sparkwatch".to_owned());
         if mqtt_client_id.is_empty() || mqtt_client_id.len() > 64 || mqtt_client_id.contains(['/', '+', '#']) {
             return Err(bad("--mqtt-client-id", "must be 1–64 characters without '/', '+' or '#'"));
@@ -433,6 +515,9 @@ impl Settings {
             mqtt_client_id,
             mqtt_shared_group: s.mqtt_shared.then(|| "sparkwatch".to_owned()),
             mqtt_prefix,
+            mqtt_tls,
+            mqtt_dynsec: s.mqtt_dynsec,
+            mqtt_hook_secret,
             raw_retention: match s.raw_retention_days.unwrap_or(90) {
                 0 => None,
                 d if d <= 36_500 => Some(chrono::Duration::days(i64::from(d))),

@@ -180,27 +180,44 @@ pub async fn seed_field_work(s: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the demo's simulated devices in this process until `stop` turns true: the MQTT
-/// devices feed the ingestion queue directly (no broker needed) and the Modbus gateway
-/// `GW-DEMO-0001` is a simulated gateway on 127.0.0.1:5020 that the poller reads. With a
-/// broker (`broker`: the ingestion's settings) the MQTT devices also answer remote commands.
+/// Runs the demo's simulated devices in this process until `stop` turns true. With a broker
+/// (`broker`: where devices connect) the MQTT devices are real MQTT clients with freshly
+/// issued credentials (DEVICE-PROTOCOL.md §3), so the demo shows device identity, QoS 1
+/// delivery and remote commands end to end; without one they feed the ingestion queue
+/// directly. The Modbus gateway `GW-DEMO-0001` is a simulated gateway on 127.0.0.1:5020
+/// that the poller reads.
 pub async fn simulate(
+    services: Services,
     queue: crate::ingest::IngestQueue,
     prefix: String,
-    broker: Option<crate::ingest::mqtt::MqttSettings>,
+    broker: Option<(String, u16)>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Some(settings) = broker {
-        tokio::spawn(crate::simulate::run::answer_commands(settings, queue.clone(), stop.clone()));
-    }
     use crate::simulate::scenarios::{Scenario, SimDevice};
-    let devices = vec![
+    let mut devices = vec![
         SimDevice::new("SW-DEMO-0001", 3, Scenario::LeakCreep, 1),
         SimDevice::new("SW-DEMO-0002", 2, Scenario::Overheat, 2),
         SimDevice::new("SW-DEMO-0101", 2, Scenario::Flapping, 3),
         SimDevice::new("SW-DEMO-0102", 1, Scenario::SensorOpen, 4),
         SimDevice::new("SW-DEMOB-0001", 1, Scenario::Normal, 5),
     ];
+    let sink = match broker {
+        Some((host, port)) => match issue_demo_credentials(&services, &mut devices).await {
+            Ok(()) => crate::simulate::run::Sink::Mqtt(crate::ingest::mqtt::MqttSettings {
+                host,
+                port,
+                client_id: String::new(),
+                prefix: prefix.clone(),
+                shared_group: None,
+                credentials: None,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not issue the demo devices' MQTT credentials; they feed ingestion directly");
+                crate::simulate::run::Sink::Queue(queue.clone())
+            }
+        },
+        None => crate::simulate::run::Sink::Queue(queue.clone()),
+    };
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], 5020).into();
     match crate::simulate::modbus_server::start(addr).await {
         Ok((sim, _)) => {
@@ -236,12 +253,19 @@ pub async fn simulate(
             tracing::warn!(%addr, error = %e, "the demo's simulated Modbus gateway could not start; GW-DEMO-0001 will show a communication fault")
         }
     }
-    crate::simulate::run::run(
-        devices,
-        prefix,
-        std::time::Duration::from_secs(5),
-        crate::simulate::run::Sink::Queue(queue),
-        stop,
-    )
-    .await;
+    crate::simulate::run::run(devices, prefix, std::time::Duration::from_secs(5), sink, stop).await;
+}
+
+/// Issues (rotates) the MQTT credentials of the demo's simulated devices, as an installer
+/// would with `issueDeviceCredentials`, and hands each device its secret.
+async fn issue_demo_credentials(
+    services: &Services,
+    devices: &mut [crate::simulate::scenarios::SimDevice],
+) -> anyhow::Result<()> {
+    for sim in devices {
+        let (device, tenant) = services.device_by_serial_for_system(&sim.serial).await?;
+        let who = Principal::system(tenant, "demo");
+        sim.secret = Some(services.issue_for(&who, &device).await?.password);
+    }
+    Ok(())
 }

@@ -168,3 +168,42 @@ pub fn start_ingest_with(
     }
     (queue, stop)
 }
+
+/// Starts the embedded MQTT broker: rumqttd behind the device gate, which checks every
+/// device's credentials with [`Services::verify_device`]. `server_client_id` (our
+/// subscriber's) is reserved so that no device can take it. Needs a Tokio runtime.
+#[cfg(feature = "embedded-broker")]
+pub fn start_embedded_broker(
+    services: &Services,
+    listen: std::net::SocketAddr,
+    tls: Option<&config::MqttTls>,
+    prefix: &str,
+    server_client_id: &str,
+) -> Result<ingest::broker::EmbeddedBroker, ingest::broker::BrokerError> {
+    use ingest::broker::{BrokerOptions, Verdict, Verifier};
+    let tls = match tls {
+        Some(t) => Some((t.listen, ingest::broker::tls::server_config(&t.cert, &t.key)?)),
+        None => None,
+    };
+    let s = services.clone();
+    let verifier: Verifier = Arc::new(move |serial: String, secret: String| {
+        let s = s.clone();
+        Box::pin(async move {
+            match s.verify_device(&serial, &secret).await {
+                Ok(Ok(_)) => Verdict::Accept,
+                Ok(Err(_)) => Verdict::Refuse,
+                Err(e) => {
+                    tracing::warn!(serial, error = %e, "cannot check a device's credentials; it is told to retry");
+                    Verdict::Unavailable
+                }
+            }
+        })
+    });
+    ingest::broker::start(BrokerOptions {
+        listen,
+        tls,
+        prefix: prefix.to_owned(),
+        reserved_client_ids: vec![server_client_id.to_owned(), format!("{server_client_id}-dynsec")],
+        verifier,
+    })
+}

@@ -65,6 +65,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !config.listen.ip().is_loopback() {
                 tracing::warn!(listen = %config.listen, "listening beyond this machine");
             }
+            // Where the demo's simulated devices connect, as devices.
+            let mut device_broker = None;
             let mqtt = match &config.broker {
                 Broker::External(url) => Some(MqttSettings::from_url(
                     url,
@@ -78,9 +80,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         if config.mqtt_shared_group.is_some() {
                             tracing::warn!("--mqtt-shared is ignored with the embedded broker");
                         }
-                        match sparkwatch_api::ingest::broker::start(*addr, &config.mqtt_prefix) {
+                        match sparkwatch_api::start_embedded_broker(
+                            &services,
+                            *addr,
+                            config.mqtt_tls.as_ref(),
+                            &config.mqtt_prefix,
+                            &config.mqtt_client_id,
+                        ) {
                             Ok(broker) => {
-                                tracing::info!(addr = %broker.local_addr(), "embedded MQTT broker listening for devices");
+                                let gate = broker.connect_addr();
+                                device_broker = Some((gate.ip().to_string(), gate.port()));
                                 Some(broker.subscriber_settings(&config.mqtt_client_id, &config.mqtt_prefix))
                             }
                             // The demo's simulated devices feed ingestion directly, so a port
@@ -101,9 +110,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
             };
+            if let (Broker::External(_), Some(m)) = (&config.broker, &mqtt) {
+                device_broker = Some((m.host.clone(), m.port));
+            }
             // Jobs first: the push router must be listening before the first event is recorded.
             let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
-            let demo_broker = mqtt.clone();
             let (queue, stop_ingest) = sparkwatch_api::start_ingest_with(
                 &services,
                 PipelineConfig {
@@ -123,7 +134,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             if with_demo {
                 let prefix = config.mqtt_prefix.clone();
-                tokio::spawn(demo::simulate(queue.clone(), prefix, demo_broker, stop_ingest.subscribe()));
+                tokio::spawn(demo::simulate(
+                    services.clone(),
+                    queue.clone(),
+                    prefix,
+                    device_broker,
+                    stop_ingest.subscribe(),
+                ));
             }
             let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                 format!(

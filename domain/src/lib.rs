@@ -8,6 +8,7 @@
 //! - [`field`] — offline field operations: kinds and per-operation sync outcomes.
 //! - [`command`] — remote commands: lifecycle, re-authentication, cool-down, expiry, set-threshold params, outcomes.
 //! - [`alarm`] — the reading evaluator: delay, hysteresis, pre-alarms and escalation per channel; heartbeat timeout.
+//! - [`identity`] — device identity: who an MQTT client is at CONNECT, which topics it may touch.
 //! - [`hazard`] — the hazard lifecycle (`transition`) and the alarm-latch contract.
 //! - [`patrol`] — patrol schedules and periods, the task lifecycle, checklists, the checkpoint QR payload.
 //! - [`workorder`] — the work-order lifecycle: who may do what, from which status, with what input.
@@ -24,6 +25,7 @@ pub mod alarm;
 pub mod command;
 pub mod field;
 pub mod hazard;
+pub mod identity;
 pub mod ids;
 pub mod modbus;
 pub mod notify;

@@ -14,6 +14,7 @@ pub mod command;
 pub mod dead_letter;
 pub mod detector;
 pub mod device;
+pub mod device_credential;
 pub mod episode;
 pub mod event;
 pub mod field_operation;

@@ -13,6 +13,7 @@ mod m20261124_000004_commands;
 mod m20261203_000005_readings_key;
 mod m20261206_000006_field_operations;
 mod m20261206_000008_check_in_hazards;
+mod m20261206_000009_device_credentials;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_readings_key::Migration),
             Box::new(m20261206_000006_field_operations::Migration),
             Box::new(m20261206_000008_check_in_hazards::Migration),
+            Box::new(m20261206_000009_device_credentials::Migration),
         ]
     }
 }

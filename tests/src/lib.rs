@@ -243,6 +243,92 @@ impl TestServer {
     pub async fn demo_login(&self, login: &str) -> anyhow::Result<Gql> {
         self.login(login, sparkwatch_api::demo::DEMO_PASSWORD).await
     }
+
+    /// Issues (rotates) the MQTT secret of the device `serial`, as its tenant's system would.
+    pub async fn device_secret(&self, serial: &str) -> anyhow::Result<String> {
+        let (device, tenant) = self.services.device_by_serial_for_system(serial).await?;
+        let who = sparkwatch_api::auth::Principal::system(tenant, "test");
+        Ok(self.services.issue_for(&who, &device).await?.password)
+    }
+}
+
+/// Where the MQTT suites meet: the embedded broker with its device gate checking the
+/// server's device credentials, or the external broker of `SPARKWATCH_TEST_MQTT_URL` with a
+/// private topic prefix so that parallel runs stay apart.
+pub struct TestBroker {
+    /// The embedded broker, kept alive here.
+    pub embedded: Option<sparkwatch_api::ingest::broker::EmbeddedBroker>,
+    /// Where devices connect.
+    pub host: String,
+    /// Where devices connect.
+    pub port: u16,
+    /// Topic prefix.
+    pub prefix: String,
+}
+
+impl TestBroker {
+    /// The external broker when configured, else [`TestBroker::embedded`].
+    pub fn start(server: &TestServer) -> anyhow::Result<TestBroker> {
+        if let Ok(url) = std::env::var("SPARKWATCH_TEST_MQTT_URL")
+            && !url.is_empty()
+        {
+            let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+            let s = sparkwatch_api::ingest::mqtt::MqttSettings::from_url(&url, "x", "sw", None)?;
+            return Ok(TestBroker { embedded: None, host: s.host, port: s.port, prefix: format!("swt{tag}") });
+        }
+        Self::embedded(server)
+    }
+
+    /// The embedded broker on free loopback ports, its gate checking `server`'s devices.
+    pub fn embedded(server: &TestServer) -> anyhow::Result<TestBroker> {
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let b = sparkwatch_api::start_embedded_broker(&server.services, listen, None, "sw", "sparkwatch-test")?;
+        let addr = b.connect_addr();
+        Ok(TestBroker { embedded: Some(b), host: addr.ip().to_string(), port: addr.port(), prefix: "sw".into() })
+    }
+
+    /// Settings for the server's subscriber (rumqttd's internal port for the embedded broker).
+    pub fn subscriber(&self) -> sparkwatch_api::ingest::mqtt::MqttSettings {
+        let client_id = format!("sparkwatch-{}", uuid::Uuid::now_v7().simple());
+        match &self.embedded {
+            Some(b) => b.subscriber_settings(&client_id, &self.prefix),
+            None => sparkwatch_api::ingest::mqtt::MqttSettings {
+                host: self.host.clone(),
+                port: self.port,
+                client_id,
+                prefix: self.prefix.clone(),
+                shared_group: None,
+                credentials: None,
+            },
+        }
+    }
+
+    /// Connection options of the device `serial` with freshly issued credentials. The
+    /// client id is the serial on the embedded broker; on a shared external one it carries
+    /// the private prefix so that parallel runs do not take over each other's sessions.
+    pub async fn device(&self, server: &TestServer, serial: &str) -> anyhow::Result<rumqttc::MqttOptions> {
+        let secret = server.device_secret(serial).await?;
+        let client_id = match self.embedded {
+            Some(_) => serial.to_owned(),
+            None => format!("{serial}-{}", self.prefix),
+        };
+        let mut opts = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
+        opts.set_keep_alive(std::time::Duration::from_secs(10));
+        opts.set_credentials(serial, secret);
+        Ok(opts)
+    }
+
+    /// Simulator settings: devices connect here (each with its own secret).
+    pub fn devices(&self) -> sparkwatch_api::ingest::mqtt::MqttSettings {
+        sparkwatch_api::ingest::mqtt::MqttSettings {
+            host: self.host.clone(),
+            port: self.port,
+            client_id: String::new(),
+            prefix: self.prefix.clone(),
+            shared_group: None,
+            credentials: None,
+        }
+    }
 }
 
 impl Drop for TestServer {

@@ -1,9 +1,10 @@
 //! The embedded MQTT broker (rumqttd): devices publish to it and readings are stored, a
 //! subscriber restart loses nothing, a taken port is a clear error; and what rumqttd does
 //! with persistent sessions, unacknowledged deliveries, log limits, payload sizes and
-//! shared subscriptions (the findings documented in `api/src/ingest/broker.rs`).
+//! shared subscriptions (the findings documented in `api/src/ingest/broker/mod.rs`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use std::time::Duration;
@@ -12,18 +13,40 @@ use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
-use sparkwatch_api::ingest::broker::{self, BrokerError, EmbeddedBroker};
+use sparkwatch_api::ingest::broker::{self, BrokerError, BrokerOptions, EmbeddedBroker, Verdict, Verifier};
 use sparkwatch_entity::reading;
 use sparkwatch_tests::{Backend, TestServer};
 
-fn start_broker() -> anyhow::Result<EmbeddedBroker> {
-    Ok(broker::start(SocketAddr::from(([127, 0, 0, 1], 0)), "sw")?)
+/// Options of a broker whose gate admits no device: these tests look at rumqttd itself,
+/// through its internal port.
+fn options(listen: SocketAddr) -> BrokerOptions {
+    let verifier: Verifier = Arc::new(|_, _| Box::pin(async { Verdict::Refuse }));
+    BrokerOptions { listen, tls: None, prefix: "sw".into(), reserved_client_ids: vec![], verifier }
 }
 
-/// A rumqttc client; the event loop must be polled to make progress.
+fn start_broker() -> anyhow::Result<EmbeddedBroker> {
+    Ok(broker::start(options(SocketAddr::from(([127, 0, 0, 1], 0))))?)
+}
+
+/// A rumqttc client on rumqttd's internal port (with the internal login); the event loop
+/// must be polled to make progress.
 fn client(broker: &EmbeddedBroker, id: &str, clean: bool) -> (AsyncClient, EventLoop) {
-    let addr = broker.connect_addr();
+    let addr = broker.internal_addr();
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let (user, password) = broker.internal_login();
+    opts.set_credentials(user, password);
+    tuned(opts, clean)
+}
+
+/// A device client through the gate: client id = user name = serial, password = secret.
+fn device(broker: &EmbeddedBroker, serial: &str, secret: &str) -> (AsyncClient, EventLoop) {
+    let addr = broker.connect_addr();
+    let mut opts = MqttOptions::new(serial, addr.ip().to_string(), addr.port());
+    opts.set_credentials(serial, secret);
+    tuned(opts, true)
+}
+
+fn tuned(mut opts: MqttOptions, clean: bool) -> (AsyncClient, EventLoop) {
     opts.set_max_packet_size(512 * 1024, 512 * 1024)
         .set_clean_session(clean)
         .set_manual_acks(true)
@@ -67,7 +90,11 @@ async fn received(lp: &mut EventLoop, n: usize, within: Duration) -> Vec<Publish
 
 /// Publishes `bodies` with QoS 1 on `topic` and waits for every PUBACK.
 async fn publish(broker: &EmbeddedBroker, id: &str, topic: &str, bodies: Vec<String>) -> anyhow::Result<()> {
-    let (c, mut lp) = client(broker, id, true);
+    publish_on(client(broker, id, true), topic, bodies).await
+}
+
+/// Publishes `bodies` on an unconnected client's connection, as [`publish`].
+async fn publish_on((c, mut lp): (AsyncClient, EventLoop), topic: &str, bodies: Vec<String>) -> anyhow::Result<()> {
     connected(&mut lp).await?;
     let n = bodies.len();
     // Queue the publishes while the event loop below sends them.
@@ -112,7 +139,7 @@ fn bodies(p: &[Publish]) -> Vec<String> {
 async fn a_taken_port_is_a_clear_error() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?;
-    let err = broker::start(addr, "sw").err();
+    let err = broker::start(options(addr)).err();
     assert!(matches!(err, Some(BrokerError::AddressInUse { .. })), "{err:?}");
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
@@ -125,7 +152,7 @@ async fn a_taken_port_is_a_clear_error() -> anyhow::Result<()> {
     );
     // A second embedded broker on a running one's port is refused the same way.
     let running = start_broker()?;
-    assert!(matches!(broker::start(running.local_addr(), "sw"), Err(BrokerError::AddressInUse { .. })));
+    assert!(matches!(broker::start(options(running.local_addr())), Err(BrokerError::AddressInUse { .. })));
     assert!(running.is_running());
     Ok(())
 }
@@ -242,10 +269,16 @@ async fn a_router_panic_is_noticed_and_the_process_survives() -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!running, "rumqttd no longer panics here: update the findings in api/src/ingest/broker.rs");
+    assert!(!running, "rumqttd no longer panics here: update the findings in api/src/ingest/broker/mod.rs");
     // This process is still alive (we are running), the broker is not.
     assert!(publish(&broker, "pub-q", "q/a/x", payloads("q", 0..1)).await.is_err());
     Ok(())
+}
+
+/// The embedded broker with its gate checking `server`'s device credentials.
+fn gated_broker(server: &TestServer) -> anyhow::Result<EmbeddedBroker> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(sparkwatch_api::start_embedded_broker(&server.services, listen, None, "sw", "sparkwatch-test")?)
 }
 
 async fn stored(server: &TestServer) -> u64 {
@@ -268,6 +301,7 @@ async fn wait_stored(server: &TestServer, n: u64, tries: usize) -> u64 {
 /// The demo device publishes telemetry `range` (QoS 1, every PUBACK awaited).
 async fn device_publishes(
     broker: &EmbeddedBroker,
+    secret: &str,
     t0: DateTime<Utc>,
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<()> {
@@ -281,14 +315,19 @@ async fn device_publishes(
             .to_string()
         })
         .collect();
-    publish(broker, "SW-DEMO-0001", "sw/SW-DEMO-0001/telemetry", body).await
+    publish_on(device(broker, "SW-DEMO-0001", secret), "sw/SW-DEMO-0001/telemetry", body).await
 }
 
 /// Until our subscriber has subscribed, nothing is delivered to it: publish message 0
 /// (stored once however often it comes) until it is stored.
-async fn until_subscribed(server: &TestServer, broker: &EmbeddedBroker, t0: DateTime<Utc>) -> anyhow::Result<()> {
+async fn until_subscribed(
+    server: &TestServer,
+    broker: &EmbeddedBroker,
+    secret: &str,
+    t0: DateTime<Utc>,
+) -> anyhow::Result<()> {
     for _ in 0..50 {
-        device_publishes(broker, t0, 0..1).await?;
+        device_publishes(broker, secret, t0, 0..1).await?;
         if wait_stored(server, 1, 10).await > 0 {
             return Ok(());
         }
@@ -298,25 +337,27 @@ async fn until_subscribed(server: &TestServer, broker: &EmbeddedBroker, t0: Date
 
 #[tokio::test]
 async fn devices_publish_to_the_embedded_broker_and_readings_are_stored() -> anyhow::Result<()> {
-    let broker = start_broker()?;
     let server = TestServer::demo(&Backend::Sqlite).await?;
+    let broker = gated_broker(&server)?;
+    let secret = server.device_secret("SW-DEMO-0001").await?;
     let settings = broker.subscriber_settings("sparkwatch-test", "sw");
     let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, "sw", Some(settings));
     let t0 = Utc::now() - chrono::Duration::minutes(5);
-    until_subscribed(&server, &broker, t0).await?;
-    device_publishes(&broker, t0, 1..20).await?;
+    until_subscribed(&server, &broker, &secret, t0).await?;
+    device_publishes(&broker, &secret, t0, 1..20).await?;
     assert_eq!(wait_stored(&server, 20, 500).await, 20);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_subscriber_restart_mid_stream_loses_no_qos1_message() -> anyhow::Result<()> {
-    let broker = start_broker()?;
     let server = TestServer::demo(&Backend::Sqlite).await?;
+    let broker = gated_broker(&server)?;
+    let secret = server.device_secret("SW-DEMO-0001").await?;
     let settings = || broker.subscriber_settings("sparkwatch-test", "sw");
     let t0 = Utc::now() - chrono::Duration::minutes(10);
     let (queue, stop) = sparkwatch_api::start_ingest(&server.services, "sw", Some(settings()));
-    until_subscribed(&server, &broker, t0).await?;
+    until_subscribed(&server, &broker, &secret, t0).await?;
     // Stop mid-stream (as soon as anything more is stored): some messages are stored,
     // others are in flight, unacknowledged or not yet sent.
     let (stopped, device) = tokio::join!(
@@ -326,12 +367,12 @@ async fn a_subscriber_restart_mid_stream_loses_no_qos1_message() -> anyhow::Resu
             drop(queue);
             stored(&server).await
         },
-        device_publishes(&broker, t0, 1..200)
+        device_publishes(&broker, &secret, t0, 1..200)
     );
     device?;
     eprintln!("{stopped} of 200 stored when the subscriber stopped");
     // While the subscriber is down the device keeps publishing.
-    device_publishes(&broker, t0, 200..300).await?;
+    device_publishes(&broker, &secret, t0, 200..300).await?;
     let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, "sw", Some(settings()));
     let n = wait_stored(&server, 300, 1000).await;
     assert_eq!(n, 300, "every QoS 1 message is stored exactly once");

@@ -6,16 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::auth::Principal;
-use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::service::ManualClock;
 use sparkwatch_api::simulate::modbus_server;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput};
 use sparkwatch_entity::{operation_log, project};
-use sparkwatch_tests::{Backend, Gql, Options, TestServer, WsClient, backends, fast_jobs, start_modbus};
+use sparkwatch_tests::{Backend, Gql, Options, TestBroker, TestServer, WsClient, backends, fast_jobs, start_modbus};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -98,41 +97,6 @@ async fn until_trip_recorded(gql: &Gql, detector: &str) -> anyhow::Result<()> {
     anyhow::bail!("no TRIP event on {detector}: {:?}", count().await?)
 }
 
-/// Where the MQTT tests meet: the embedded broker (kept alive here), or the external one of
-/// `SPARKWATCH_TEST_MQTT_URL` with a private topic prefix so parallel runs stay apart.
-struct Broker {
-    _embedded: Option<sparkwatch_api::ingest::broker::EmbeddedBroker>,
-    host: String,
-    port: u16,
-    prefix: String,
-}
-
-impl Broker {
-    fn start() -> anyhow::Result<Broker> {
-        let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-        if let Ok(url) = std::env::var("SPARKWATCH_TEST_MQTT_URL")
-            && !url.is_empty()
-        {
-            let s = MqttSettings::from_url(&url, "x", "sw", None)?;
-            return Ok(Broker { _embedded: None, host: s.host, port: s.port, prefix: format!("swc{tag}") });
-        }
-        let b = sparkwatch_api::ingest::broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), "sw")?;
-        let addr = b.connect_addr();
-        Ok(Broker { _embedded: Some(b), host: addr.ip().to_string(), port: addr.port(), prefix: "sw".into() })
-    }
-
-    fn settings(&self) -> MqttSettings {
-        MqttSettings {
-            host: self.host.clone(),
-            port: self.port,
-            client_id: format!("sparkwatch-{}", uuid::Uuid::now_v7().simple()),
-            prefix: self.prefix.clone(),
-            shared_group: None,
-            credentials: None,
-        }
-    }
-}
-
 /// A field device on the broker: receives what is published on `{prefix}/{serial}/cmd`.
 struct TestDevice {
     client: AsyncClient,
@@ -141,9 +105,8 @@ struct TestDevice {
 }
 
 impl TestDevice {
-    async fn connect(broker: &Broker, serial: &str) -> anyhow::Result<TestDevice> {
-        let mut opts = MqttOptions::new(format!("{serial}-{}", &broker.prefix), broker.host.clone(), broker.port);
-        opts.set_keep_alive(Duration::from_secs(10));
+    async fn connect(server: &TestServer, broker: &TestBroker, serial: &str) -> anyhow::Result<TestDevice> {
+        let opts = broker.device(server, serial).await?;
         let (client, mut lp) = AsyncClient::new(opts, 64);
         let (tx, commands) = mpsc::channel(16);
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
@@ -194,9 +157,9 @@ async fn metric(server: &TestServer, name: &str) -> anyhow::Result<u64> {
 async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() -> anyhow::Result<()> {
     for backend in backends() {
         let (server, clock) = server(&backend).await?;
-        let broker = Broker::start()?;
-        let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.settings()));
-        let mut device = TestDevice::connect(&broker, "SW-DEMO-0001").await?;
+        let broker = TestBroker::start(&server)?;
+        let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.subscriber()));
+        let mut device = TestDevice::connect(&server, &broker, "SW-DEMO-0001").await?;
         let admin = server.demo_login("admin@demo.local").await?;
         let d1 = server.detector_id("SW-DEMO-0001", 1).await?;
 
@@ -295,7 +258,7 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         clock.advance(chrono::Duration::seconds(31));
         let reset = send(&admin, json!({"detectorId": d1, "op": "RESET"})).await?;
         device.command().await?;
-        let impostor = TestDevice::connect(&broker, "SW-DEMO-0002").await?;
+        let impostor = TestDevice::connect(&server, &broker, "SW-DEMO-0002").await?;
         impostor.answer(json!({"id": reset["id"], "ok": false, "code": 9})).await?;
         until_metric(&server, r#"sparkwatch_ingest_rejected_total{reason="unknown_command"}"#, 2).await?;
         assert_eq!(admin.ok(GET, json!({"id": reset["id"]})).await?["command"]["status"], "SENT");
@@ -546,27 +509,19 @@ async fn only_authorised_people_send_commands_in_their_scope() -> anyhow::Result
 
 #[tokio::test]
 async fn simulated_devices_carry_out_commands() -> anyhow::Result<()> {
-    use sparkwatch_api::simulate::run::{Sink, answer_commands, run};
+    use sparkwatch_api::simulate::run::{Sink, run};
     use sparkwatch_api::simulate::scenarios::{Scenario, SimDevice};
     let (server, clock) = server(&Backend::Sqlite).await?;
-    let broker = Broker::start()?;
-    let (queue, stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.settings()));
+    let broker = TestBroker::start(&server)?;
+    let (_queue, stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.subscriber()));
     let admin = server.demo_login("admin@demo.local").await?;
     let d1 = server.detector_id("SW-DEMO-0001", 1).await?;
 
-    // The demo's devices feed the queue; one broker connection answers for them.
-    let (stop_demo, demo_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(answer_commands(broker.settings(), queue, demo_rx));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let trip = send(&admin, json!({"detectorId": d1, "op": "TRIP", "password": PASSWORD})).await?;
-    until_status(&admin, &trip["id"], "ACKNOWLEDGED").await?;
-    until_trip_recorded(&admin, &d1).await?;
-    let _ = stop_demo.send(true);
-
     // `sparkwatch simulate` devices answer on their own connections.
     let (stop_sim, sim_rx) = tokio::sync::watch::channel(false);
-    let device = SimDevice::new("SW-DEMO-0001", 3, Scenario::Normal, 1);
-    let sink = Sink::Mqtt(broker.settings());
+    let mut device = SimDevice::new("SW-DEMO-0001", 3, Scenario::Normal, 1);
+    device.secret = Some(server.device_secret("SW-DEMO-0001").await?);
+    let sink = Sink::Mqtt(broker.devices());
     tokio::spawn(run(vec![device], broker.prefix.clone(), Duration::from_secs(60), sink, sim_rx));
     tokio::time::sleep(Duration::from_millis(500)).await;
     clock.advance(chrono::Duration::seconds(31));

@@ -3,7 +3,7 @@
 //! Layout: `guard` (permission checks, the one place they happen), `object` (output types
 //! wrapping domain and service types), `input` (input types and their conversion), `query`,
 //! `mutation` (the core root parts), `subscription` (live feeds), `notify` (push tokens, preferences, escalation, delivery log), `hazards` (hazards, events, dead letters and readings:
-//! types and root parts), `commands` (remote commands: types and root parts), `workorders` (work orders, dispatch and verification), `patrol` (checkpoints, plans, tasks, check-ins), `field` (offline sync, re-authentication, attachments). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
+//! types and root parts), `commands` (remote commands: types and root parts), `workorders` (work orders, dispatch and verification), `patrol` (checkpoints, plans, tasks, check-ins), `field` (offline sync, re-authentication, attachments), `identity` (device MQTT credentials). The roots [`Query`] and [`Mutation`] merge the parts. Resolvers
 //! never touch the database; the `///` line on each becomes the schema description.
 
 pub mod attachments;
@@ -11,6 +11,7 @@ pub mod commands;
 pub mod field;
 pub mod guard;
 pub mod hazards;
+pub mod identity;
 pub mod input;
 pub mod mutation;
 pub mod notify;
@@ -47,6 +48,7 @@ pub struct Mutation(
     workorders::WorkOrderMutation,
     patrol::PatrolMutation,
     field::FieldMutation,
+    identity::IdentityMutation,
 );
 
 /// The executable schema.

@@ -11,6 +11,7 @@ pub mod checkins;
 pub mod commands;
 pub mod field;
 pub mod hazards;
+pub mod identity;
 pub mod import;
 pub mod live;
 pub mod notify;
@@ -119,6 +120,8 @@ struct Inner {
     /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
     patrol: patrol::PatrolKeys,
     objects: crate::objects::Objects,
+    /// Device credentials: the external broker's account keeper, once connected.
+    identity: identity::Identity,
 }
 
 impl Services {
@@ -152,6 +155,7 @@ impl Services {
                 commands,
                 patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
                 objects: settings.objects,
+                identity: identity::Identity::default(),
             }),
         }
     }

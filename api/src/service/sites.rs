@@ -4,7 +4,7 @@
 
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId};
 use sparkwatch_domain::site::{
-    Detector, DetectorDraft, DetectorInput, Device, DeviceDraft, DeviceInput, Project, ProjectDraft,
+    Detector, DetectorDraft, DetectorInput, Device, DeviceDraft, DeviceInput, DeviceTransport, Project, ProjectDraft,
 };
 
 use super::users::conflict_or;
@@ -222,6 +222,9 @@ impl Services {
         .await?;
         tx.commit().await?;
         self.sites_changed();
+        if d.draft.transport == DeviceTransport::Mqtt {
+            self.forget_device_account(&d.draft.serial).await;
+        }
         Ok(true)
     }
 

@@ -4,9 +4,9 @@
 //! queue (the demo, which needs no broker).
 //!
 //! Simulated devices carry out the commands they are sent (`{prefix}/{serial}/cmd`): each is
-//! answered `ok` on `cmd/ack`, and a trip is also reported as the device's `trip` event. Over
-//! MQTT every device answers on its own connection; for the demo, whose devices feed the queue,
-//! [`answer_commands`] listens for all of them on the broker and answers into the queue.
+//! answered `ok` on `cmd/ack`, and a trip is also reported as the device's `trip` event, each
+//! device on its own connection. Devices fed into the queue have no connection and answer
+//! nothing. A device with a [`SimDevice::secret`] connects with its own credentials.
 
 use std::time::Duration;
 
@@ -55,8 +55,15 @@ async fn run_one(
             opts.set_keep_alive(Duration::from_secs(30));
             let will_topic = format!("{prefix}/{}/status", device.serial);
             opts.set_last_will(LastWill::new(will_topic, r#"{"online":false}"#, QoS::AtLeastOnce, true));
-            if let Some((u, p)) = &s.credentials {
-                opts.set_credentials(u.clone(), p.clone());
+            // The device's own identity: username = client id = serial, password = secret.
+            match (&device.secret, &s.credentials) {
+                (Some(secret), _) => {
+                    opts.set_credentials(device.serial.clone(), secret.clone());
+                }
+                (None, Some((u, p))) => {
+                    opts.set_credentials(u.clone(), p.clone());
+                }
+                (None, None) => {}
             }
             let (client, mut lp) = AsyncClient::new(opts, 64);
             let command_topic = format!("{prefix}/{}/cmd", device.serial);
@@ -139,51 +146,6 @@ pub fn answers(command: &[u8], now: chrono::DateTime<chrono::Utc>) -> Vec<(&'sta
         out.push(("event", json!({"ts": now.timestamp_millis(), "addr": addr, "type": "trip"}).to_string()));
     }
     out
-}
-
-/// Answers, into this process's ingestion `queue`, the commands published on the broker for
-/// the demo's simulated devices (which feed the queue directly and have no connection of
-/// their own). Runs until `stop` turns true.
-pub async fn answer_commands(settings: MqttSettings, queue: IngestQueue, mut stop: watch::Receiver<bool>) {
-    let mut opts =
-        MqttOptions::new(format!("{}-simulated-devices", settings.client_id), settings.host.clone(), settings.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    if let Some((u, p)) = &settings.credentials {
-        opts.set_credentials(u.clone(), p.clone());
-    }
-    let (client, mut lp) = AsyncClient::new(opts, 64);
-    let filter = format!("{}/+/cmd", settings.prefix);
-    loop {
-        let event = tokio::select! {
-            e = lp.poll() => e,
-            _ = stop.changed() => break,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(serial) = p.topic.split('/').nth_back(1) else { continue };
-                for (suffix, payload) in answers(&p.payload, chrono::Utc::now()) {
-                    let msg = Inbound {
-                        topic: format!("{}/{serial}/{suffix}", settings.prefix),
-                        payload: payload.into_bytes(),
-                        modbus: None,
-                        received_at: chrono::Utc::now(),
-                        ack: None,
-                    };
-                    if !queue.push(msg).await {
-                        return;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "simulated devices' command connection");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct SimDevice {
     pub detectors: u8,
     /// Behaviour.
     pub scenario: Scenario,
+    /// Its MQTT secret (DEVICE-PROTOCOL.md §3), when it connects to a broker that checks them.
+    pub secret: Option<String>,
     tick: u64,
     seed: u64,
 }
@@ -87,6 +89,7 @@ impl SimDevice {
             serial: serial.into(),
             detectors: detectors.max(1),
             scenario,
+            secret: None,
             tick: 0,
             seed: seed.wrapping_mul(2654435761) | 1,
         }

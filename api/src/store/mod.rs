@@ -9,6 +9,7 @@ pub mod attachments;
 pub mod commands;
 pub mod field;
 pub mod hazards;
+pub mod identity;
 pub mod notify;
 pub mod oplog;
 pub mod patrol;

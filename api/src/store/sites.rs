@@ -131,7 +131,7 @@ pub async fn projects<C: ConnectionTrait>(
 
 // ---- devices ----
 
-fn device_from(m: device::Model) -> Device {
+pub(crate) fn device_from(m: device::Model) -> Device {
     Device {
         id: m.id.into(),
         tenant_id: m.tenant_id.into(),
@@ -197,6 +197,12 @@ pub async fn update_device<C: ConnectionTrait>(db: &C, d: &Device) -> Result<(),
 /// Deletes a device (its detectors go with it).
 pub async fn delete_device<C: ConnectionTrait>(db: &C, d: &Device) -> Result<(), DbErr> {
     device::Entity::delete_by_id(d.id.as_uuid()).exec(db).await.map(|_| ())
+}
+
+/// The device with `serial`, in whatever tenant (serials are unique platform-wide); for the
+/// command line and the demo, never for a tenant's caller.
+pub async fn device_by_serial<C: ConnectionTrait>(db: &C, serial: &str) -> Result<Option<Device>, DbErr> {
+    Ok(device::Entity::find().filter(device::Column::Serial.eq(serial)).one(db).await?.map(device_from))
 }
 
 /// A visible device of the tenant.

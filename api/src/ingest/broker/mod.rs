@@ -3,13 +3,24 @@
 //! `127.0.0.1:1883`), devices connect to it with their serial as client id, and our
 //! subscriber ([`super::mqtt`]) connects to it like to any external broker.
 //!
-//! Configuration is programmatic: one MQTT 3.1.1 (v4) listener, no TLS, no websocket, no
-//! authentication (the default address is loopback; a site that exposes it with
-//! `--mqtt-listen 0.0.0.0:1883` relies on its network). rumqttd serves MQTT 5 only on a
-//! listener of its own, which would need a second port, so there is none. Limits: 10 000
+//! # Device identity
+//! Devices never reach rumqttd directly. They connect to the device gate ([`gate`]) on
+//! `--mqtt-listen` (plain) and `--mqtt-tls-listen` (TLS, with `--mqtt-tls-cert` and
+//! `--mqtt-tls-key`), which authenticates each CONNECT against the device's issued secret and
+//! lets a device publish only its own topics and subscribe only its own command topic
+//! (DEVICE-PROTOCOL.md §3). rumqttd listens on a loopback port of its own and accepts only
+//! the internal login, which the gate and our subscriber present. Why a gate rather than
+//! rumqttd's hooks: rumqttd 0.20 can authenticate (`external_auth`) but has no per-topic
+//! authorisation, and no embeddable Rust broker has both while keeping rumqttd's QoS 1
+//! sessions; the gate adds the rules in front and leaves sessions, QoS 1 and shared
+//! subscriptions to rumqttd (ARCHITECTURE.md, "Device identity").
+//!
+//! Configuration is programmatic: one MQTT 3.1.1 (v4) listener, no websocket. rumqttd
+//! serves MQTT 5 only on a listener of its own, so there is none. Limits: 10 000
 //! connections, payloads up to 256 KiB (a client sending more is disconnected), keep-alive
 //! must not be 0 (rumqttd refuses it). A second connection with a client id already
-//! connected replaces the first, so our subscriber's client id must not be a device serial.
+//! connected replaces the first; devices cannot take the server's client ids (the gate
+//! reserves them).
 //!
 //! How rumqttd stores messages matters for delivery: every subscription filter has an
 //! in-memory commit log, and each session holds a cursor into it. The log keeps the newest
@@ -72,8 +83,9 @@
 //! [`LOG_DIRECTIVE`] so that only warnings and errors remain.
 //!
 //! rumqttd runs its router and listener on threads of its own, each with its own runtime,
-//! and reports a failed bind only in its log; [`start`] therefore binds the address once
-//! itself first, and returns only after an MQTT CONNECT got its CONNACK. A panicking
+//! and reports a failed bind only in its log; [`start`] therefore binds the device
+//! addresses itself (the gate keeps those sockets), and returns only after an MQTT CONNECT
+//! to rumqttd's internal port got its CONNACK. A panicking
 //! rumqttd thread ends only that thread, never the process; a watch thread notices when
 //! the router is gone. rumqttd has no shutdown: the broker lives until the process exits.
 
@@ -86,9 +98,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use rumqttc::mqttbytes::v4::Login;
 use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
 use super::mqtt::MqttSettings;
+
+pub mod gate;
+pub mod tls;
+
+pub use gate::{Verdict, Verifier};
 
 /// The `tracing` filter directive that keeps rumqttd to warnings and errors; add it to the
 /// server's default filter (e.g. `info,rumqttd=warn`).
@@ -108,6 +126,8 @@ const DEFAULT_SEGMENTS: SegmentConfig = SegmentConfig { max_segment_size: MIB, m
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_CLIENT_ID: &str = "sparkwatch-broker-probe";
+/// The user name of the internal login (the gate's and our subscriber's).
+const INTERNAL_USER: &str = "sparkwatch-internal";
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +160,23 @@ pub enum BrokerError {
         /// What went wrong.
         detail: String,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("the embedded MQTT broker's TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// How to start the embedded broker.
+pub struct BrokerOptions {
+    /// Plain MQTT listener for devices (`--mqtt-listen`); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// TLS listener for devices (`--mqtt-tls-listen`) and its certificate chain and key.
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// Topic prefix (`sw`).
+    pub prefix: String,
+    /// Client ids devices may not take (the server's subscriber's).
+    pub reserved_client_ids: Vec<String>,
+    /// Checks a device's serial and secret.
+    pub verifier: Verifier,
 }
 
 /// A running embedded broker. Dropping it does not stop the broker (rumqttd cannot be
@@ -147,20 +184,41 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    internal: SocketAddr,
+    internal_password: String,
     listener: JoinHandle<()>,
     router_alive: Arc<AtomicBool>,
 }
 
 impl EmbeddedBroker {
-    /// The address the broker listens on (port 0 in [`start`] is resolved to the real port).
+    /// The address devices connect to with plain MQTT (port 0 in [`start`] is resolved to
+    /// the real port).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Where a client on this machine reaches the broker: the listen address, with an
-    /// unspecified IP (`0.0.0.0`, `::`) replaced by loopback.
+    /// The address devices connect to with MQTT over TLS, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Where a device on this machine reaches the broker: the plain listen address, with
+    /// an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.
     pub fn connect_addr(&self) -> SocketAddr {
         connect_addr(self.addr)
+    }
+
+    /// rumqttd's own loopback address, behind the gate. Only server-side clients (our
+    /// subscriber, tests of rumqttd's behaviour) connect here, with [`Self::internal_login`].
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// The login rumqttd accepts on its internal port: `(user, password)`, a random
+    /// password per process.
+    pub fn internal_login(&self) -> (String, String) {
+        (INTERNAL_USER.to_owned(), self.internal_password.clone())
     }
 
     /// Whether the broker still works: its listener and router threads are running (a
@@ -169,28 +227,41 @@ impl EmbeddedBroker {
         !self.listener.is_finished() && self.router_alive.load(Ordering::SeqCst)
     }
 
-    /// Settings for our subscriber to connect to this broker: persistent session under
-    /// `client_id`, topics under `prefix`, no shared-subscription group (see the module
-    /// documentation), no credentials.
+    /// Settings for our subscriber to connect to this broker: rumqttd's internal port with
+    /// the internal login, persistent session under `client_id`, topics under `prefix`, no
+    /// shared-subscription group (see the module documentation).
     pub fn subscriber_settings(&self, client_id: &str, prefix: &str) -> MqttSettings {
-        let addr = self.connect_addr();
         MqttSettings {
-            host: addr.ip().to_string(),
-            port: addr.port(),
+            host: self.internal.ip().to_string(),
+            port: self.internal.port(),
             client_id: client_id.to_owned(),
             prefix: prefix.to_owned(),
             shared_group: None,
-            credentials: None,
+            credentials: Some(self.internal_login()),
         }
     }
 }
 
-/// Starts the broker on `listen` with the ingest filters for the topic `prefix` (`sw`) and
-/// returns once it accepts MQTT connections. Port 0 picks a free port.
-pub fn start(listen: SocketAddr, prefix: &str) -> Result<EmbeddedBroker, BrokerError> {
-    let addr = check_free(listen)?;
+/// Starts rumqttd on a loopback port and the device gate on `options.listen` (and the TLS
+/// address), and returns once rumqttd accepts MQTT connections. Needs a Tokio runtime (the
+/// gate runs on it).
+pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
+    let BrokerOptions { listen, tls, prefix, mut reserved_client_ids, verifier } = options;
+    let plain = bind(listen)?;
+    let addr = plain.local_addr().map_err(|cause| BrokerError::Bind { addr: listen, cause })?;
+    let tls_listener = match &tls {
+        Some((tls_listen, config)) => Some((bind(*tls_listen)?, config.clone())),
+        None => None,
+    };
+    let tls_addr = match &tls_listener {
+        Some((l, _)) => Some(l.local_addr().map_err(|cause| BrokerError::Bind { addr, cause })?),
+        None => None,
+    };
+    // rumqttd's own port: loopback only, free now (rumqttd binds it on its thread).
+    let internal = check_free(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let internal_password = crate::auth::token::random_token(32);
     let not_started = |detail: String| BrokerError::NotStarted { addr, detail };
-    let config = config(addr, prefix);
+    let config = config(internal, &prefix, &internal_password);
     // `Broker::new` starts the router thread (and unwraps the spawn).
     let mut broker = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rumqttd::Broker::new(config)))
         .map_err(|_| not_started("its router thread could not start".to_owned()))?;
@@ -231,7 +302,7 @@ pub fn start(listen: SocketAddr, prefix: &str) -> Result<EmbeddedBroker, BrokerE
         if listener.is_finished() {
             return Err(not_started("its listener ended; see the log above".to_owned()));
         }
-        match probe(connect_addr(addr)) {
+        match probe(internal, &internal_password) {
             Ok(()) => break,
             Err(e) if Instant::now() >= deadline => {
                 return Err(not_started(format!("no MQTT answer within {} s: {e}", STARTUP_TIMEOUT.as_secs())));
@@ -239,21 +310,54 @@ pub fn start(listen: SocketAddr, prefix: &str) -> Result<EmbeddedBroker, BrokerE
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    tracing::info!(%addr, "embedded MQTT broker listening (MQTT 3.1.1, no TLS)");
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the embedded MQTT broker accepts connections beyond this machine without authentication");
+    reserved_client_ids.push(PROBE_CLIENT_ID.to_owned());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let shared = |tls: Option<tokio_rustls::TlsAcceptor>| {
+        Arc::new(gate::GateShared {
+            prefix: prefix.clone(),
+            reserved: reserved_client_ids.clone(),
+            internal,
+            internal_login: Login::new(INTERNAL_USER, internal_password.clone()),
+            verifier: verifier.clone(),
+            max_frame: MAX_PAYLOAD + 1024,
+            slots: slots.clone(),
+            tls,
+        })
+    };
+    tokio::spawn(gate::serve(tokio_listener(plain, addr)?, shared(None)));
+    if let Some((l, config)) = tls_listener {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(gate::serve(tokio_listener(l, addr)?, shared(Some(acceptor))));
     }
-    Ok(EmbeddedBroker { addr, listener, router_alive })
+    tracing::info!(%addr, tls = ?tls_addr, "embedded MQTT broker listening for devices (MQTT 3.1.1, device credentials required)");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "devices send their secrets in clear text on the plain MQTT listener; use it only on a trusted network \
+             and give devices outside the building the TLS listener"
+        );
+    }
+    Ok(EmbeddedBroker { addr, tls_addr, internal, internal_password, listener, router_alive })
+}
+
+fn tokio_listener(l: TcpListener, addr: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
+    l.set_nonblocking(true).map_err(|cause| BrokerError::Bind { addr, cause })?;
+    tokio::net::TcpListener::from_std(l).map_err(|cause| BrokerError::Bind { addr, cause })
+}
+
+/// Binds a device address (kept for the gate).
+fn bind(listen: SocketAddr) -> Result<TcpListener, BrokerError> {
+    match TcpListener::bind(listen) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BrokerError::AddressInUse { addr: listen }),
+        Err(cause) => Err(BrokerError::Bind { addr: listen, cause }),
+    }
 }
 
 /// Binds `listen` once to learn whether it is free (and which port 0 means), then releases
 /// it for rumqttd, which only logs bind failures from its own thread.
 fn check_free(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    match TcpListener::bind(listen) {
-        Ok(l) => l.local_addr().map_err(|cause| BrokerError::Bind { addr: listen, cause }),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BrokerError::AddressInUse { addr: listen }),
-        Err(cause) => Err(BrokerError::Bind { addr: listen, cause }),
-    }
+    bind(listen)?.local_addr().map_err(|cause| BrokerError::Bind { addr: listen, cause })
 }
 
 fn connect_addr(addr: SocketAddr) -> SocketAddr {
@@ -264,20 +368,18 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// An MQTT 3.1.1 round trip: CONNECT (clean session), expect an accepting CONNACK, close.
-/// (Closing without DISCONNECT is what rumqttd logs quietest: a DISCONNECT followed by the
-/// close logs an error.)
-fn probe(addr: SocketAddr) -> io::Result<()> {
+/// An MQTT 3.1.1 round trip with the internal login: CONNECT (clean session), expect an
+/// accepting CONNACK, close. (Closing without DISCONNECT is what rumqttd logs quietest: a
+/// DISCONNECT followed by the close logs an error.)
+fn probe(addr: SocketAddr, password: &str) -> io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
     stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    let id = PROBE_CLIENT_ID.as_bytes();
-    // Variable header: protocol name, level 4, flags (clean session), keep-alive 10 s.
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
+    let mut connect = rumqttc::mqttbytes::v4::Connect::new(PROBE_CLIENT_ID);
+    connect.keep_alive = 10;
+    connect.set_login(INTERNAL_USER, password);
+    let mut packet = bytes::BytesMut::new();
+    connect.write(&mut packet).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
     stream.write_all(&packet)?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
@@ -287,7 +389,7 @@ fn probe(addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-fn config(addr: SocketAddr, prefix: &str) -> Config {
+fn config(addr: SocketAddr, prefix: &str, internal_password: &str) -> Config {
     let ingest = MqttSettings {
         host: String::new(),
         port: 0,
@@ -322,10 +424,12 @@ fn config(addr: SocketAddr, prefix: &str) -> Config {
             connection_timeout_ms: 10_000,
             max_payload_size: MAX_PAYLOAD,
             max_inflight_count: MAX_INFLIGHT,
-            auth: None,
+            // Only the gate and our own clients know this login; rumqttd's port is loopback.
+            auth: Some(HashMap::from([(INTERNAL_USER.to_owned(), internal_password.to_owned())])),
             external_auth: None,
-            // Publishing to a topic nobody subscribes to creates a small log instead of
-            // disconnecting the device.
+            // The server publishes commands before a device has subscribed; with dynamic
+            // filters that creates the command topic's small log instead of disconnecting
+            // the server. Devices cannot create topics: the gate admits only their own.
             dynamic_filters: true,
         },
     };

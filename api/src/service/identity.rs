@@ -1,0 +1,206 @@
+//! Device identity (DEVICE-PROTOCOL.md §3): issuing MQTT credentials and checking them at
+//! CONNECT.
+//!
+//! A secret is 32 random bytes (base64url, 43 characters), shown once. The store keeps only
+//! HMAC-SHA256(key = the device id, secret): a keyed digest rather than argon2 because the
+//! secret is a random 256-bit value that no dictionary or brute force can reach, and because
+//! a reconnect storm of thousands of devices after an outage must cost microseconds per
+//! device, not a second of CPU each. Keying by the device id means two devices never share
+//! a digest and a digest copied onto another device's row does not verify.
+//!
+//! An external broker that keeps its own accounts (Mosquitto's dynamic security) is told of
+//! every issued secret *before* the digest is stored, so a broker that cannot be reached
+//! leaves the old secret in force on both sides and the caller gets UNAVAILABLE.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use sparkwatch_domain::identity::ConnectRefusal;
+use sparkwatch_domain::ids::{DeviceId, TenantId};
+use sparkwatch_domain::site::{Device, DeviceTransport};
+
+use super::{Services, snapshot};
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::store::identity as st;
+use crate::store::oplog::Entry;
+
+/// The credentials of an MQTT device, as issued: the only time the password is shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceCredentials {
+    /// The device.
+    pub device_id: DeviceId,
+    /// MQTT username and client id: the serial.
+    pub username: String,
+    /// MQTT password: the device secret.
+    pub password: String,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A broker that keeps device accounts of its own (Mosquitto dynamic security): Sparkwatch
+/// creates, rotates and removes them as it issues secrets and deletes devices.
+pub trait BrokerAccounts: Send + Sync + 'static {
+    /// Creates the device's account, or sets its new secret; the device may then publish
+    /// its own topics and subscribe to its command topic only.
+    fn put_device<'a>(&'a self, serial: &'a str, secret: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Removes the device's account (the device was deleted).
+    fn remove_device<'a>(&'a self, serial: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Per-process identity settings: the external broker's account keeper, once connected.
+#[derive(Default)]
+pub(crate) struct Identity {
+    accounts: OnceLock<Arc<dyn BrokerAccounts>>,
+}
+
+/// The stored digest of `secret` for `device`.
+fn digest(device: DeviceId, secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(device.as_uuid().as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(secret.as_bytes());
+    format!("h1:{}", hex(&mac.finalize().into_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `secret` matches the stored `stored` digest of `device`, in constant time.
+fn verifies(device: DeviceId, secret: &str, stored: &str) -> bool {
+    let Some(hex_digest) = stored.strip_prefix("h1:") else { return false };
+    let Some(expected) = unhex(hex_digest) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(device.as_uuid().as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(secret.as_bytes());
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A new device secret: 32 random bytes from the operating system, base64url.
+fn new_secret() -> String {
+    crate::auth::token::random_token(32)
+}
+
+impl Services {
+    /// Connects the external broker's account keeper (once, at startup).
+    pub fn set_broker_accounts(&self, accounts: Arc<dyn BrokerAccounts>) {
+        if self.inner.identity.accounts.set(accounts).is_err() {
+            tracing::warn!("broker accounts were already connected; keeping the first");
+        }
+    }
+
+    fn broker_accounts(&self) -> Option<&Arc<dyn BrokerAccounts>> {
+        self.inner.identity.accounts.get()
+    }
+
+    /// Issues new MQTT credentials for a visible device; an earlier secret stops working
+    /// (rotation). Modbus devices have none.
+    pub async fn issue_device_credentials(&self, who: &Principal, id: DeviceId) -> AppResult<DeviceCredentials> {
+        let device = self.device(who, id).await?;
+        self.issue_for(who, &device).await
+    }
+
+    /// Issues credentials for a device already checked to be visible to `who` (the command
+    /// line and the demo look devices up by serial).
+    pub async fn issue_for(&self, who: &Principal, device: &Device) -> AppResult<DeviceCredentials> {
+        if device.draft.transport != DeviceTransport::Mqtt {
+            return Err(AppError::invalid(
+                "deviceId",
+                "is a Modbus device: the server polls it, so it has no MQTT credentials",
+            ));
+        }
+        let secret = new_secret();
+        let serial = &device.draft.serial;
+        if let Some(accounts) = self.broker_accounts() {
+            accounts.put_device(serial, &secret).await.map_err(|e| {
+                AppError::Unavailable(format!(
+                    "the MQTT broker did not take the new secret ({e}); the previous secret still works — try again"
+                ))
+            })?;
+        }
+        let issued_at = self.now();
+        let tx = self.begin().await?;
+        st::put_credential(&tx, device.id, digest(device.id, &secret), issued_at, who.user_id()).await?;
+        #[derive(Serialize)]
+        struct Issued<'a> {
+            serial: &'a str,
+            issued_at: DateTime<Utc>,
+        }
+        self.log(
+            &tx,
+            who,
+            Entry::new(Some(device.tenant_id), "device.credentials.issue", "device", Some(device.id.to_string()))
+                .after(snapshot(&Issued { serial, issued_at })),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(serial = %serial, "device credentials issued");
+        Ok(DeviceCredentials { device_id: device.id, username: serial.clone(), password: secret, issued_at })
+    }
+
+    /// The device with `serial` in any tenant, for system callers (the command line, the
+    /// demo) that then act inside its tenant.
+    pub async fn device_by_serial_for_system(&self, serial: &str) -> AppResult<(Device, TenantId)> {
+        let device = crate::store::sites::device_by_serial(self.inner.store.db(), serial)
+            .await?
+            .ok_or(AppError::NotFound("device"))?;
+        let tenant = device.tenant_id;
+        Ok((device, tenant))
+    }
+
+    /// When each of `devices` last had credentials issued.
+    pub async fn credentials_issued_at(&self, devices: &[DeviceId]) -> AppResult<Vec<(DeviceId, DateTime<Utc>)>> {
+        Ok(st::issued_at(self.inner.store.db(), devices).await?)
+    }
+
+    /// Checks an MQTT CONNECT's serial and secret (the shape was checked by
+    /// [`sparkwatch_domain::identity::connect_serial`]). Database trouble is an error, not a
+    /// refusal, so the caller can answer "server unavailable" instead of "not authorized".
+    pub async fn verify_device(&self, serial: &str, secret: &str) -> AppResult<Result<DeviceId, ConnectRefusal>> {
+        let stored = st::credential_by_serial(self.inner.store.db(), serial).await?;
+        Ok(match stored {
+            Some(c) if verifies(c.device_id, secret, &c.digest) => Ok(c.device_id),
+            _ => Err(ConnectRefusal::BadCredentials),
+        })
+    }
+
+    /// Removes a deleted device's account at the external broker, if there is one. A broker
+    /// that cannot be reached is logged: the device's secret no longer verifies anywhere
+    /// Sparkwatch answers, and the account is removed again at the next start.
+    pub(crate) async fn forget_device_account(&self, serial: &str) {
+        if let Some(accounts) = self.broker_accounts()
+            && let Err(e) = accounts.remove_device(serial).await
+        {
+            tracing::warn!(serial, error = %e, "could not remove the deleted device's MQTT account at the broker");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_verify_only_the_secret_of_their_device() {
+        let a = DeviceId::from_uuid(uuid::Uuid::now_v7());
+        let b = DeviceId::from_uuid(uuid::Uuid::now_v7());
+        let secret = new_secret();
+        assert_eq!(secret.len(), 43);
+        let stored = digest(a, &secret);
+        assert!(verifies(a, &secret, &stored));
+        assert!(!verifies(b, &secret, &stored), "a digest copied to another device must not verify");
+        assert!(!verifies(a, &new_secret(), &stored));
+        assert!(!verifies(a, &secret, "h1:zz"));
+        assert!(!verifies(a, &secret, ""));
+        assert_ne!(new_secret(), secret);
+    }
+}
