@@ -39,24 +39,27 @@ pub enum MobileError {
         reason: String,
     },
     /// The caller's role may not do this (`FORBIDDEN`).
-    #[error("{message}")]
+    #[error("{reason}")]
     Forbidden {
-        /// Why.
-        message: String,
+        /// Why, for a person to read (`reason` rather than `message`, which Kotlin's
+        /// exceptions already have).
+        reason: String,
     },
     /// The object is not in a state the action applies to (`CONFLICT`).
-    #[error("{message}")]
+    #[error("{reason}")]
     Conflict {
-        /// Why.
-        message: String,
+        /// Why, for a person to read (`reason` rather than `message`, which Kotlin's
+        /// exceptions already have).
+        reason: String,
     },
     /// The whole sync request failed (the outbox keeps everything).
-    #[error("{code}: {message}")]
+    #[error("{code}: {reason}")]
     Sync {
         /// The server's error code (`UNAUTHENTICATED`, …), or `MALFORMED`.
         code: String,
-        /// Why.
-        message: String,
+        /// Why, for a person to read (`reason` rather than `message`, which Kotlin's
+        /// exceptions already have).
+        reason: String,
     },
 }
 

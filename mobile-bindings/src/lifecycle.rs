@@ -241,9 +241,9 @@ pub fn hazard_transition(
         Err(Refusal::Transition(TransitionError::Already { .. })) => Ok(HazardStep { status, changed: false }),
         Err(Refusal::Transition(TransitionError::Invalid(v))) => Err(v.into()),
         Err(e @ Refusal::Transition(TransitionError::NotAllowed { .. })) => {
-            Err(MobileError::Conflict { message: e.to_string() })
+            Err(MobileError::Conflict { reason: e.to_string() })
         }
-        Err(e @ Refusal::Forbidden(_)) => Err(MobileError::Forbidden { message: e.to_string() }),
+        Err(e @ Refusal::Forbidden(_)) => Err(MobileError::Forbidden { reason: e.to_string() }),
     }
 }
 
@@ -398,8 +398,8 @@ pub fn work_order_transition(
     let carried = wo::ActionInput { text, photos: input.photos.len() };
     match wo::transition(&order_state(&state), &actor, to_order_action(action), &carried) {
         Ok(to) => Ok(from_order_status(to)),
-        Err(WorkOrderError::Forbidden(message)) => Err(MobileError::Forbidden { message }),
-        Err(WorkOrderError::Conflict(message)) => Err(MobileError::Conflict { message }),
+        Err(WorkOrderError::Forbidden(message)) => Err(MobileError::Forbidden { reason: message }),
+        Err(WorkOrderError::Conflict(message)) => Err(MobileError::Conflict { reason: message }),
         Err(WorkOrderError::Invalid(v)) => Err(v.into()),
     }
 }

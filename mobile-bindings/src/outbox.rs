@@ -279,10 +279,10 @@ impl Outbox {
     pub fn settle(&self, client_ids: Vec<String>, response_json: String) -> Result<Vec<SettledOperation>, MobileError> {
         let sent = uuids("clientIds", &client_ids)?;
         let answer: serde_json::Value = serde_json::from_str(&response_json)
-            .map_err(|e| MobileError::Sync { code: "MALFORMED".into(), message: e.to_string() })?;
+            .map_err(|e| MobileError::Sync { code: "MALFORMED".into(), reason: e.to_string() })?;
         let settled = self.lock().settle(&sent, &answer).map_err(|e| match e {
-            SyncError::Server { code, message } => MobileError::Sync { code, message },
-            SyncError::Malformed(message) => MobileError::Sync { code: "MALFORMED".into(), message },
+            SyncError::Server { code, message } => MobileError::Sync { code, reason: message },
+            SyncError::Malformed(message) => MobileError::Sync { code: "MALFORMED".into(), reason: message },
         })?;
         Ok(settled
             .into_iter()
