@@ -404,7 +404,9 @@ async fn kotlin_program_over_the_bindings() -> anyhow::Result<()> {
     }
     let jar = dir.join("kotlin-tests.jar");
     let generated_kt = dir.join("kotlin/com/sparkwatch/mobile/sparkwatch_mobile.kt");
-    let status = tokio::process::Command::new(&kotlinc)
+    // Through bash: the compiler's launcher is a bash script whose mode npm may not keep.
+    let status = tokio::process::Command::new("bash")
+        .arg(&kotlinc)
         .arg(&generated_kt)
         .arg(kotlin.join("MobileTest.kt"))
         .args(["-cp", &jna.display().to_string(), "-include-runtime", "-nowarn", "-d", &jar.display().to_string()])
