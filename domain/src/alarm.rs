@@ -525,6 +525,50 @@ fn evaluate_with(
     out
 }
 
+/// The condition one measured value enters, without delay or hysteresis: what a reading
+/// shows on a screen (a display, not an alarm — [`evaluate`] decides those).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Instant {
+    /// The channel.
+    pub channel: Channel,
+    /// Its value.
+    pub value: f64,
+    /// The most severe condition the value enters (kind, alarm or pre-alarm, the level it is
+    /// compared with), if any.
+    pub condition: Option<(EventKind, EventCategory, f64)>,
+}
+
+/// Every measured channel of `reading` with the most severe condition its value enters
+/// under `thresholds`, by the very rules [`evaluate`] applies (a phase is lost only while
+/// another phase is normal), in channel order.
+pub fn instant(thresholds: &EffectiveThresholds, reading: &Reading) -> Vec<Instant> {
+    let rules = Rules::new(thresholds);
+    let first = |rules: &[Option<&Rule>], value: f64| {
+        rules.iter().flatten().find(|r| r.enters(value)).map(|r| (r.kind, r.level_kind.category(), r.level))
+    };
+    let mut out = Vec::new();
+    for (quantity, values, (alarm, pre)) in
+        [(Quantity::Leak, &reading.leak_ma, &rules.leak), (Quantity::Temp, &reading.temp_c, &rules.temp)]
+    {
+        for (number, value) in measured(values) {
+            let condition = first(&[Some(alarm), pre.as_ref()], value);
+            out.push(Instant { channel: Channel::new(quantity, number), value, condition });
+        }
+    }
+    let phases: Vec<(u8, f64)> = measured(&reading.voltage_v).collect();
+    for &(number, value) in &phases {
+        let others_normal = phases.iter().any(|&(n, v)| n != number && v >= thresholds.undervoltage_v);
+        let loss = others_normal.then_some(&rules.phase_loss);
+        let condition = first(&[Some(&rules.over_v), loss, Some(&rules.under_v)], value);
+        out.push(Instant { channel: Channel::new(Quantity::Voltage, number), value, condition });
+    }
+    for (number, value) in measured(&reading.current_a) {
+        let condition = first(&[rules.over_current.as_ref()], value);
+        out.push(Instant { channel: Channel::new(Quantity::Current, number), value, condition });
+    }
+    out
+}
+
 /// Whether [`evaluate`] would change nothing for `reading` but the channels' latest times and
 /// return no signal: the detector has no pending or active condition and no measured value
 /// enters any rule (phase loss's "another phase is normal" is not checked, which can only

@@ -73,6 +73,21 @@ pub enum FieldOutcome {
 }
 
 impl FieldOutcome {
+    /// Every outcome.
+    pub const ALL: [FieldOutcome; 4] =
+        [FieldOutcome::Applied, FieldOutcome::Duplicate, FieldOutcome::Conflict, FieldOutcome::Rejected];
+
+    /// Parses a code (`APPLIED`).
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.code() == code)
+    }
+
+    /// The outcome of an operation refused with the API error `code`: the object moving on
+    /// (`CONFLICT`) is a conflict, everything else a rejection.
+    pub fn of_refusal(code: &str) -> FieldOutcome {
+        if code == "CONFLICT" { FieldOutcome::Conflict } else { FieldOutcome::Rejected }
+    }
+
     /// Stable code.
     pub const fn code(self) -> &'static str {
         match self {
@@ -81,5 +96,70 @@ impl FieldOutcome {
             FieldOutcome::Conflict => "CONFLICT",
             FieldOutcome::Rejected => "REJECTED",
         }
+    }
+}
+
+/// Error codes of a refusal that may go away by themselves: the one answer worth sending
+/// the same operation again for.
+pub const RETRY_CODES: [&str; 2] = ["UNAVAILABLE", "INTERNAL"];
+
+/// What the app does with a queued operation once the server has answered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Disposition {
+    /// Done (applied now or before): drop it.
+    Drop,
+    /// The object moved on: drop it and show the object as it is now.
+    ShowCurrent,
+    /// Refused for good: drop it and show why (code, field, message).
+    ShowError,
+    /// Not done for a reason that may pass: keep it and send it again later.
+    Retry,
+}
+
+impl Disposition {
+    /// Stable code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Disposition::Drop => "DROP",
+            Disposition::ShowCurrent => "SHOW_CURRENT",
+            Disposition::ShowError => "SHOW_ERROR",
+            Disposition::Retry => "RETRY",
+        }
+    }
+
+    /// What to do after `outcome` with error `code` (see `docs/FIELD.md`, "Offline first").
+    pub fn of(outcome: FieldOutcome, code: Option<&str>) -> Disposition {
+        match outcome {
+            FieldOutcome::Applied | FieldOutcome::Duplicate => Disposition::Drop,
+            FieldOutcome::Conflict => Disposition::ShowCurrent,
+            FieldOutcome::Rejected if code.is_some_and(|c| RETRY_CODES.contains(&c)) => Disposition::Retry,
+            FieldOutcome::Rejected => Disposition::ShowError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions_follow_the_outcome_and_code() {
+        let cases = [
+            (FieldOutcome::Applied, None, Disposition::Drop),
+            (FieldOutcome::Duplicate, None, Disposition::Drop),
+            (FieldOutcome::Conflict, Some("CONFLICT"), Disposition::ShowCurrent),
+            (FieldOutcome::Rejected, Some("VALIDATION"), Disposition::ShowError),
+            (FieldOutcome::Rejected, Some("FORBIDDEN"), Disposition::ShowError),
+            (FieldOutcome::Rejected, Some("UNAVAILABLE"), Disposition::Retry),
+            (FieldOutcome::Rejected, Some("INTERNAL"), Disposition::Retry),
+        ];
+        for (outcome, code, expected) in cases {
+            assert_eq!(Disposition::of(outcome, code), expected, "{outcome:?} {code:?}");
+        }
+        for o in FieldOutcome::ALL {
+            assert_eq!(FieldOutcome::from_code(o.code()), Some(o));
+        }
+        assert_eq!(FieldOutcome::of_refusal("CONFLICT"), FieldOutcome::Conflict);
+        assert_eq!(FieldOutcome::of_refusal("NOT_FOUND"), FieldOutcome::Rejected);
     }
 }

@@ -31,8 +31,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+
+use crate::access::Permission;
 use crate::reading::EventCategory;
-use crate::validate::{ValidationError, optional_text, required_text};
+use crate::validate::{Needs, ValidationError, required_text};
 
 /// Longest note or reason accepted, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
@@ -227,6 +230,55 @@ impl HazardActionKind {
         }
     }
 
+    /// Who may do it: any of these permissions. Acknowledging is for whoever is on site or
+    /// responsible (`hazard.manage` or `fieldwork`); dispatching, verifying, false alarms
+    /// and ignoring for managers; rectifying for electricians; nobody closes automatically
+    /// but the system (empty).
+    pub const fn permissions(self) -> &'static [Permission] {
+        match self {
+            HazardActionKind::Acknowledge => &[Permission::HazardManage, Permission::FieldWork],
+            HazardActionKind::Dispatch
+            | HazardActionKind::Verify
+            | HazardActionKind::MarkFalseAlarm
+            | HazardActionKind::Ignore => &[Permission::HazardManage],
+            HazardActionKind::Rectify => &[Permission::FieldWork],
+            HazardActionKind::AutoClose => &[],
+        }
+    }
+
+    /// Whether people do this through the hazard's work order (submitting it rectifies,
+    /// approving or rejecting it verifies) rather than on the hazard itself.
+    pub const fn through_work_order(self) -> bool {
+        matches!(self, HazardActionKind::Rectify | HazardActionKind::Verify)
+    }
+
+    /// What the action takes (a verification that fails also needs its note, see
+    /// [`HazardAction::needs`]).
+    pub const fn needs(self) -> Needs {
+        let nothing = Needs { text_field: None, ..Needs::optional_note(0) };
+        match self {
+            HazardActionKind::Acknowledge | HazardActionKind::Verify => Needs::optional_note(MAX_NOTE_CHARS),
+            HazardActionKind::Dispatch => Needs { text_field: Some("description"), ..Needs::optional_note(4000) },
+            HazardActionKind::Rectify => Needs {
+                text_field: Some("note"),
+                text_required: true,
+                when_blank: "a note on what was done is required",
+                max_text_chars: MAX_NOTE_CHARS,
+                photos_field: Some("photos"),
+                min_photos: 1,
+                when_no_photos: "at least one photo of the fix is required",
+                max_photos: MAX_PHOTOS,
+            },
+            HazardActionKind::MarkFalseAlarm | HazardActionKind::Ignore => Needs {
+                text_field: Some("reason"),
+                text_required: true,
+                when_blank: "a reason is required",
+                ..Needs::optional_note(MAX_NOTE_CHARS)
+            },
+            HazardActionKind::AutoClose => nothing,
+        }
+    }
+
     /// The status this action always leads to; `None` for verification, whose result decides.
     const fn target(self) -> Option<HazardStatus> {
         match self {
@@ -274,36 +326,33 @@ impl HazardAction {
         }
     }
 
-    /// Checks the action's own input (independent of the hazard's status).
-    fn check_input(&self) -> Result<(), ValidationError> {
+    /// What this action takes ([`HazardActionKind::needs`]; a failed verification needs a
+    /// note on what is still wrong).
+    pub const fn needs(&self) -> Needs {
         match self {
-            HazardAction::Acknowledge | HazardAction::Dispatch | HazardAction::AutoClose => Ok(()),
-            HazardAction::Rectify { note, photos } => {
-                required("note", note, "a note on what was done is required", MAX_NOTE_CHARS)?;
-                if photos.is_empty() {
-                    return Err(ValidationError::new("photos", "at least one photo of the fix is required"));
-                }
-                if photos.len() > MAX_PHOTOS {
-                    return Err(ValidationError::new("photos", format!("at most {MAX_PHOTOS} photos are accepted")));
-                }
-                for photo in photos {
-                    required("photos", photo, "a photo reference must not be empty", MAX_PHOTO_REF_CHARS)?;
-                }
-                Ok(())
-            }
-            HazardAction::Verify { passed: true, note } => {
-                optional_text("note", note.as_deref(), MAX_NOTE_CHARS).map(|_| ())
-            }
-            HazardAction::Verify { passed: false, note } => required(
-                "note",
-                note.as_deref().unwrap_or(""),
-                "a note on what is still wrong is required",
-                MAX_NOTE_CHARS,
-            ),
-            HazardAction::MarkFalseAlarm { reason } | HazardAction::Ignore { reason } => {
-                required("reason", reason, "a reason is required", MAX_NOTE_CHARS)
-            }
+            HazardAction::Verify { passed: false, .. } => Needs {
+                text_required: true,
+                when_blank: "a note on what is still wrong is required",
+                ..Needs::optional_note(MAX_NOTE_CHARS)
+            },
+            other => other.kind().needs(),
         }
+    }
+
+    /// Checks the action's own input (independent of the hazard's status) against
+    /// [`Self::needs`].
+    fn check_input(&self) -> Result<(), ValidationError> {
+        let (text, photos): (Option<&str>, &[String]) = match self {
+            HazardAction::Acknowledge | HazardAction::Dispatch | HazardAction::AutoClose => (None, &[]),
+            HazardAction::Rectify { note, photos } => (Some(note), photos),
+            HazardAction::Verify { note, .. } => (note.as_deref(), &[]),
+            HazardAction::MarkFalseAlarm { reason } | HazardAction::Ignore { reason } => (Some(reason), &[]),
+        };
+        self.needs().check(text, photos.len())?;
+        for photo in photos {
+            required("photos", photo, "a photo reference must not be empty", MAX_PHOTO_REF_CHARS)?;
+        }
+        Ok(())
     }
 }
 
@@ -372,6 +421,65 @@ pub fn transition(from: HazardStatus, action: &HazardAction) -> Result<HazardSta
         HazardAction::MarkFalseAlarm { .. } => HazardStatus::FalseAlarm,
         HazardAction::Ignore { .. } => HazardStatus::Ignored,
     })
+}
+
+/// Why a person may not do an action to a hazard.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The caller's role does not allow the action.
+    #[error("your role may not do this to a hazard")]
+    Forbidden(HazardActionKind),
+    /// The status or the input does not allow it.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+}
+
+/// [`transition`] for a person: first whether the role allows the action (`can` answers
+/// whether the caller holds a permission), then the status, then the input.
+pub fn transition_as(
+    from: HazardStatus,
+    action: &HazardAction,
+    can: impl Fn(Permission) -> bool,
+) -> Result<HazardStatus, Refusal> {
+    let kind = action.kind();
+    if !kind.permissions().iter().any(|p| can(*p)) {
+        return Err(Refusal::Forbidden(kind));
+    }
+    Ok(transition(from, action)?)
+}
+
+/// The actions a person holding permissions (`can`) may take on a hazard in `from`,
+/// inputs aside — what the app offers. Rectifying and verifying are listed where they
+/// apply although people do them through the work order
+/// ([`HazardActionKind::through_work_order`]); automatic closing never is.
+pub fn allowed_actions(from: HazardStatus, can: impl Fn(Permission) -> bool) -> Vec<HazardActionKind> {
+    HazardActionKind::ALL
+        .into_iter()
+        .filter(|k| k.allowed_from().contains(&from) && k.permissions().iter().any(|p| can(*p)))
+        .collect()
+}
+
+/// Who may report a hazard they found: managers and electricians alike.
+pub const REPORT_PERMISSIONS: &[Permission] = &[Permission::HazardManage, Permission::FieldWork];
+
+/// How far ahead of the server a phone's clock may be before a device time is refused.
+pub const MAX_CLOCK_AHEAD_MIN: i64 = 5;
+
+/// Checks a device time (`field`) against the server's `now`: a time more than
+/// [`MAX_CLOCK_AHEAD_MIN`] minutes ahead is a wrong clock.
+pub fn check_device_time(field: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), ValidationError> {
+    if at > now + chrono::Duration::minutes(MAX_CLOCK_AHEAD_MIN) {
+        return Err(ValidationError::new(field, "lies in the future; check the phone's clock"));
+    }
+    Ok(())
+}
+
+/// Checks what a person found (`reportHazard`'s `description`); returns it trimmed.
+pub fn check_report(description: &str) -> Result<String, ValidationError> {
+    if description.trim().is_empty() {
+        return Err(ValidationError::new("description", "a description of what was found is required"));
+    }
+    required_text("description", description, MAX_NOTE_CHARS)
 }
 
 /// Whether an episode of `category` is held open by the latch of a hazard in `hazard`: only

@@ -5,7 +5,9 @@
 //! Layout:
 //! - [`ids`] — newtype ids (`TenantId`, `ProjectId`, `DetectorId`, …) over UUIDv7 values.
 //! - [`access`] — permissions, the built-in roles and the project scope of a principal.
-//! - [`field`] — offline field operations: kinds and per-operation sync outcomes.
+//! - [`field`] — offline field operations: kinds, per-operation sync outcomes and what the app does with each.
+//! - [`outbox`] — the phone's offline outbox: queue, stored bytes, `syncFieldOperations` variables, settling answers.
+//! - [`display`] — readings for display: channels classified against thresholds, zh-CN/en labels.
 //! - [`command`] — remote commands: lifecycle, re-authentication, cool-down, expiry, set-threshold params, outcomes.
 //! - [`alarm`] — the reading evaluator: delay, hysteresis, pre-alarms and escalation per channel; heartbeat timeout.
 //! - [`identity`] — device identity: who an MQTT client is at CONNECT, which topics it may touch.
@@ -23,12 +25,14 @@
 pub mod access;
 pub mod alarm;
 pub mod command;
+pub mod display;
 pub mod field;
 pub mod hazard;
 pub mod identity;
 pub mod ids;
 pub mod modbus;
 pub mod notify;
+pub mod outbox;
 pub mod patrol;
 pub mod payload;
 pub mod reading;

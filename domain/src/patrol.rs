@@ -158,18 +158,35 @@ impl PatrolTaskStatus {
     }
 }
 
-/// The status a task has after a check-in made at `checked_at` (device time), given how
-/// many of its `total` checkpoints are checked now (this one included).
-///
-/// Returns `Err` when the check-in cannot be accepted: the task is done, or it was missed
-/// and the check-in was made after the due time.
-pub fn after_check_in(
+/// What someone does to a patrol task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskAction {
+    /// Scan a checkpoint of the plan and answer its checklist.
+    CheckIn,
+}
+
+impl TaskAction {
+    /// Stable code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            TaskAction::CheckIn => "CHECK_IN",
+        }
+    }
+
+    /// The permission it takes (besides being one of the plan's assignees).
+    pub const fn permissions(self) -> &'static [crate::access::Permission] {
+        &[crate::access::Permission::FieldWork]
+    }
+}
+
+/// Whether a task in `status`, due at `due_at`, still takes a check-in made at
+/// `checked_at` (device time): not when done, nor when missed and the check-in was made
+/// after the due time (one made before still counts when it syncs late).
+pub fn check_in_open(
     status: PatrolTaskStatus,
     due_at: DateTime<Utc>,
     checked_at: DateTime<Utc>,
-    checked: usize,
-    total: usize,
-) -> Result<PatrolTaskStatus, ValidationError> {
+) -> Result<(), ValidationError> {
     if status == PatrolTaskStatus::Done {
         return Err(ValidationError::new("taskId", "this patrol task is already done"));
     }
@@ -179,6 +196,34 @@ pub fn after_check_in(
             "this patrol task was missed: its due time passed before this check-in",
         ));
     }
+    Ok(())
+}
+
+/// What a person may do to a task in `status` at `at` (device time): `field_worker`
+/// holds `fieldwork`, `on_plan` is one of the plan's assignees.
+pub fn task_actions(
+    status: PatrolTaskStatus,
+    due_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+    field_worker: bool,
+    on_plan: bool,
+) -> Vec<TaskAction> {
+    let open = field_worker && on_plan && check_in_open(status, due_at, at).is_ok();
+    if open { vec![TaskAction::CheckIn] } else { Vec::new() }
+}
+
+/// The status a task has after a check-in made at `checked_at` (device time), given how
+/// many of its `total` checkpoints are checked now (this one included).
+///
+/// Returns `Err` when the check-in cannot be accepted ([`check_in_open`]).
+pub fn after_check_in(
+    status: PatrolTaskStatus,
+    due_at: DateTime<Utc>,
+    checked_at: DateTime<Utc>,
+    checked: usize,
+    total: usize,
+) -> Result<PatrolTaskStatus, ValidationError> {
+    check_in_open(status, due_at, checked_at)?;
     Ok(if checked >= total { PatrolTaskStatus::Done } else { PatrolTaskStatus::InProgress })
 }
 

@@ -46,6 +46,68 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Checked<Op
     }
 }
 
+/// What an action of a lifecycle (hazard, work order) takes as input: the text box and the
+/// photos, with the API's field names and limits. The server checks an action's input with
+/// [`Needs::check`]; the apps read the same value to build the form, so the two agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    /// The text input's API name (`note`, `report`, `reason`), if the action takes one.
+    pub text_field: Option<&'static str>,
+    /// Whether the text must be given (not blank).
+    pub text_required: bool,
+    /// What to say when a required text is blank.
+    pub when_blank: &'static str,
+    /// Longest text, characters.
+    pub max_text_chars: usize,
+    /// The photos input's API name (`attachmentIds`, `photos`), if the action takes photos.
+    pub photos_field: Option<&'static str>,
+    /// Fewest photos.
+    pub min_photos: usize,
+    /// What to say when there are too few photos.
+    pub when_no_photos: &'static str,
+    /// Most photos.
+    pub max_photos: usize,
+}
+
+impl Needs {
+    /// Nothing but an optional note of at most `max` characters.
+    pub const fn optional_note(max: usize) -> Needs {
+        Needs {
+            text_field: Some("note"),
+            text_required: false,
+            when_blank: "",
+            max_text_chars: max,
+            photos_field: None,
+            min_photos: 0,
+            when_no_photos: "",
+            max_photos: 0,
+        }
+    }
+
+    /// Checks a text and a photo count against these needs; returns the text, trimmed
+    /// (`None` when blank).
+    pub fn check(&self, text: Option<&str>, photos: usize) -> Checked<Option<String>> {
+        let text = match self.text_field {
+            Some(field) => {
+                if self.text_required && text.is_none_or(|t| t.trim().is_empty()) {
+                    return Err(ValidationError::new(field, self.when_blank));
+                }
+                optional_text(field, text, self.max_text_chars)?
+            }
+            None => None,
+        };
+        if let Some(field) = self.photos_field {
+            if photos < self.min_photos {
+                return Err(ValidationError::new(field, self.when_no_photos));
+            }
+            if photos > self.max_photos {
+                return Err(ValidationError::new(field, format!("at most {} photos are accepted", self.max_photos)));
+            }
+        }
+        Ok(text)
+    }
+}
+
 /// A device serial as the device protocol defines it: 1–64 of `A–Z a–z 0–9 - _`.
 pub fn device_serial(field: &str, value: &str) -> Checked<String> {
     let v = value.trim();

@@ -23,7 +23,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{ValidationError, optional_text, required_text};
+use crate::access::Permission;
+use crate::validate::{Needs, ValidationError, optional_text, required_text};
 
 /// Longest title, characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -172,6 +173,12 @@ impl WorkOrderAction {
         }
     }
 
+    /// The permission the action takes (the server's guard and the app's buttons):
+    /// `hazard.manage` to verify, `fieldwork` for everything else.
+    pub const fn permissions(self) -> &'static [Permission] {
+        if self.is_verification() { &[Permission::HazardManage] } else { &[Permission::FieldWork] }
+    }
+
     /// Whether managers (verifiers) do this, rather than the electrician.
     pub const fn is_verification(self) -> bool {
         matches!(self, WorkOrderAction::Approve | WorkOrderAction::Reject)
@@ -198,6 +205,13 @@ pub struct Actor {
     pub verifier: bool,
     /// Is the order's assignee.
     pub is_assignee: bool,
+}
+
+impl Actor {
+    /// The actor a caller is: `can` answers whether it holds a permission.
+    pub fn of(can: impl Fn(Permission) -> bool, is_assignee: bool) -> Actor {
+        Actor { field_worker: can(Permission::FieldWork), verifier: can(Permission::HazardManage), is_assignee }
+    }
 }
 
 /// The order as far as rules are concerned.
@@ -234,35 +248,32 @@ pub struct ActionInput {
     pub photos: usize,
 }
 
-/// Checks the input an action needs, whatever the order's status.
-pub fn check_input(action: WorkOrderAction, state: &OrderState, input: &ActionInput) -> Result<(), ValidationError> {
+/// What `action` takes on an order in `state`: the report (submit, with at least one photo
+/// when hazards are linked), the note on what is still wrong (reject), or an optional note.
+pub const fn needs(action: WorkOrderAction, state: &OrderState) -> Needs {
     match action {
-        WorkOrderAction::Submit => {
-            let report = input.text.as_deref().unwrap_or("");
-            if report.trim().is_empty() {
-                return Err(ValidationError::new("report", "a completion report is required"));
-            }
-            required_text("report", report, MAX_TEXT_CHARS)?;
-            if state.has_hazards && input.photos == 0 {
-                return Err(ValidationError::new(
-                    "attachmentIds",
-                    "at least one photo of the fix is required for an order with hazards",
-                ));
-            }
-            if input.photos > MAX_PHOTOS {
-                return Err(ValidationError::new("attachmentIds", format!("at most {MAX_PHOTOS} photos are accepted")));
-            }
-            Ok(())
-        }
-        WorkOrderAction::Reject => {
-            let note = input.text.as_deref().unwrap_or("");
-            if note.trim().is_empty() {
-                return Err(ValidationError::new("note", "a note on what is still wrong is required"));
-            }
-            required_text("note", note, MAX_TEXT_CHARS).map(|_| ())
-        }
-        _ => optional_text("note", input.text.as_deref(), MAX_TEXT_CHARS).map(|_| ()),
+        WorkOrderAction::Submit => Needs {
+            text_field: Some("report"),
+            text_required: true,
+            when_blank: "a completion report is required",
+            max_text_chars: MAX_TEXT_CHARS,
+            photos_field: Some("attachmentIds"),
+            min_photos: if state.has_hazards { 1 } else { 0 },
+            when_no_photos: "at least one photo of the fix is required for an order with hazards",
+            max_photos: MAX_PHOTOS,
+        },
+        WorkOrderAction::Reject => Needs {
+            text_required: true,
+            when_blank: "a note on what is still wrong is required",
+            ..Needs::optional_note(MAX_TEXT_CHARS)
+        },
+        _ => Needs::optional_note(MAX_TEXT_CHARS),
     }
+}
+
+/// Checks the input an action needs ([`needs`]), whatever the order's status.
+pub fn check_input(action: WorkOrderAction, state: &OrderState, input: &ActionInput) -> Result<(), ValidationError> {
+    needs(action, state).check(input.text.as_deref(), input.photos).map(|_| ())
 }
 
 /// Whether `actor` may do `action` to an order in `state`, and where it leads.

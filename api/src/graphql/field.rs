@@ -21,7 +21,7 @@ use crate::service::sync::{EntityType, FieldOp, SyncAnswer, SyncItem};
 use crate::service::workorders::Submission;
 
 /// Who may report and acknowledge hazards: managers and electricians alike.
-pub(crate) const HAZARD_REPORTERS: &[Permission] = &[Permission::HazardManage, Permission::FieldWork];
+pub(crate) const HAZARD_REPORTERS: &[Permission] = sparkwatch_domain::hazard::REPORT_PERMISSIONS;
 
 /// A hazard found by a person (on patrol or walking by).
 #[derive(InputObject, Clone, Debug)]

@@ -42,6 +42,9 @@ impl Guard for RequireAny {
         if self.0.iter().any(|p| who.access.can(*p)) {
             return Ok(());
         }
+        if let [one] = self.0 {
+            return who.require(*one).map_err(|e| ApiError(e).into());
+        }
         let names: Vec<String> = self.0.iter().map(|p| format!("`{p}`")).collect();
         Err(ApiError(AppError::Forbidden(format!("this needs one of the permissions {}", names.join(", ")))).into())
     }

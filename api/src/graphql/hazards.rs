@@ -9,7 +9,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use sparkwatch_domain::access::Permission;
-use sparkwatch_domain::hazard::HazardStatus;
+use sparkwatch_domain::hazard::{HazardActionKind, HazardStatus};
 use sparkwatch_domain::reading::{EventCategory, EventKind, Reading};
 use uuid::Uuid;
 
@@ -630,7 +630,7 @@ impl HazardMutation {
     /// Acknowledges open hazards (releasing their alarm latch); already acknowledged ones are
     /// returned unchanged. Any id outside the caller's scope fails the batch with `NOT_FOUND`,
     /// any hazard that cannot be acknowledged with `CONFLICT`. Managers and electricians.
-    #[graphql(guard = "RequireAny(&[Permission::HazardManage, Permission::FieldWork])")]
+    #[graphql(guard = "RequireAny(HazardActionKind::Acknowledge.permissions())")]
     async fn acknowledge_hazards(
         &self,
         ctx: &Context<'_>,
@@ -643,7 +643,7 @@ impl HazardMutation {
     }
 
     /// Marks open or acknowledged hazards as false alarms; the reason is required.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(HazardActionKind::MarkFalseAlarm.permissions())")]
     async fn mark_hazards_false_alarm(
         &self,
         ctx: &Context<'_>,
@@ -656,7 +656,7 @@ impl HazardMutation {
     }
 
     /// Ignores open or acknowledged hazards deliberately; the reason is required.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(HazardActionKind::Ignore.permissions())")]
     async fn ignore_hazards(&self, ctx: &Context<'_>, ids: Vec<ID>, reason: String) -> Result<Vec<HazardObj>> {
         let (s, who) = caller(ctx)?;
         let ids = parse_hazard_ids(&ids)?;

@@ -17,13 +17,14 @@ use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use sparkwatch_domain::access::Permission;
 use sparkwatch_domain::field::FieldOperationKind;
+use sparkwatch_domain::hazard::HazardActionKind;
 use sparkwatch_domain::ids::ProjectId;
 use sparkwatch_domain::workorder::{self as wo, WorkOrderAction, WorkOrderStatus};
 use uuid::Uuid;
 
 use super::Result;
 use super::attachments::AttachmentObj;
-use super::guard::{Require, caller};
+use super::guard::{Require, RequireAny, caller};
 use super::hazards::HazardObj;
 use super::input::{parse_id, parse_projects};
 use super::object::{Conn, ProjectObj, UserObj, connection};
@@ -511,7 +512,7 @@ impl WorkOrderMutation {
     /// Sends open or acknowledged hazards (of one project) to an electrician through one new
     /// work order: they become `DISPATCHED`. Without `assigneeId` any electrician with the
     /// project in scope may take it.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(HazardActionKind::Dispatch.permissions())")]
     async fn dispatch_hazards(&self, ctx: &Context<'_>, input: DispatchHazardsInput) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let new = NewOrder {
@@ -527,7 +528,7 @@ impl WorkOrderMutation {
     }
 
     /// Creates a work order by hand, dispatching `hazardIds` (if any) through it.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(HazardActionKind::Dispatch.permissions())")]
     async fn create_work_order(&self, ctx: &Context<'_>, input: CreateWorkOrderInput) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let new = NewOrder {
@@ -544,7 +545,7 @@ impl WorkOrderMutation {
 
     /// Takes an unassigned pending order in scope: the caller becomes its assignee and it is
     /// accepted. The first taker wins; the others get `CONFLICT`.
-    #[graphql(guard = "Require(Permission::FieldWork)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Take.permissions())")]
     async fn take_work_order(&self, ctx: &Context<'_>, id: ID, client_id: Option<ID>) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let client = client_op(parse_client(client_id.as_ref())?, FieldOperationKind::Other);
@@ -552,7 +553,7 @@ impl WorkOrderMutation {
     }
 
     /// Accepts a pending order assigned to the caller.
-    #[graphql(guard = "Require(Permission::FieldWork)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Accept.permissions())")]
     async fn accept_work_order(&self, ctx: &Context<'_>, id: ID, client_id: Option<ID>) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let client = client_op(parse_client(client_id.as_ref())?, FieldOperationKind::Other);
@@ -560,7 +561,7 @@ impl WorkOrderMutation {
     }
 
     /// Starts work on an order assigned to the caller (pending or accepted).
-    #[graphql(guard = "Require(Permission::FieldWork)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Start.permissions())")]
     async fn start_work_order(&self, ctx: &Context<'_>, id: ID, client_id: Option<ID>) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let client = client_op(parse_client(client_id.as_ref())?, FieldOperationKind::StartWorkOrder);
@@ -569,7 +570,7 @@ impl WorkOrderMutation {
 
     /// Hands in the completion report of an order in progress: its hazards become
     /// `RECTIFIED` (with the report as note and the photos), the managers are told.
-    #[graphql(guard = "Require(Permission::FieldWork)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Submit.permissions())")]
     async fn submit_work_order(&self, ctx: &Context<'_>, input: SubmitWorkOrderInput) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         let submission = Submission {
@@ -582,7 +583,7 @@ impl WorkOrderMutation {
     }
 
     /// Approves submitted work: the order is done and its hazards `CLOSED`.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Approve.permissions())")]
     async fn approve_work_order(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         Ok(WorkOrderObj::for_caller(ctx, s.approve_work_order(who, parse_id("id", &id)?, note).await?)?)
@@ -590,7 +591,7 @@ impl WorkOrderMutation {
 
     /// Rejects submitted work, saying what is still wrong: the order goes back to
     /// `IN_PROGRESS`, its hazards to `DISPATCHED`, and the assignee is told.
-    #[graphql(guard = "Require(Permission::HazardManage)")]
+    #[graphql(guard = "RequireAny(WorkOrderAction::Reject.permissions())")]
     async fn reject_work_order(&self, ctx: &Context<'_>, id: ID, note: String) -> Result<WorkOrderObj> {
         let (s, who) = caller(ctx)?;
         Ok(WorkOrderObj::for_caller(ctx, s.reject_work_order(who, parse_id("id", &id)?, note).await?)?)

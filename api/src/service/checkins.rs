@@ -8,7 +8,7 @@
 //! one sees the others and the task ends `DONE` once every checkpoint is checked — also
 //! when it was marked `MISSED` meanwhile, if the scans were made before the due time.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 use sparkwatch_domain::access::Permission;
 use sparkwatch_domain::field::FieldOperationKind;
@@ -26,9 +26,6 @@ use crate::store::hazards::Hazard;
 use crate::store::new_id;
 use crate::store::oplog::Entry;
 use crate::store::patrol::{self as st, CheckIn};
-
-/// How far ahead of the server's clock a device's time may be.
-const MAX_CLOCK_AHEAD: Duration = Duration::minutes(5);
 
 /// A check-in as the app sends it (GraphQL `CheckInInput`, or one operation of a sync).
 #[derive(Clone, Debug)]
@@ -86,9 +83,7 @@ impl Services {
         let me = who.user_id().ok_or_else(|| AppError::Forbidden("only people check in".into()))?;
         let checkpoint_id = self.verify_qr(tenant, &input.qr_payload)?;
         let now = self.now();
-        if input.at > now + MAX_CLOCK_AHEAD {
-            return Err(AppError::invalid("at", "lies in the future; check the phone's clock"));
-        }
+        sparkwatch_domain::hazard::check_device_time("at", input.at, now)?;
         let note = optional_text("note", input.note.as_deref(), MAX_ITEM_CHARS)?;
         let task = st::lock_task(tx, tenant, &who.access.scope, input.task, now)
             .await?

@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 use sparkwatch_domain::field::FieldOperationKind;
-use sparkwatch_domain::hazard::MAX_NOTE_CHARS;
+use sparkwatch_domain::hazard;
 use sparkwatch_domain::ids::{DetectorId, ProjectId, UserId};
 use sparkwatch_domain::notify::{WorkNotice, render_work};
 use sparkwatch_domain::reading::EventKind;
-use sparkwatch_domain::validate::required_text;
 use uuid::Uuid;
 
 use super::field::{Claim, ClientOp};
@@ -26,10 +25,6 @@ use crate::error::{AppError, AppResult};
 use crate::store::hazards::Hazard;
 use crate::store::oplog::Entry;
 use crate::store::{new_id, reports, sites};
-
-/// How far ahead of the server's clock a device's time may be (clocks drift; a report
-/// dated tomorrow is a wrong clock, not a prophecy).
-pub const MAX_CLOCK_AHEAD: Duration = Duration::minutes(5);
 
 /// A hazard someone found, as the app sends it.
 #[derive(Clone, Debug, Default)]
@@ -113,10 +108,7 @@ impl Services {
         if !who.sees_project(project) || sites::project(tx, tenant, &who.access.scope, project).await?.is_none() {
             return Err(AppError::NotFound("project"));
         }
-        if draft.description.trim().is_empty() {
-            return Err(AppError::invalid("description", "a description of what was found is required"));
-        }
-        let description = required_text("description", &draft.description, MAX_NOTE_CHARS)?;
+        let description = hazard::check_report(&draft.description)?;
         let detector = match draft.detector {
             None => None,
             Some(d) => {
@@ -133,9 +125,7 @@ impl Services {
             return Err(AppError::invalid("checkpointId", "no such checkpoint in this project"));
         }
         let seen_at = draft.at.unwrap_or(now);
-        if seen_at > now + MAX_CLOCK_AHEAD {
-            return Err(AppError::invalid("at", "lies in the future; check the phone's clock"));
-        }
+        hazard::check_device_time("at", seen_at, now)?;
         let report = reports::NewReport {
             id,
             tenant,

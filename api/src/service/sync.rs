@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use sparkwatch_domain::access::Permission;
 use sparkwatch_domain::field::{FieldOperationKind, FieldOutcome, MAX_SYNC_OPERATIONS};
+use sparkwatch_domain::hazard::{self, HazardActionKind};
+use sparkwatch_domain::patrol::TaskAction;
 use uuid::Uuid;
 
 use super::Services;
@@ -67,15 +69,14 @@ impl FieldOp {
         }
     }
 
-    /// What the caller must hold (any of).
+    /// What the caller must hold (any of): the domain's rule for each action.
     fn permissions(&self) -> &'static [Permission] {
         match self {
-            FieldOp::ReportHazard(_) | FieldOp::AcknowledgeHazard { .. } => {
-                &[Permission::HazardManage, Permission::FieldWork]
-            }
-            FieldOp::StartWorkOrder { .. } | FieldOp::SubmitWorkOrder(_) | FieldOp::CheckIn(_) => {
-                &[Permission::FieldWork]
-            }
+            FieldOp::ReportHazard(_) => hazard::REPORT_PERMISSIONS,
+            FieldOp::AcknowledgeHazard { .. } => HazardActionKind::Acknowledge.permissions(),
+            FieldOp::StartWorkOrder { .. } => WorkOrderAction::Start.permissions(),
+            FieldOp::SubmitWorkOrder(_) => WorkOrderAction::Submit.permissions(),
+            FieldOp::CheckIn(_) => TaskAction::CheckIn.permissions(),
         }
     }
 
@@ -150,7 +151,7 @@ impl SyncAnswer {
     }
 
     fn failed(client_id: Uuid, e: &AppError, entity: Option<(EntityType, Uuid)>) -> Self {
-        let outcome = if matches!(e, AppError::Conflict(_)) { FieldOutcome::Conflict } else { FieldOutcome::Rejected };
+        let outcome = FieldOutcome::of_refusal(e.code());
         let (field, message) = match e {
             AppError::Validation(v) => (Some(v.field.clone()), v.reason.clone()),
             // Internal details stay in the log (see `error.rs`).

@@ -108,11 +108,7 @@ pub struct Submission {
 
 /// What a caller may do to an order, as the domain rules see the caller.
 pub fn actor_of(who: &Principal, order: &WorkOrder) -> Actor {
-    Actor {
-        field_worker: who.access.can(Permission::FieldWork),
-        verifier: who.access.can(Permission::HazardManage),
-        is_assignee: order.assignee_id.is_some() && order.assignee_id == who.user_id(),
-    }
+    Actor::of(|p| who.access.can(p), order.assignee_id.is_some() && order.assignee_id == who.user_id())
 }
 
 /// The order's state for the rules.
