@@ -298,7 +298,7 @@ async fn issuing_credentials_is_guarded_scoped_and_logged() -> anyhow::Result<()
         assert_eq!(issued["username"], "SW-DEMO-0001");
         let password = issued["password"].as_str().unwrap_or_default().to_owned();
         assert!(password.len() >= 43, "{password}");
-        assert_eq!(server.services.verify_device("SW-DEMO-0001", &password).await?.is_ok(), true);
+        assert!(server.services.verify_device("SW-DEMO-0001", &password).await?.is_ok());
         // Rotation.
         let again = admin.ok(ISSUE, json!({"d": mall})).await?["issueDeviceCredentials"]["password"].clone();
         assert_ne!(again.as_str(), Some(password.as_str()));
