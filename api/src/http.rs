@@ -1,9 +1,10 @@
 //! HTTP surface: `POST /graphql` (GraphQL over HTTP), `GET /graphql` with a WebSocket
 //! upgrade (`graphql-transport-ws` and the legacy `graphql-ws`), the explorer, and the
-//! health, readiness and metrics endpoints, and the attachment upload and download
-//! ([`attachments`]).
+//! health, readiness and metrics endpoints, the attachment upload and download
+//! ([`attachments`]), and the EMQX authentication/authorisation hooks ([`mqtt_hooks`]).
 
 mod attachments;
+mod mqtt_hooks;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::labels::routes())
         .merge(attachments::routes(&state))
+        .merge(mqtt_hooks::routes())
         .with_state(state)
         .merge(crate::explorer::router())
 }

@@ -65,6 +65,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !config.listen.ip().is_loopback() {
                 tracing::warn!(listen = %config.listen, "listening beyond this machine");
             }
+            if matches!(config.broker, Broker::External(_)) && !config.mqtt_dynsec && config.mqtt_hook_secret.is_none()
+            {
+                tracing::warn!(
+                    "the external MQTT broker is not told of device credentials: unless it enforces device identity \
+                     itself, any client that reaches it can publish for any device — use --mqtt-dynsec (Mosquitto) or \
+                     --mqtt-hook-secret (EMQX), see the README"
+                );
+            }
+            if let Some(secret) = &config.mqtt_hook_secret {
+                services.set_mqtt_hooks(sparkwatch_api::service::identity::HookSettings {
+                    secret: secret.expose().to_owned(),
+                    prefix: config.mqtt_prefix.clone(),
+                    reserved_client_ids: vec![
+                        config.mqtt_client_id.clone(),
+                        format!("{}-dynsec", config.mqtt_client_id),
+                    ],
+                });
+                tracing::info!("EMQX authentication and authorisation hooks enabled at POST /mqtt/auth and /mqtt/acl");
+            }
             // Where the demo's simulated devices connect, as devices.
             let mut device_broker = None;
             let mqtt = match &config.broker {

@@ -323,3 +323,68 @@ async fn issuing_credentials_is_guarded_scoped_and_logged() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn emqx_hooks_apply_the_device_rules() -> anyhow::Result<()> {
+    let server = TestServer::demo(&Backend::Sqlite).await?;
+    let hook = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = server.http.post(format!("{}/mqtt/{path}", server.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await?;
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
+            anyhow::Ok((status, body["result"].as_str().unwrap_or_default().to_owned()))
+        }
+    };
+    let auth = |c: &str, u: &str, p: &str| json!({"clientid": c, "username": u, "password": p});
+    let acl =
+        |c: &str, topic: &str, action: &str| json!({"clientid": c, "username": c, "topic": topic, "action": action});
+    // Off unless configured.
+    assert_eq!(hook("auth", None, auth("a", "a", "b")).await?.0, 404);
+
+    let secret = "h".repeat(40);
+    server.services.set_mqtt_hooks(sparkwatch_api::service::identity::HookSettings {
+        secret: secret.clone(),
+        prefix: "sw".into(),
+        reserved_client_ids: vec!["sparkwatch".into()],
+    });
+    let s = Some(secret.as_str());
+    let (a, b) = ("SW-DEMO-0001", "SW-DEMO-0002");
+    // Without the shared secret nothing is answered.
+    assert_eq!(hook("auth", None, auth(a, a, "x")).await?.0, 401);
+    assert_eq!(hook("acl", Some("wrong"), acl(a, "sw/SW-DEMO-0001/telemetry", "publish")).await?.0, 401);
+
+    let ok = |r: (u16, String)| r.1;
+    assert_eq!(ok(hook("auth", s, auth(a, a, "x")).await?), "deny", "no credentials issued yet");
+    let pw = server.device_secret(a).await?;
+    assert_eq!(ok(hook("auth", s, auth(a, a, &pw)).await?), "allow");
+    assert_eq!(ok(hook("auth", s, auth(a, a, "wrong")).await?), "deny");
+    assert_eq!(ok(hook("auth", s, auth(b, a, &pw)).await?), "deny", "client id must be the serial");
+    assert_eq!(ok(hook("auth", s, auth("SW-NOBODY", "SW-NOBODY", &pw)).await?), "ignore");
+    assert_eq!(ok(hook("auth", s, auth("sparkwatch", "sparkwatch", "x")).await?), "ignore");
+    let rotated = server.device_secret(a).await?;
+    assert_eq!(ok(hook("auth", s, auth(a, a, &pw)).await?), "deny");
+    assert_eq!(ok(hook("auth", s, auth(a, a, &rotated)).await?), "allow");
+
+    for (topic, action, expected) in [
+        ("sw/SW-DEMO-0001/telemetry", "publish", "allow"),
+        ("sw/SW-DEMO-0001/cmd/ack", "publish", "allow"),
+        ("sw/SW-DEMO-0002/telemetry", "publish", "deny"),
+        ("sw/SW-DEMO-0001/cmd", "publish", "deny"),
+        ("sw/SW-DEMO-0001/cmd", "subscribe", "allow"),
+        ("sw/SW-DEMO-0002/cmd", "subscribe", "deny"),
+        ("sw/+/telemetry", "subscribe", "deny"),
+        ("#", "subscribe", "deny"),
+        ("sw/SW-DEMO-0001/telemetry", "retain", "deny"),
+    ] {
+        assert_eq!(ok(hook("acl", s, acl(a, topic, action)).await?), expected, "{action} {topic}");
+    }
+    assert_eq!(ok(hook("acl", s, acl("sparkwatch", "sw/+/telemetry", "subscribe")).await?), "ignore");
+    // An oversized body is refused before it is read.
+    let huge = json!({"clientid": "x".repeat(10_000), "username": "a", "password": "b"});
+    assert_eq!(hook("auth", s, huge).await?.0, 413);
+    Ok(())
+}

@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use sparkwatch_domain::identity::ConnectRefusal;
+use sparkwatch_domain::identity::{self, ConnectRefusal};
 use sparkwatch_domain::ids::{DeviceId, TenantId};
 use sparkwatch_domain::site::{Device, DeviceTransport};
 
@@ -52,10 +52,45 @@ pub trait BrokerAccounts: Send + Sync + 'static {
     fn remove_device<'a>(&'a self, serial: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// Per-process identity settings: the external broker's account keeper, once connected.
+/// Per-process identity settings: the external broker's account keeper, once connected,
+/// and the EMQX hooks' settings when enabled.
 #[derive(Default)]
 pub(crate) struct Identity {
     accounts: OnceLock<Arc<dyn BrokerAccounts>>,
+    hooks: OnceLock<HookSettings>,
+}
+
+/// Settings of the EMQX HTTP authentication and authorisation hooks.
+#[derive(Clone, Debug)]
+pub struct HookSettings {
+    /// The shared secret EMQX sends as `Authorization: Bearer …`.
+    pub secret: String,
+    /// Topic prefix (`sw`).
+    pub prefix: String,
+    /// Client ids no device may take (the server's own).
+    pub reserved_client_ids: Vec<String>,
+}
+
+/// A hook's answer, in EMQX's words: `allow`, `deny`, or `ignore` (not a device: the next
+/// authenticator or authoriser in EMQX's chain decides, e.g. its built-in database holding
+/// Sparkwatch's own account).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookAnswer {
+    /// Allowed.
+    Allow,
+    /// Refused.
+    Deny,
+    /// Not ours to decide.
+    Ignore,
+}
+
+/// What a client asks to do with a topic (EMQX's `action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicAction {
+    /// Publish.
+    Publish,
+    /// Subscribe.
+    Subscribe,
 }
 
 /// The stored digest of `secret` for `device`.
@@ -173,6 +208,59 @@ impl Services {
         })
     }
 
+    /// Enables the EMQX hooks (once, at startup).
+    pub fn set_mqtt_hooks(&self, hooks: HookSettings) {
+        let _ = self.inner.identity.hooks.set(hooks);
+    }
+
+    /// The EMQX hooks' settings, when enabled.
+    pub fn mqtt_hooks(&self) -> Option<&HookSettings> {
+        self.inner.identity.hooks.get()
+    }
+
+    /// EMQX authentication: a client whose user name is a registered device's serial is
+    /// checked like at the embedded broker's gate (a device without credentials yet is
+    /// refused); anyone else is left to EMQX's next authenticator.
+    pub async fn hook_authenticate(&self, client_id: &str, username: &str, password: &str) -> AppResult<HookAnswer> {
+        let Some(hooks) = self.mqtt_hooks() else { return Ok(HookAnswer::Deny) };
+        if !looks_like_device(username, &hooks.reserved_client_ids) {
+            return Ok(HookAnswer::Ignore);
+        }
+        let reserved: Vec<&str> = hooks.reserved_client_ids.iter().map(String::as_str).collect();
+        if identity::connect_serial(client_id, Some(username), !password.is_empty(), &reserved).is_err() {
+            return Ok(HookAnswer::Deny);
+        }
+        // A serial no device has is not ours to refuse: it may be an account of EMQX's own.
+        if st::credential_by_serial(self.inner.store.db(), username).await?.is_none()
+            && crate::store::sites::device_by_serial(self.inner.store.db(), username).await?.is_none()
+        {
+            return Ok(HookAnswer::Ignore);
+        }
+        Ok(match self.verify_device(username, password).await? {
+            Ok(_) => HookAnswer::Allow,
+            Err(_) => HookAnswer::Deny,
+        })
+    }
+
+    /// EMQX authorisation: a client whose client id is its user name, shaped like a serial
+    /// (and not the server's), is a device: it may publish its own topics and subscribe to
+    /// its own command topic, nothing else. Other clients are left to EMQX's next
+    /// authoriser.
+    pub fn hook_authorize(&self, client_id: &str, username: &str, topic: &str, action: TopicAction) -> HookAnswer {
+        let Some(hooks) = self.mqtt_hooks() else { return HookAnswer::Deny };
+        if !looks_like_device(username, &hooks.reserved_client_ids) {
+            return HookAnswer::Ignore;
+        }
+        if client_id != username {
+            return HookAnswer::Ignore;
+        }
+        let allowed = match action {
+            TopicAction::Publish => identity::may_publish(&hooks.prefix, username, topic),
+            TopicAction::Subscribe => identity::may_subscribe(&hooks.prefix, username, topic),
+        };
+        if allowed { HookAnswer::Allow } else { HookAnswer::Deny }
+    }
+
     /// Removes a deleted device's account at the external broker, if there is one. A broker
     /// that cannot be reached is logged: the device's secret no longer verifies anywhere
     /// Sparkwatch answers, and the account is removed again at the next start.
@@ -183,6 +271,12 @@ impl Services {
             tracing::warn!(serial, error = %e, "could not remove the deleted device's MQTT account at the broker");
         }
     }
+}
+
+/// Whether a user name is a device's: shaped like a serial and not one of the server's ids.
+fn looks_like_device(username: &str, reserved: &[String]) -> bool {
+    !reserved.iter().any(|r| r == username)
+        && sparkwatch_domain::validate::device_serial("username", username).ok().as_deref() == Some(username)
 }
 
 #[cfg(test)]
