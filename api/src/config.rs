@@ -49,6 +49,9 @@ pub enum Command {
     /// Bulk-import data.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Manage devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Run simulated devices against the broker (`--mqtt-url`, or the embedded broker's
     /// `--mqtt-listen` address).
     Simulate {
@@ -121,6 +124,32 @@ pub enum ImportCommand {
         /// The tenant the devices belong to.
         #[arg(long)]
         tenant: String,
+        /// Issue MQTT credentials for the imported MQTT devices and write them to this new
+        /// CSV file (`serial,username,password,issued_at`, readable by the owner only).
+        #[arg(long)]
+        credentials_out: Option<PathBuf>,
+    },
+}
+
+/// `sparkwatch devices …`
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Issue (or rotate) MQTT credentials of existing devices and write them to a new CSV
+    /// file (`serial,username,password,issued_at`, readable by the owner only). Devices
+    /// registered before device identity existed need this once before they can connect.
+    Credentials {
+        /// The tenant the devices belong to.
+        #[arg(long)]
+        tenant: String,
+        /// A device serial; repeat for several. Issuing again rotates the secret.
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Every MQTT device of the tenant that has no credentials yet.
+        #[arg(long, conflicts_with = "serials")]
+        without_credentials: bool,
+        /// The CSV file to create.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

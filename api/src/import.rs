@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use sparkwatch_domain::site::DeviceTransport;
+
 use crate::auth::Principal;
 use crate::service::Services;
 use crate::service::import::{ImportProgress, ImportStage, ImportSummary, parse_csv};
@@ -19,7 +21,20 @@ use crate::service::import::{ImportProgress, ImportStage, ImportSummary, parse_c
 /// On success prints a summary such as `imported 12 devices and 31 detectors into tenant Demo`
 /// to standard output. If any row has a problem nothing is stored and the error lists every
 /// problem as `row N, column C: reason` (the header is row 1).
-pub async fn import_devices_file(services: &Services, who: &Principal, path: &Path) -> anyhow::Result<()> {
+///
+/// With `credentials_out`, MQTT credentials are then issued for the imported MQTT devices and
+/// written to that file ([`write_credentials`]).
+pub async fn import_devices_file(
+    services: &Services,
+    who: &Principal,
+    path: &Path,
+    credentials_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(out) = credentials_out
+        && out.exists()
+    {
+        anyhow::bail!("{} exists already; --credentials-out must name a new file", out.display());
+    }
     let data = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
     let rows = parse_csv(&data).with_context(|| path.display().to_string())?;
     let bars = Bars::default();
@@ -32,6 +47,19 @@ pub async fn import_devices_file(services: &Services, who: &Principal, path: &Pa
         .await?
         .map_or_else(|| who.tenant().map(|t| t.to_string()).unwrap_or_default(), |t| t.name);
     println!("{}", summary_line(&summary, &tenant));
+    if let Some(out) = credentials_out {
+        let mut serials: Vec<String> = Vec::new();
+        for row in &rows {
+            let mqtt = row.get("transport").and_then(|t| DeviceTransport::parse("transport", t).ok())
+                == Some(DeviceTransport::Mqtt);
+            if let Some(serial) = row.get("serial").filter(|s| mqtt && !serials.iter().any(|x| x == s)) {
+                serials.push(serial.to_owned());
+            }
+        }
+        let issued = services.issue_credentials_for_serials(who, &serials).await?;
+        write_credentials(out, &issued)?;
+        println!("issued MQTT credentials for {} devices into {}", issued.len(), out.display());
+    }
     Ok(())
 }
 
@@ -106,4 +134,26 @@ mod tests {
         let s = ImportSummary { devices: 12, detectors: 1, projects: 2 };
         assert_eq!(summary_line(&s, "Demo"), "imported 12 devices and 1 detector into tenant Demo");
     }
+}
+
+/// Writes issued device credentials to a new CSV file readable by its owner only
+/// (`serial,username,password,issued_at`). An existing file is never overwritten: it may
+/// hold the only copy of earlier secrets.
+pub fn write_credentials(path: &Path, issued: &[crate::service::identity::DeviceCredentials]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).with_context(|| {
+        format!("cannot create {} (it must not exist yet: it would hold the only copy of secrets)", path.display())
+    })?;
+    let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    out.write_record(["serial", "username", "password", "issued_at"])?;
+    for c in issued {
+        let at = c.issued_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        out.write_record([c.username.as_str(), &c.username, &c.password, &at])?;
+    }
+    out.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?.flush()?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use sparkwatch_api::auth::Principal;
 use sparkwatch_api::auth::rate_limit::Limits;
-use sparkwatch_api::config::{Broker, Cli, Command, ImportCommand, TenantCommand, UserCommand};
+use sparkwatch_api::config::{Broker, Cli, Command, DevicesCommand, ImportCommand, TenantCommand, UserCommand};
 use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::ingest::pipeline::PipelineConfig;
 use sparkwatch_api::service::SystemClock;
@@ -215,9 +215,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = SimulateOptions { count: devices, detectors, scenario, interval_s, tenant, modbus_listen };
             simulate(&services, &config, opts).await
         }
-        Command::Import(ImportCommand::Devices { file, tenant }) => {
+        Command::Import(ImportCommand::Devices { file, tenant, credentials_out }) => {
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
-            import::import_devices_file(&services, &Principal::system(tenant.id, "cli import"), &file).await
+            let who = Principal::system(tenant.id, "cli import");
+            import::import_devices_file(&services, &who, &file, credentials_out.as_deref()).await
+        }
+        Command::Devices(DevicesCommand::Credentials { tenant, serials, without_credentials, out }) => {
+            let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
+            let who = Principal::system(tenant.id, "cli");
+            anyhow::ensure!(
+                without_credentials || !serials.is_empty(),
+                "name devices with --serial SERIAL (repeatable) or pass --without-credentials"
+            );
+            anyhow::ensure!(!out.exists(), "{} exists already; --out must name a new file", out.display());
+            let issued = if without_credentials {
+                services.issue_missing_credentials(&who).await?
+            } else {
+                services.issue_credentials_for_serials(&who, &serials).await?
+            };
+            import::write_credentials(&out, &issued)?;
+            println!("issued MQTT credentials for {} devices into {}", issued.len(), out.display());
+            Ok(())
         }
     }
 }

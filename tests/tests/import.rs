@@ -61,7 +61,7 @@ impl Env {
     }
 
     async fn import(&self, path: &Path) -> anyhow::Result<()> {
-        import_devices_file(&self.services, &self.who, path).await
+        import_devices_file(&self.services, &self.who, path, None).await
     }
 
     async fn counts(&self) -> anyhow::Result<(u64, u64)> {
@@ -86,6 +86,52 @@ async fn scenarios(env: &Env) -> anyhow::Result<()> {
     reimport_fails_on_taken_serials(env).await.context("re-import")?;
     header_problems_are_reported(env).await.context("header")?;
     long_error_lists_are_capped(env).await.context("many errors")?;
+    credentials_are_issued_into_a_private_file(env).await.context("credentials")?;
+    Ok(())
+}
+
+/// `--credentials-out` and `sparkwatch devices credentials`: secrets for the MQTT devices
+/// only, in a new owner-only file, each verifying at the broker's check.
+async fn credentials_are_issued_into_a_private_file(env: &Env) -> anyhow::Result<()> {
+    let csv = format!(
+        "{HEADER}\nNew site,CR-0001,Panel 1,,,MQTT,,,,,,1,,,,,,,\nNew site,CR-0002,Panel 2,,,mqtt,,,,,,1,,,,,,,\n\
+         New site,CR-GW-1,Gateway,,,MODBUS_TCP,10.0.0.9,502,,,,1,,,,,,,\n"
+    );
+    let none = env.services.projects(&env.who, &ProjectFilter::default(), page_request(Some(0), None)?).await?;
+    let mut draft = none.items.into_iter().next().map(|p| p.draft).unwrap_or_default();
+    draft.name = "New site".to_owned();
+    env.services.create_project(&env.who, draft).await?;
+    let file = env.write("with-credentials.csv", &csv)?;
+    let out = env.dir.path().join("credentials.csv");
+    import_devices_file(&env.services, &env.who, &file, Some(&out)).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o600);
+    }
+    let rows: Vec<Vec<String>> = csv::Reader::from_path(&out)?
+        .records()
+        .map(|r| r.map(|r| r.iter().map(str::to_owned).collect()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["CR-0001", "CR-0002"]);
+    for r in &rows {
+        assert!(env.services.verify_device(&r[0], &r[2]).await?.is_ok(), "{} does not verify", r[0]);
+    }
+    // An existing file is never overwritten (it may hold the only copy of secrets).
+    let again = env.write("again.csv", &format!("{HEADER}\nNew site,CR-0003,Panel 3,,,MQTT,,,,,,1,,,,,,,\n"))?;
+    let err = import_devices_file(&env.services, &env.who, &again, Some(&out)).await.err().map(|e| format!("{e:#}"));
+    assert!(err.as_deref().is_some_and(|e| e.contains("exists already")), "{err:?}");
+    // The upgrade path: every MQTT device without credentials (the example's three).
+    let missing = env.services.issue_missing_credentials(&env.who).await?;
+    let mut serials: Vec<&str> = missing.iter().map(|c| c.username.as_str()).collect();
+    serials.sort_unstable();
+    assert_eq!(serials, ["MS3-4G-0101", "MS3-4G-0102", "RM-4G-0001"]);
+    assert!(env.services.issue_missing_credentials(&env.who).await?.is_empty());
+    // Modbus gateways and unknown serials are refused by name.
+    for serial in ["CR-GW-1", "NOPE-1"] {
+        let err = env.services.issue_credentials_for_serials(&env.who, &[serial.to_owned()]).await.err();
+        assert!(err.map(|e| e.to_string()).is_some_and(|e| e.contains(serial)), "{serial}");
+    }
     Ok(())
 }
 

@@ -165,18 +165,7 @@ impl Services {
         let issued_at = self.now();
         let tx = self.begin().await?;
         st::put_credential(&tx, device.id, digest(device.id, &secret), issued_at, who.user_id()).await?;
-        #[derive(Serialize)]
-        struct Issued<'a> {
-            serial: &'a str,
-            issued_at: DateTime<Utc>,
-        }
-        self.log(
-            &tx,
-            who,
-            Entry::new(Some(device.tenant_id), "device.credentials.issue", "device", Some(device.id.to_string()))
-                .after(snapshot(&Issued { serial, issued_at })),
-        )
-        .await?;
+        self.log_issue(&tx, who, device, issued_at).await?;
         tx.commit().await?;
         tracing::info!(serial = %serial, "device credentials issued");
         Ok(DeviceCredentials { device_id: device.id, username: serial.clone(), password: secret, issued_at })
@@ -190,6 +179,89 @@ impl Services {
             .ok_or(AppError::NotFound("device"))?;
         let tenant = device.tenant_id;
         Ok((device, tenant))
+    }
+
+    /// Issues credentials for the devices with `serials` in `who`'s tenant, in one
+    /// transaction (bulk onboarding, the command line). Unknown serials and Modbus devices
+    /// are errors naming the serial; nothing is stored then.
+    pub async fn issue_credentials_for_serials(
+        &self,
+        who: &Principal,
+        serials: &[String],
+    ) -> AppResult<Vec<DeviceCredentials>> {
+        let tenant = who.tenant()?;
+        let mut devices = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let found = crate::store::sites::device_by_serial(self.inner.store.db(), serial).await?;
+            match found {
+                Some(d) if d.tenant_id == tenant && d.draft.transport == DeviceTransport::Mqtt => devices.push(d),
+                Some(d) if d.tenant_id == tenant => {
+                    return Err(AppError::invalid(
+                        "serial",
+                        format!("{serial} is a Modbus device: it has no MQTT credentials"),
+                    ));
+                }
+                _ => return Err(AppError::invalid("serial", format!("no device {serial} in this tenant"))),
+            }
+        }
+        self.issue_many(who, &devices).await
+    }
+
+    /// Issues credentials for every MQTT device of `who`'s tenant that has none yet (the
+    /// upgrade to device identity).
+    pub async fn issue_missing_credentials(&self, who: &Principal) -> AppResult<Vec<DeviceCredentials>> {
+        let devices = st::mqtt_devices_without_credentials(self.inner.store.db(), who.tenant()?).await?;
+        self.issue_many(who, &devices).await
+    }
+
+    async fn issue_many(&self, who: &Principal, devices: &[Device]) -> AppResult<Vec<DeviceCredentials>> {
+        let mut issued = Vec::with_capacity(devices.len());
+        for device in devices {
+            let secret = new_secret();
+            if let Some(accounts) = self.broker_accounts() {
+                accounts.put_device(&device.draft.serial, &secret).await.map_err(|e| {
+                    AppError::Unavailable(format!(
+                        "the MQTT broker did not take the secret of {}: {e}",
+                        device.draft.serial
+                    ))
+                })?;
+            }
+            issued.push((device, secret));
+        }
+        let issued_at = self.now();
+        let tx = self.begin().await?;
+        let mut out = Vec::with_capacity(issued.len());
+        for (device, secret) in issued {
+            st::put_credential(&tx, device.id, digest(device.id, &secret), issued_at, who.user_id()).await?;
+            self.log_issue(&tx, who, device, issued_at).await?;
+            out.push(DeviceCredentials {
+                device_id: device.id,
+                username: device.draft.serial.clone(),
+                password: secret,
+                issued_at,
+            });
+        }
+        tx.commit().await?;
+        tracing::info!(devices = out.len(), "device credentials issued");
+        Ok(out)
+    }
+
+    async fn log_issue(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        who: &Principal,
+        device: &Device,
+        issued_at: DateTime<Utc>,
+    ) -> AppResult<()> {
+        #[derive(Serialize)]
+        struct Issued<'a> {
+            serial: &'a str,
+            issued_at: DateTime<Utc>,
+        }
+        let entry =
+            Entry::new(Some(device.tenant_id), "device.credentials.issue", "device", Some(device.id.to_string()))
+                .after(snapshot(&Issued { serial: &device.draft.serial, issued_at }));
+        self.log(tx, who, entry).await
     }
 
     /// When each of `devices` last had credentials issued.

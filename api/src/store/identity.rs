@@ -80,3 +80,23 @@ pub async fn issued_at<C: ConnectionTrait>(
         .map(|(d, at)| (d.into(), at))
         .collect())
 }
+
+/// The MQTT devices of `tenant` that have no credentials yet.
+pub async fn mqtt_devices_without_credentials<C: ConnectionTrait>(
+    db: &C,
+    tenant: sparkwatch_domain::ids::TenantId,
+) -> Result<Vec<sparkwatch_domain::site::Device>, DbErr> {
+    let issued = sea_orm::sea_query::Query::select()
+        .column(device_credential::Column::DeviceId)
+        .from(device_credential::Entity)
+        .to_owned();
+    Ok(device::Entity::find()
+        .filter(device::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(device::Column::Transport.eq(DeviceTransport::Mqtt.code()))
+        .filter(device::Column::Id.not_in_subquery(issued))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(super::sites::device_from)
+        .collect())
+}
