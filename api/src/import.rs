@@ -125,17 +125,6 @@ impl ImportProgress for Bars {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summary_reads_well() {
-        let s = ImportSummary { devices: 12, detectors: 1, projects: 2 };
-        assert_eq!(summary_line(&s, "Demo"), "imported 12 devices and 1 detector into tenant Demo");
-    }
-}
-
 /// Writes issued device credentials to a new CSV file readable by its owner only
 /// (`serial,username,password,issued_at`). An existing file is never overwritten: it may
 /// hold the only copy of earlier secrets.
@@ -156,4 +145,15 @@ pub fn write_credentials(path: &Path, issued: &[crate::service::identity::Device
     }
     out.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reads_well() {
+        let s = ImportSummary { devices: 12, detectors: 1, projects: 2 };
+        assert_eq!(summary_line(&s, "Demo"), "imported 12 devices and 1 detector into tenant Demo");
+    }
 }

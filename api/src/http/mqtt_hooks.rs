@@ -48,9 +48,10 @@ struct AclRequest {
 }
 
 /// Whether the request carries the hook secret (compared in constant time).
-fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal is the status to answer with (404 while the hooks are off, else 401).
+fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), StatusCode> {
     let Some(hooks) = state.services.mqtt_hooks() else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(StatusCode::NOT_FOUND);
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -67,7 +68,7 @@ fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         tracing::warn!("an MQTT hook request without the right secret was refused");
-        Err((StatusCode::UNAUTHORIZED, Json(json!({"result": "deny"}))).into_response())
+        Err(StatusCode::UNAUTHORIZED)
     }
 }
 
@@ -81,8 +82,8 @@ fn answer(a: HookAnswer) -> Response {
 }
 
 async fn auth(State(state): State<AppState>, headers: HeaderMap, Json(req): Json<AuthRequest>) -> Response {
-    if let Err(r) = authorised(&state, &headers) {
-        return r;
+    if let Err(status) = authorised(&state, &headers) {
+        return (status, Json(json!({"result": "deny"}))).into_response();
     }
     match state.services.hook_authenticate(&req.clientid, &req.username, &req.password).await {
         Ok(a) => answer(a),
@@ -95,8 +96,8 @@ async fn auth(State(state): State<AppState>, headers: HeaderMap, Json(req): Json
 }
 
 async fn acl(State(state): State<AppState>, headers: HeaderMap, Json(req): Json<AclRequest>) -> Response {
-    if let Err(r) = authorised(&state, &headers) {
-        return r;
+    if let Err(status) = authorised(&state, &headers) {
+        return (status, Json(json!({"result": "deny"}))).into_response();
     }
     let action = match req.action.as_str() {
         "publish" => TopicAction::Publish,
