@@ -278,6 +278,18 @@ async fn simulate(
     }
     if let Some(t) = tenant {
         register_simulated(services, t, &devices).await?;
+        // Each simulated device connects with its own identity (DEVICE-PROTOCOL.md §3).
+        let t = services.tenant_by_name(t).await.with_context(|| format!("tenant `{t}`"))?;
+        let serials: Vec<String> = devices.iter().map(|d| d.serial.clone()).collect();
+        let issued = services.issue_credentials_for_serials(&Principal::system(t.id, "simulate"), &serials).await?;
+        for (device, c) in devices.iter_mut().zip(issued) {
+            device.secret = Some(c.password);
+        }
+    } else {
+        eprintln!(
+            "note: without --tenant the simulated devices are not registered and have no credentials; a broker that \
+             checks device identity (the embedded one) refuses them"
+        );
     }
     if let Some(addr) = modbus_listen {
         let (sim, bound) = sparkwatch_api::simulate::modbus_server::start(addr)
