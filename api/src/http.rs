@@ -133,7 +133,9 @@ async fn graphql_ws(
         .into_response()
 }
 
-/// Ready when the database, the latest-value cache and the bus (Redis, when configured) answer.
+/// Ready when the database, the latest-value cache and the bus (Redis, when configured)
+/// answer and ingestion is not failing to store what it receives (it retries meanwhile;
+/// `sparkwatch_ingest_failing` says the same in `/metrics`).
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.services.store().ping().await.map_err(|e| e.to_string());
     let cache = state.services.latest().ping().await;
@@ -143,13 +145,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!(error = %e, "readiness: {what} unreachable");
         }
     }
+    let ingestion_failing = state.metrics.ingest_failing.get() > 0;
+    if ingestion_failing {
+        tracing::warn!("readiness: ingestion cannot store what it receives (retrying)");
+    }
     let word = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unreachable" };
-    let ready = database.is_ok() && cache.is_ok() && bus.is_ok();
+    let ready = database.is_ok() && cache.is_ok() && bus.is_ok() && !ingestion_failing;
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "database": word(&database),
         "cache": word(&cache),
         "bus": word(&bus),
+        "ingestion": if ingestion_failing { "failing" } else { "ok" },
     });
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()

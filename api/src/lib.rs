@@ -14,12 +14,14 @@
 //! - `objects` — attachments' bytes (local directory or S3-compatible bucket).
 //! - `explorer` — the offline GraphiQL page at `/graphiql`.
 //! - `demo` — demo tenants and users for `serve --demo`.
+//! - `downlink` — the MQTT client handle commands go down through (ingestion attaches it).
 //! - `import` — CSV onboarding of devices and detectors.
 
 pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod demo;
+pub mod downlink;
 pub mod error;
 pub mod explorer;
 pub mod graphql;
@@ -67,9 +69,9 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
     let latest = match &config.redis_url {
         Some(url) => {
             tracing::info!(redis = %config::redact_url(url.expose()), "latest values are kept in Redis");
-            ingest::latest::LatestCache::redis(url.expose()).await.context("connecting to Redis (--redis-url)")?
+            store::latest::LatestCache::redis(url.expose()).await.context("connecting to Redis (--redis-url)")?
         }
-        None => ingest::latest::LatestCache::default(),
+        None => store::latest::LatestCache::default(),
     };
     let bus = match &config.redis_url {
         Some(url) => {
@@ -159,14 +161,65 @@ pub fn start_ingest_with(
     config: ingest::pipeline::PipelineConfig,
     mqtt: Option<ingest::mqtt::MqttSettings>,
 ) -> (ingest::IngestQueue, tokio::sync::watch::Sender<bool>) {
+    let Ingestion { queue, stop, .. } = start_ingestion(services, config, mqtt);
+    (queue, stop)
+}
+
+/// Running ingestion: the queue (the Modbus poller and the demo feed it too), the stop
+/// switch of everything that feeds it, and the pipeline's health.
+pub struct Ingestion {
+    /// The inbound queue.
+    pub queue: ingest::IngestQueue,
+    stop: tokio::sync::watch::Sender<bool>,
+    health: ingest::health::IngestHealth,
+}
+
+impl Ingestion {
+    /// A receiver of the stop switch, for the tasks that feed the queue.
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// The pipeline's health.
+    pub fn health(&self) -> &ingest::health::IngestHealth {
+        &self.health
+    }
+
+    /// Stops what feeds the queue and waits, at most `within`, until the pipeline has
+    /// stored, settled and written back everything it took (the MQTT subscriber stays
+    /// connected until then, so the last acknowledgements reach the broker). Says whether it
+    /// finished in time.
+    pub async fn shutdown(self, within: std::time::Duration) -> bool {
+        let Ingestion { queue, stop, health } = self;
+        let _ = stop.send(true);
+        drop(queue);
+        let finished = tokio::time::timeout(within, health.finished()).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                within_s = within.as_secs(),
+                "ingestion did not finish in time; what it had not stored is unacknowledged and will be redelivered"
+            );
+        }
+        finished
+    }
+}
+
+/// Starts ingestion: the pipeline task and, when a broker URL is given, the MQTT subscriber.
+pub fn start_ingestion(
+    services: &Services,
+    config: ingest::pipeline::PipelineConfig,
+    mqtt: Option<ingest::mqtt::MqttSettings>,
+) -> Ingestion {
     let (queue, rx) = ingest::IngestQueue::new(10_000);
     let pipeline = ingest::pipeline::Pipeline::new(services, config);
+    let health = pipeline.health().clone();
     tokio::spawn(pipeline.run(rx));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(settings) = mqtt {
-        tokio::spawn(ingest::mqtt::run(settings, queue.clone(), services.commands().downlink().clone(), stop_rx));
+        let downlink = services.commands().downlink().clone();
+        tokio::spawn(ingest::mqtt::run(settings, queue.clone(), downlink, health.clone(), stop_rx));
     }
-    (queue, stop)
+    Ingestion { queue, stop, health }
 }
 
 /// Starts the embedded MQTT broker: rumqttd behind the device gate, which checks every

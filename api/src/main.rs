@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Jobs first: the push router must be listening before the first event is recorded.
             let stop_jobs = sparkwatch_api::start_jobs(&services, Default::default());
-            let (queue, stop_ingest) = sparkwatch_api::start_ingest_with(
+            let ingestion = sparkwatch_api::start_ingestion(
                 &services,
                 PipelineConfig {
                     prefix: config.mqtt_prefix.clone(),
@@ -145,20 +145,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             tokio::spawn(sparkwatch_api::ingest::modbus::run(
                 services.store().clone(),
-                queue.clone(),
+                ingestion.queue.clone(),
                 services.metrics().clone(),
                 services.commands().clone(),
                 sparkwatch_api::ingest::modbus::PollerConfig::default(),
-                stop_ingest.subscribe(),
+                ingestion.stop_signal(),
             ));
             if with_demo {
                 let prefix = config.mqtt_prefix.clone();
                 tokio::spawn(demo::simulate(
                     services.clone(),
-                    queue.clone(),
+                    ingestion.queue.clone(),
                     prefix,
                     device_broker,
-                    stop_ingest.subscribe(),
+                    ingestion.stop_signal(),
                 ));
             }
             let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
@@ -168,7 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             let served = sparkwatch_api::run(services, listener, shutdown_signal()).await;
-            let _ = stop_ingest.send(true);
+            // The pipeline's last batches, rollups and last-seen times are written before the
+            // process ends; what it could not store by then stays unacknowledged.
+            tracing::info!("stopping ingestion: storing what it has taken");
+            ingestion.shutdown(std::time::Duration::from_secs(30)).await;
             let _ = stop_jobs.send(true);
             served
         }

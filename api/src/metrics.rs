@@ -23,6 +23,12 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Messages waiting in the ingestion queue.
     pub queue_depth: IntGauge,
+    /// 1 while ingestion cannot store what it received (something is being retried).
+    pub ingest_failing: IntGauge,
+    /// Failed attempts to store ingested input, by stage; each is retried.
+    pub ingest_failures: IntCounterVec,
+    /// Reconnections to the MQTT broker that ingestion asked for, by reason.
+    pub ingest_reconnects: IntCounterVec,
     /// Episodes opened, by kind.
     pub episodes_opened: IntCounterVec,
     /// Modbus polls by outcome.
@@ -67,6 +73,18 @@ impl Metrics {
                 "Time to process one ingestion batch",
             ))?,
             queue_depth: IntGauge::new("ingest_queue_depth", "Device messages waiting to be processed")?,
+            ingest_failing: IntGauge::new(
+                "ingest_failing",
+                "1 while ingestion cannot store what it received (the database fails; it is being retried)",
+            )?,
+            ingest_failures: IntCounterVec::new(
+                Opts::new("ingest_failures_total", "Failed attempts to store ingested input, by stage (each retried)"),
+                &["stage"],
+            )?,
+            ingest_reconnects: IntCounterVec::new(
+                Opts::new("ingest_reconnects_total", "Reconnections to the MQTT broker forced by ingestion, by reason"),
+                &["reason"],
+            )?,
             episodes_opened: IntCounterVec::new(
                 Opts::new("episodes_opened_total", "Alarm and fault episodes opened"),
                 &["kind"],
@@ -96,6 +114,9 @@ impl Metrics {
         m.registry.register(Box::new(m.readings_stored.clone()))?;
         m.registry.register(Box::new(m.batch_seconds.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
+        m.registry.register(Box::new(m.ingest_failing.clone()))?;
+        m.registry.register(Box::new(m.ingest_failures.clone()))?;
+        m.registry.register(Box::new(m.ingest_reconnects.clone()))?;
         m.registry.register(Box::new(m.episodes_opened.clone()))?;
         m.registry.register(Box::new(m.modbus_polls.clone()))?;
         m.registry.register(Box::new(m.bus_dropped.clone()))?;

@@ -62,6 +62,7 @@
 //! the episodes whose condition has not cleared; otherwise, after a restart, conditions that
 //! are still on are raised again once their delay has passed (and count as re-occurrences).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -464,6 +465,21 @@ fn measured(values: &[Option<f64>]) -> impl Iterator<Item = (u8, f64)> + '_ {
         let number = u8::try_from(i + 1).ok()?;
         v.filter(|x| x.is_finite()).map(|x| (number, x))
     })
+}
+
+/// The reading as the engine is to evaluate it: at its device time, but never later than
+/// it arrived (`received_at`). [`evaluate`] ignores a reading older than the last one
+/// evaluated per channel and times delays by reading time, so a device clock that runs ahead
+/// would otherwise silence the detector: one reading dated 23 h ahead made every later
+/// reading "older" for 23 h, and a delay started in the future never elapsed. Readings dated
+/// in the past (buffered by the device while it was cut off) keep their time. Borrowed
+/// unless the time changes — almost always.
+pub fn as_evaluated(reading: &Reading, received_at: DateTime<Utc>) -> Cow<'_, Reading> {
+    if reading.at <= received_at {
+        Cow::Borrowed(reading)
+    } else {
+        Cow::Owned(Reading { at: received_at, ..reading.clone() })
+    }
 }
 
 /// Checks one reading of a detector against its thresholds and advances `state`.
@@ -1109,6 +1125,40 @@ mod tests {
         );
         assert!(state.is_active(Channel::new(Quantity::Leak, 1), EventKind::LeakAlarm, EventCategory::PreAlarm));
         assert!(!state.is_active(Channel::new(Quantity::Leak, 1), EventKind::LeakAlarm, EventCategory::Alarm));
+    }
+
+    /// A reading dated 23 h ahead of its arrival (a device clock running ahead) neither hides
+    /// the readings after it nor starts a delay that never elapses.
+    #[test]
+    fn a_reading_dated_ahead_is_evaluated_at_its_arrival() {
+        let t = EffectiveThresholds::DEFAULT;
+        let ahead = leak(23 * 3600, &[Some(40.0)]);
+        let arrived = at(0);
+        assert_eq!(as_evaluated(&ahead, arrived).at, arrived);
+        let past = leak(-60, &[Some(40.0)]);
+        assert!(matches!(as_evaluated(&past, arrived), Cow::Borrowed(r) if r.at == at(-60)), "buffered: kept");
+
+        // As the device dated them: the alarm readings are "older" and ignored.
+        let mut raw = DetectorState::default();
+        evaluate(&mut raw, &t, &ahead);
+        assert!(evaluate(&mut raw, &t, &leak(10, &[Some(500.0)])).is_empty());
+        assert!(evaluate(&mut raw, &t, &leak(16, &[Some(500.0)])).is_empty(), "silenced for 23 h");
+
+        // As evaluated: the alarm is raised once its delay has passed.
+        let mut state = DetectorState::default();
+        evaluate(&mut state, &t, &as_evaluated(&ahead, arrived));
+        assert!(evaluate(&mut state, &t, &as_evaluated(&leak(10, &[Some(500.0)]), at(10))).is_empty(), "pending");
+        let raised = evaluate(&mut state, &t, &as_evaluated(&leak(16, &[Some(500.0)]), at(16)));
+        assert_eq!(
+            raised.iter().map(|s| (s.change, s.kind, s.at)).collect::<Vec<_>>(),
+            [(Change::Raised, EventKind::LeakAlarm, at(16))]
+        );
+
+        // A pending condition entered by a reading dated ahead is timed from its arrival.
+        let mut pending = DetectorState::default();
+        evaluate(&mut pending, &t, &as_evaluated(&leak(23 * 3600, &[Some(500.0)]), at(0)));
+        let raised = evaluate(&mut pending, &t, &as_evaluated(&leak(6, &[Some(500.0)]), at(6)));
+        assert_eq!(raised.len(), 1, "held 6 s since it arrived: raised");
     }
 
     #[test]

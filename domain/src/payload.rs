@@ -45,6 +45,11 @@ use crate::validate::{ValidationError, detector_address};
 /// How far a device clock may run ahead of the server before a message is refused.
 pub const MAX_CLOCK_AHEAD: TimeDelta = TimeDelta::hours(24);
 
+/// The largest device message accepted (MQTT payload). The biggest valid telemetry message
+/// (64 detectors with every channel) is about 20 KiB; the embedded broker refuses more than
+/// this, and an external broker should be configured to (README, "MQTT broker").
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
 /// The most detector entries one telemetry message may carry.
 pub const MAX_DETECTORS_PER_MESSAGE: usize = 64;
 
@@ -105,11 +110,13 @@ pub enum RejectReason {
     BadCommandResult,
     /// A Modbus read that returned the wrong number of registers.
     BadRegisterCount,
+    /// A payload larger than [`MAX_PAYLOAD_BYTES`].
+    TooLarge,
 }
 
 impl RejectReason {
     /// Every reason in a stable order, e.g. to register all metric label values up front.
-    pub const ALL: [RejectReason; 21] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::NotJson,
         RejectReason::WrongType,
         RejectReason::BadTopic,
@@ -131,6 +138,7 @@ impl RejectReason {
         RejectReason::BadStatus,
         RejectReason::BadCommandResult,
         RejectReason::BadRegisterCount,
+        RejectReason::TooLarge,
     ];
 
     /// The stable snake_case label (`not_json`, `out_of_range`, …).
@@ -157,6 +165,7 @@ impl RejectReason {
             RejectReason::BadStatus => "bad_status",
             RejectReason::BadCommandResult => "bad_command_result",
             RejectReason::BadRegisterCount => "bad_register_count",
+            RejectReason::TooLarge => "too_large",
         }
     }
 
@@ -182,6 +191,17 @@ impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
+}
+
+/// Refuses a payload larger than [`MAX_PAYLOAD_BYTES`], before anything reads it.
+pub fn check_size(payload: &[u8]) -> Result<(), Rejection> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!("{} bytes; at most {MAX_PAYLOAD_BYTES} are accepted", payload.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Device-supplied text, shortened for a rejection detail.

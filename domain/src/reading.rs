@@ -246,6 +246,34 @@ impl EventCategory {
     }
 }
 
+/// Who decided that an event or episode happened: stored as `events.source` and
+/// `episodes.source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventSource {
+    /// Sparkwatch's alarm engine, from readings.
+    Engine,
+    /// The device's own logic (MQTT `event` topic, Modbus status bits).
+    Device,
+    /// Sparkwatch itself: heartbeats, Modbus polls, remote commands.
+    System,
+}
+
+impl EventSource {
+    /// The stored code (`engine`, `device`, `system`).
+    pub const fn code(self) -> &'static str {
+        match self {
+            EventSource::Engine => "engine",
+            EventSource::Device => "device",
+            EventSource::System => "system",
+        }
+    }
+
+    /// Parses a stored code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Engine, Self::Device, Self::System].into_iter().find(|s| s.code() == code)
+    }
+}
+
 /// An event reported by a device's own logic (MQTT event topic, Modbus alarm/fault bits).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceEvent {
@@ -300,5 +328,9 @@ mod tests {
         assert_eq!(EventKind::Offline.category(), EventCategory::Fault);
         assert_eq!(EventKind::Recovered.category(), EventCategory::Recovery);
         assert_eq!(EventCategory::from_code("PRE_ALARM"), Some(EventCategory::PreAlarm));
+        for s in [EventSource::Engine, EventSource::Device, EventSource::System] {
+            assert_eq!(EventSource::from_code(s.code()), Some(s));
+        }
+        assert_eq!(EventSource::from_code("patrol"), None);
     }
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::auth::Principal;
 use sparkwatch_api::service::ManualClock;
 use sparkwatch_api::simulate::modbus_server;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput};
-use sparkwatch_entity::{operation_log, project};
+use sparkwatch_entity::{dead_letter, operation_log, project, threshold};
 use sparkwatch_tests::{Backend, Gql, Options, TestBroker, TestServer, WsClient, backends, fast_jobs, start_modbus};
 use tokio::sync::mpsc;
 
@@ -276,6 +276,72 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         assert_eq!(done.map(|o| o.actor.as_str()), Some("device SW-DEMO-0001"));
         assert!(log.iter().any(|o| o.action == "command.expired"));
         assert!(log.iter().any(|o| o.action == "command.failed"));
+    }
+    Ok(())
+}
+
+/// Issue 14: "a command result is accepted only from the device it was sent to". Two real
+/// MQTT devices: one of the same tenant and one of another tenant publish, on their own
+/// `cmd/ack` topics, a successful result for a SET_THRESHOLDS command sent to a third
+/// device. Both are refused with a dead letter naming the reason; the command stays SENT and
+/// the detector's stored thresholds do not move until the addressed device answers.
+#[tokio::test]
+async fn a_forged_set_thresholds_result_from_another_device_changes_nothing() -> anyhow::Result<()> {
+    for backend in backends() {
+        let (server, _clock) = server(&backend).await?;
+        let broker = TestBroker::start(&server)?;
+        let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, &broker.prefix, Some(broker.subscriber()));
+        let mut device = TestDevice::connect(&server, &broker, "SW-DEMO-0001").await?;
+        let neighbour = TestDevice::connect(&server, &broker, "SW-DEMO-0002").await?;
+        let outsider = TestDevice::connect(&server, &broker, "SW-DEMOB-0001").await?;
+        let admin = server.demo_login("admin@demo.local").await?;
+        let d1 = server.detector_id("SW-DEMO-0001", 1).await?;
+        let thresholds = "query($id: ID!) { detector(id: $id) { effectiveThresholds { leakMa tempC } } }";
+        let before = admin.ok(thresholds, json!({"id": d1})).await?;
+
+        let params = json!({"leakMa": 900, "tempC": 140});
+        let set = sparkwatch_tests::eventually("the ingestion's MQTT client to carry the command", || async {
+            let set =
+                send(&admin, json!({"detectorId": d1, "op": "SET_THRESHOLDS", "params": params, "password": PASSWORD}))
+                    .await?;
+            Ok((set["status"] == "SENT").then_some(set))
+        })
+        .await?;
+        let wire = device.command().await?;
+        assert_eq!(wire["id"], set["id"]);
+        let forged = json!({"id": set["id"], "ok": true, "code": 0, "msg": "done"});
+        neighbour.answer(forged.clone()).await?;
+        outsider.answer(forged).await?;
+
+        let db = server.services.store().db();
+        let letters = sparkwatch_tests::eventually("two dead letters for the forged results", || async {
+            let found =
+                dead_letter::Entity::find().filter(dead_letter::Column::Reason.eq("unknown_command")).all(db).await?;
+            Ok((found.len() == 2).then_some(found))
+        })
+        .await?;
+        let mut serials: Vec<_> = letters.iter().filter_map(|l| l.serial.clone()).collect();
+        serials.sort();
+        assert_eq!(serials, ["SW-DEMO-0002", "SW-DEMOB-0001"], "{backend:?}");
+        for l in &letters {
+            assert!(l.topic.ends_with("/cmd/ack") && l.detail.contains("no command"), "{backend:?}: {l:?}");
+            assert!(l.payload.contains(set["id"].as_str().unwrap_or("?")), "{backend:?}: the payload is kept");
+        }
+        let stored = admin.ok(GET, json!({"id": set["id"]})).await?["command"].clone();
+        assert_eq!((stored["status"].as_str(), &stored["result"]), (Some("SENT"), &Value::Null), "{backend:?}");
+        assert_eq!(admin.ok(thresholds, json!({"id": d1})).await?, before, "{backend:?}: thresholds unchanged");
+        let own = threshold::Entity::find()
+            .filter(threshold::Column::Scope.eq("detector"))
+            .filter(threshold::Column::ScopeId.eq(d1.parse::<uuid::Uuid>()?))
+            .count(db)
+            .await?;
+        assert_eq!(own, 0, "{backend:?}: no thresholds written for the detector");
+
+        // The addressed device's answer counts.
+        device.answer(json!({"id": set["id"], "ok": true, "code": 0})).await?;
+        until_status(&admin, &set["id"], "ACKNOWLEDGED").await?;
+        let after = admin.ok(thresholds, json!({"id": d1})).await?;
+        assert_eq!(after["detector"]["effectiveThresholds"], json!({"leakMa": 900.0, "tempC": 140.0}), "{backend:?}");
     }
     Ok(())
 }

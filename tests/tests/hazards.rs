@@ -8,10 +8,9 @@ use std::collections::HashMap;
 
 use sea_orm::prelude::{ChronoDateTimeUtc, ChronoUtc};
 use serde_json::{Value, json};
-use sparkwatch_api::ingest::pipeline::values_json;
-use sparkwatch_api::store::telemetry::{self, DeadLetter, NewEvent, NewReading, Occurrence, Rollup};
+use sparkwatch_api::store::telemetry::{self, DeadLetter, NewEvent, NewReading, Occurrence, Rollup, values_json};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId};
-use sparkwatch_domain::reading::Reading;
+use sparkwatch_domain::reading::{EventSource, Reading};
 use sparkwatch_tests::{Gql, TestServer, backends};
 
 /// A fixed base time (whole seconds, so PostgreSQL's microseconds lose nothing).
@@ -102,7 +101,7 @@ impl Demo {
             channel: channel.to_owned(),
             kind,
             category,
-            source: "engine",
+            source: EventSource::Engine,
             at: t(when),
             ingested_at: t(when),
             processed_at: t(when),
@@ -134,7 +133,7 @@ impl Demo {
             episode: None,
             kind,
             category,
-            source: "engine",
+            source: EventSource::Engine,
             channel: channel.to_owned(),
             at: t(when),
             received_at: t(when) + std::time::Duration::from_secs(2),

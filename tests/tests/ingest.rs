@@ -667,3 +667,91 @@ async fn a_reading_right_after_the_last_will_brings_the_device_back() -> anyhow:
     }
     Ok(())
 }
+
+/// DEVICE-PROTOCOL.md §3 "Time": a device clock that runs ahead must not silence a
+/// detector. One normal reading dated 23 h ahead used to make every later reading "older"
+/// for the alarm engine, so the alarm after it raised nothing for 23 h. The reading is
+/// stored with the time the device gave; it is evaluated — and ordered among the latest
+/// values — no later than it arrived.
+#[tokio::test]
+async fn a_reading_dated_ahead_does_not_silence_the_detector() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let mut feed = Feeder::start(&server.services);
+        let t = DateTime::from_timestamp_millis((Utc::now() - Duration::seconds(20)).timestamp_millis())
+            .unwrap_or_default();
+        let at = |s: i64| t + Duration::seconds(s);
+        // A first reading loads the detector's state, so the one dated ahead is quiet (the
+        // readings lane), and a second detector takes the alarm path with one dated ahead.
+        feed.send_at(TOPIC, &telemetry(at(0), Some(1), leak(1, 20.0)), at(0)).await;
+        feed.settle().await?;
+        feed.send_at(TOPIC, &telemetry(at(1) + Duration::hours(23), Some(2), leak(1, 20.0)), at(1)).await;
+        let ahead = json!([{"addr": 2, "leak": [20.0]}]);
+        feed.send_at(TOPIC, &telemetry(at(1) + Duration::hours(23), Some(3), ahead), at(1)).await;
+        feed.settle().await?;
+        // The next alarm: over the 300 mA set-point for longer than its 5 s delay.
+        for (seq, s) in [(4, 10), (5, 16)] {
+            let both = json!([{"addr": 1, "leak": [500.0]}, {"addr": 2, "leak": [500.0]}]);
+            feed.send_at(TOPIC, &telemetry(at(s), Some(seq), both), at(s)).await;
+        }
+        feed.settle().await?;
+        let db = server.services.store().db();
+        let alarms = hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM")).all(db).await?;
+        assert_eq!(alarms.len(), 2, "{backend:?}: both detectors raise their alarm");
+        assert!(alarms.iter().all(|h| h.device_at == at(16)), "{backend:?}: {alarms:?}");
+        // Stored as the device dated it.
+        let ahead = reading::Entity::find().filter(reading::Column::At.gt(at(3600))).count(db).await?;
+        assert_eq!(ahead, 2, "{backend:?}");
+        // The latest value is the alarm's reading, not the one dated ahead.
+        let d1 = server.detector_id("SW-DEMO-0001", 1).await?.parse::<uuid::Uuid>()?;
+        let latest = server.services.latest().get(d1.into()).await.map(|r| (r.at, r.leak_ma));
+        assert_eq!(latest, Some((at(16), vec![Some(500.0)])), "{backend:?}");
+    }
+    Ok(())
+}
+
+/// Readings are keyed by detector and device time, so a second reading of a detector with
+/// the same time but other values cannot be stored beside the first. It used to be dropped
+/// silently, even an alarm; now it is evaluated — here it completes the alarm's 5 s delay —
+/// and kept as a dead letter with both readings' values. Across batches, within one, and
+/// on the readings lane.
+#[tokio::test]
+async fn a_different_reading_at_the_same_device_time_is_evaluated_and_dead_lettered() -> anyhow::Result<()> {
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let mut feed = Feeder::start(&server.services);
+        let t =
+            DateTime::from_timestamp_millis((Utc::now() - Duration::minutes(1)).timestamp_millis()).unwrap_or_default();
+        let six = t + Duration::seconds(6);
+        let over = json!([{"addr": 1, "leak": [500.0]}, {"addr": 2, "leak": [500.0]}, {"addr": 3, "leak": [20.0]}]);
+        feed.send(TOPIC, &telemetry(t, Some(1), over)).await;
+        feed.settle().await?;
+        // Detector 1, across batches: a temperature-only reading takes t + 6 s first.
+        feed.send(TOPIC, &telemetry(six, Some(2), json!([{"addr": 1, "temp": [30.0]}]))).await;
+        feed.settle().await?;
+        feed.send(TOPIC, &telemetry(six, Some(3), json!([{"addr": 1, "leak": [500.0]}]))).await;
+        // Detector 2, within one batch (queued together).
+        feed.send(TOPIC, &telemetry(six, Some(4), json!([{"addr": 2, "temp": [30.0]}]))).await;
+        feed.send(TOPIC, &telemetry(six, Some(5), json!([{"addr": 2, "leak": [500.0]}]))).await;
+        feed.settle().await?;
+        // Detector 3, quiet both times (the readings lane): 20 mA stored at t, then 30 mA.
+        feed.send(TOPIC, &telemetry(t, Some(6), json!([{"addr": 3, "leak": [30.0]}]))).await;
+        feed.settle().await?;
+
+        let db = server.services.store().db();
+        let alarms = hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM")).all(db).await?;
+        assert_eq!(alarms.len(), 2, "{backend:?}: detectors 1 and 2 raise their alarm");
+        assert!(alarms.iter().all(|h| h.device_at == six), "{backend:?}");
+        let letters = dead_letter::Entity::find()
+            .filter(dead_letter::Column::Reason.eq("reading_conflict"))
+            .order_by_asc(dead_letter::Column::Id)
+            .all(db)
+            .await?;
+        assert_eq!(letters.len(), 3, "{backend:?}: {letters:?}");
+        assert!(letters.iter().all(|l| l.serial.as_deref() == Some("SW-DEMO-0001") && l.topic == TOPIC));
+        assert!(letters[0].detail.contains(r#""t":[30.0]"#) && letters[0].payload.contains(r#""l":[500.0]"#));
+        assert!(letters[2].detail.contains(r#""l":[20.0]"#) && letters[2].payload.contains(r#""l":[30.0]"#));
+        assert_eq!(count(&server, reading::Entity::find()).await, 5, "{backend:?}: the first of each stays");
+    }
+    Ok(())
+}

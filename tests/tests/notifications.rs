@@ -443,7 +443,7 @@ async fn recorded_alarm(
         episode: None,
         kind: "LEAK_ALARM",
         category: "ALARM",
-        source: "engine",
+        source: sparkwatch_domain::reading::EventSource::Engine,
         channel: "leak:1".into(),
         at: clock.now(),
         received_at: clock.now(),

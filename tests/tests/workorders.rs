@@ -85,7 +85,7 @@ impl Demo {
             channel: channel.to_owned(),
             kind: "LEAK_ALARM",
             category: "ALARM",
-            source: "engine",
+            source: sparkwatch_domain::reading::EventSource::Engine,
             at: now,
             ingested_at: now,
             processed_at: now,

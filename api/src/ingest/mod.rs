@@ -9,14 +9,15 @@
 //! - [`modbus`] — the Modbus TCP poller: one connection per gateway, polls spread over the
 //!   interval, bit edges as device events, three failed polls = communication fault.
 //! - `broker` — the embedded MQTT broker (rumqttd, feature `embedded-broker`, on by default).
-//! - [`latest`] — the latest value per detector (in process, or Redis).
+//! - [`health`] — which parts are retrying a database failure; requests between the pipeline
+//!   and the MQTT subscriber (reconnect, finished).
 //!
 //! The receive side never waits on the database: it only pushes into the bounded queue,
 //! and when the queue is full the MQTT client stops reading, so the broker buffers.
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
-pub mod latest;
+pub mod health;
 pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;

@@ -8,13 +8,14 @@
 //! registers its client there while it runs, and command results come back on
 //! `{prefix}/+/cmd/ack` through the pipeline like every other device message.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
+use super::health::IngestHealth;
 use super::{Inbound, IngestQueue};
+use crate::downlink::Downlink;
 
 /// How to reach the broker.
 #[derive(Clone, Debug)]
@@ -72,38 +73,42 @@ impl MqttSettings {
     }
 }
 
-/// The way commands go down to MQTT devices: the running subscriber's client and topic
-/// prefix, shared with the command service. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Downlink(Arc<RwLock<Option<(AsyncClient, String)>>>);
+/// The largest packet the subscriber reads: MQTT's own limit. A bigger limit in the broker
+/// than in the client made the client drop the connection on every redelivery of one big
+/// message — a reconnect loop in which no other device was heard. Messages beyond the
+/// contract's size are refused by the pipeline with a dead letter instead
+/// ([`sparkwatch_domain::payload::MAX_PAYLOAD_BYTES`]); the broker should refuse them first
+/// (README).
+const MAX_INCOMING_PACKET: usize = 268_435_455;
 
-impl Downlink {
-    fn attach(&self, client: Option<(AsyncClient, String)>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = client;
-    }
+/// How long a stopping subscriber waits for the pipeline's last acknowledgements.
+const FINAL_ACKS_WITHIN: Duration = Duration::from_secs(30);
 
-    /// Publishes a command on `{prefix}/{serial}/cmd` (QoS 1, not retained: a device that
-    /// is away must not act on it later than its expiry allows). Done once the client
-    /// accepted it; while the broker is unreachable the client holds it and sends it on
-    /// reconnection. Fails when this instance has no MQTT connection at all.
-    pub async fn publish_command(&self, serial: &str, payload: Vec<u8>) -> Result<(), String> {
-        let Some((client, prefix)) = self.0.read().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return Err("this server has no MQTT connection (no broker configured)".to_owned());
-        };
-        let topic = sparkwatch_domain::payload::command_topic(&prefix, serial);
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| format!("MQTT publish failed: {e}"))
-    }
-}
+/// How long a reconnect or the final DISCONNECT may wait to be written.
+const DISCONNECT_WITHIN: Duration = Duration::from_secs(2);
 
 /// Runs the subscriber until `stop` turns true. Connection problems are logged and retried
 /// with backoff (1 s doubling to 30 s); they never end the task.
-pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink, mut stop: watch::Receiver<bool>) {
+///
+/// When the pipeline asks ([`IngestHealth::request_reconnect`]: a store failure that lasts,
+/// or an acknowledgement that could not be queued) it reconnects on the same persistent
+/// session, so the broker redelivers whatever it has not seen acknowledged. When stopped it
+/// stops taking messages but stays connected until the pipeline has finished (at most
+/// 30 s), so the acknowledgements of what the pipeline stored last reach the broker; then
+/// it disconnects.
+pub async fn run(
+    settings: MqttSettings,
+    queue: IngestQueue,
+    downlink: Downlink,
+    health: IngestHealth,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(256 * 1024, 256 * 1024);
+        .set_max_packet_size(MAX_INCOMING_PACKET, 256 * 1024);
     if let Some((u, p)) = &settings.credentials {
         options.set_credentials(u.clone(), p.clone());
     }
@@ -112,12 +117,55 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink,
     downlink.attach(Some((client.clone(), settings.prefix.clone())));
     let topics = settings.topics();
     let mut backoff = Duration::from_secs(1);
+    let mut queue = Some(queue);
+    // Set while a requested reconnect waits for its DISCONNECT to be written.
+    let mut reconnecting: Option<tokio::time::Instant> = None;
+    let mut stopped_at: Option<tokio::time::Instant> = None;
+    let finished = health.finished();
+    tokio::pin!(finished);
+    let mut pipeline_done = false;
     loop {
+        let deadline = match (reconnecting, stopped_at) {
+            (Some(r), _) => r + DISCONNECT_WITHIN,
+            (None, Some(s)) => s + FINAL_ACKS_WITHIN,
+            (None, None) => tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
         let event = tokio::select! {
             e = eventloop.poll() => e,
-            _ = stop.changed() => break,
+            _ = stop.changed(), if stopped_at.is_none() => {
+                // No more messages into the pipeline; what arrives from now on is left
+                // unacknowledged for the next start.
+                stopped_at = Some(tokio::time::Instant::now());
+                queue = None;
+                continue;
+            }
+            _ = &mut finished, if stopped_at.is_some() && !pipeline_done => {
+                pipeline_done = true;
+                break;
+            }
+            _ = health.reconnect_requested(), if reconnecting.is_none() && stopped_at.is_none() => {
+                tracing::warn!("reconnecting to the MQTT broker so that it redelivers what was not acknowledged");
+                reconnecting = Some(tokio::time::Instant::now());
+                if client.try_disconnect().is_err() {
+                    eventloop.clean();
+                    reconnecting = None;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if reconnecting.take().is_some() {
+                    eventloop.clean();
+                    continue;
+                }
+                break;
+            }
         };
         match event {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if reconnecting.take().is_some() => {
+                // Written after every acknowledgement queued before it; the next poll
+                // connects again on the same session.
+                eventloop.clean();
+            }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_secs(1);
                 tracing::info!(host = %settings.host, port = settings.port, session_present = ack.session_present, "connected to the MQTT broker");
@@ -129,7 +177,8 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink,
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let ack_client = client.clone();
+                let Some(queue) = &queue else { continue };
+                let (ack_client, ack_health) = (client.clone(), health.clone());
                 let ack_publish = publish.clone();
                 let msg = Inbound {
                     topic: publish.topic.clone(),
@@ -138,7 +187,10 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink,
                     received_at: chrono::Utc::now(),
                     ack: Some(Box::new(move || {
                         if let Err(e) = ack_client.try_ack(&ack_publish) {
-                            tracing::warn!(error = %e, "could not acknowledge a delivery; the broker will redeliver it");
+                            // Left in flight at the broker, it would hold a place in the
+                            // window until the next connection: reconnect now.
+                            tracing::warn!(error = %e, "could not acknowledge a delivery; reconnecting so the broker redelivers it");
+                            ack_health.request_reconnect("ack_failed");
                         }
                     })),
                 };
@@ -149,18 +201,43 @@ pub async fn run(settings: MqttSettings, queue: IngestQueue, downlink: Downlink,
                 }
             }
             Ok(_) => {}
+            Err(e) if stopped_at.is_some() => {
+                tracing::info!(error = %e, "MQTT connection ended while stopping");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(host = %settings.host, port = settings.port, error = %e, retry_in_s = backoff.as_secs(), "MQTT connection problem");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
-                    _ = stop.changed() => break,
+                    _ = stop.changed() => {
+                        stopped_at = Some(tokio::time::Instant::now());
+                        queue = None;
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                if stopped_at.is_some() {
+                    break;
+                }
             }
         }
     }
+    drop(queue);
     downlink.attach(None);
-    let _ = client.try_disconnect();
+    if pipeline_done {
+        // An orderly goodbye: written after the last acknowledgements.
+        if client.try_disconnect().is_ok() {
+            let goodbye = async {
+                while let Ok(event) = eventloop.poll().await {
+                    if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DISCONNECT_WITHIN, goodbye).await;
+        }
+    } else {
+        let _ = client.try_disconnect();
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use sparkwatch_domain::command::{
 };
 use sparkwatch_domain::ids::{CommandId, DetectorId, DeviceId};
 use sparkwatch_domain::payload::{CommandMessage, encode_command};
-use sparkwatch_domain::reading::{Channel, EventCategory, EventKind};
+use sparkwatch_domain::reading::{Channel, EventCategory, EventKind, EventSource};
 use sparkwatch_domain::site::DeviceTransport;
 use sparkwatch_domain::validate::optional_text;
 use tokio::sync::Notify;
@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 use super::{Clock, Services, snapshot};
 use crate::auth::{Actor, Principal};
 use crate::bus::{Bus, BusMessage, Envelope, Feed};
+use crate::downlink::Downlink;
 use crate::error::{AppError, AppResult};
-use crate::ingest::mqtt::Downlink;
 use crate::store::commands::{self as sc, Command};
 use crate::store::oplog::{self, Entry};
 use crate::store::telemetry::{self as tel, NewEvent};
@@ -314,7 +314,7 @@ impl Services {
                 episode: None,
                 kind: EventKind::Command.code(),
                 category: EventCategory::Operation.code(),
-                source: "system",
+                source: EventSource::System,
                 channel: Channel::DETECTOR.code(),
                 at: now,
                 received_at: now,

@@ -19,7 +19,6 @@ use super::field::{Claim, ClientOp};
 use super::{MAX_PAGE, Services, snapshot};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::ingest::pipeline::reading_from_json;
 use crate::store::hazards::{
     self as st, DeadLetter, EventFilter, EventView, Hazard, HazardFilter, Keyset, NewTransition, NewestFirst,
     Transition,
@@ -367,7 +366,7 @@ impl Services {
         }
         Ok(telemetry::latest_reading(self.inner.store.db(), detector.id)
             .await?
-            .map(|(at, json)| reading_from_json(at, &json)))
+            .map(|(at, json)| telemetry::reading_from_json(at, &json)))
     }
 
     /// A visible detector's values in `[from, to)` for a chart.
@@ -398,7 +397,7 @@ impl Services {
                 ));
             }
             let rows = telemetry::readings(db, detector.id, from, to, MAX_RAW_READINGS).await?;
-            return Ok(rows.into_iter().map(|(at, json)| raw_point(reading_from_json(at, &json))).collect());
+            return Ok(rows.into_iter().map(|(at, json)| raw_point(telemetry::reading_from_json(at, &json))).collect());
         };
         let span = bucket.span();
         let start = from.duration_trunc(span).map_err(|e| AppError::invalid("from", e))?;

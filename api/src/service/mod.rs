@@ -104,7 +104,7 @@ struct Inner {
     /// refresh at once.
     site_generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: crate::metrics::Metrics,
-    latest: Arc<crate::ingest::latest::LatestCache>,
+    latest: Arc<crate::store::latest::LatestCache>,
     bus: crate::bus::Bus,
     push: crate::push::Push,
     /// Wakes the push dispatcher when notifications were queued.
@@ -131,7 +131,7 @@ impl Services {
         clock: Arc<dyn Clock>,
         settings: ServiceSettings,
         metrics: crate::metrics::Metrics,
-        latest: crate::ingest::latest::LatestCache,
+        latest: crate::store::latest::LatestCache,
         bus: crate::bus::Bus,
         push: crate::push::Push,
     ) -> Self {
@@ -181,7 +181,7 @@ impl Services {
     }
 
     /// Latest value per detector (fed by ingestion).
-    pub fn latest(&self) -> &Arc<crate::ingest::latest::LatestCache> {
+    pub fn latest(&self) -> &Arc<crate::store::latest::LatestCache> {
         &self.inner.latest
     }
 

@@ -3,6 +3,8 @@
 //! Every query that reads tenant data takes the tenant id and filters by it; scope filters
 //! (project lists) are applied here too, in SQL, so that counts and pages agree.
 //! Functions take any `ConnectionTrait` so services can run several in one transaction.
+//! [`latest`] is the one part outside the database: the latest value per detector, in process
+//! or in Redis.
 
 pub mod access;
 pub mod attachments;
@@ -10,6 +12,7 @@ pub mod commands;
 pub mod field;
 pub mod hazards;
 pub mod identity;
+pub mod latest;
 pub mod notify;
 pub mod oplog;
 pub mod patrol;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use sparkwatch_domain::ids::DetectorId;
@@ -11,8 +12,8 @@ use sparkwatch_domain::reading::Reading;
 
 /// Latest values by detector.
 pub enum LatestCache {
-    /// In this process.
-    InProcess(RwLock<HashMap<DetectorId, Reading>>),
+    /// In this process, with the time that orders each reading (see [`LatestCache::put_all`]).
+    InProcess(RwLock<HashMap<DetectorId, (DateTime<Utc>, Reading)>>),
     /// In Redis, one key per detector (`sw:latest:{id}`), JSON values.
     Redis(ConnectionManager),
 }
@@ -47,31 +48,40 @@ impl LatestCache {
         Ok(LatestCache::Redis(manager))
     }
 
-    /// Keeps the newest reading of each detector in `batch`, unless a newer one is stored.
+    /// Keeps the newest reading of each detector in `batch` by device time, unless a newer
+    /// one is stored.
     pub async fn put_all(&self, batch: Vec<(DetectorId, Reading)>) {
+        self.put_ordered(batch.into_iter().map(|(d, r)| (d, r.at, r)).collect()).await;
+    }
+
+    /// Keeps the newest reading of each detector in `batch`, unless a newer one is stored.
+    /// "Newest" by the time given with each reading — the time it was evaluated at, which is
+    /// its device time but never later than its arrival: a device clock running ahead must
+    /// not pin one reading as the latest for hours.
+    pub async fn put_ordered(&self, batch: Vec<(DetectorId, DateTime<Utc>, Reading)>) {
         match self {
             LatestCache::InProcess(map) => {
                 let mut map = map.write().unwrap_or_else(|e| e.into_inner());
-                for (detector, reading) in batch {
+                for (detector, order, reading) in batch {
                     match map.get(&detector) {
-                        Some(existing) if existing.at >= reading.at => {}
+                        Some((existing, _)) if *existing >= order => {}
                         _ => {
-                            map.insert(detector, reading);
+                            map.insert(detector, (order, reading));
                         }
                     }
                 }
             }
             LatestCache::Redis(conn) => {
-                let mut newest: HashMap<DetectorId, Reading> = HashMap::new();
-                for (d, r) in batch {
-                    if newest.get(&d).is_none_or(|e| e.at < r.at) {
-                        newest.insert(d, r);
+                let mut newest: HashMap<DetectorId, (DateTime<Utc>, Reading)> = HashMap::new();
+                for (d, order, r) in batch {
+                    if newest.get(&d).is_none_or(|(e, _)| *e < order) {
+                        newest.insert(d, (order, r));
                     }
                 }
                 // Readings arrive in device-time order per detector within a batch; across
                 // batches an out-of-order one may overwrite a newer value for one interval.
                 let mut pipe = redis::pipe();
-                for (d, r) in &newest {
+                for (d, (_, r)) in &newest {
                     if let Ok(json) = serde_json::to_string(r) {
                         pipe.set(key(*d), json).ignore();
                     }
@@ -87,7 +97,9 @@ impl LatestCache {
     /// The latest reading of a detector, if known.
     pub async fn get(&self, detector: DetectorId) -> Option<Reading> {
         match self {
-            LatestCache::InProcess(map) => map.read().unwrap_or_else(|e| e.into_inner()).get(&detector).cloned(),
+            LatestCache::InProcess(map) => {
+                map.read().unwrap_or_else(|e| e.into_inner()).get(&detector).map(|(_, r)| r.clone())
+            }
             LatestCache::Redis(conn) => {
                 let mut conn = conn.clone();
                 let json: Option<String> = conn.get(key(detector)).await.ok()?;
