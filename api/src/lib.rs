@@ -252,11 +252,19 @@ pub fn start_embedded_broker(
             }
         })
     });
-    ingest::broker::start(BrokerOptions {
+    let broker = ingest::broker::start(BrokerOptions {
         listen,
         tls,
         prefix: prefix.to_owned(),
         reserved_client_ids: vec![server_client_id.to_owned(), format!("{server_client_id}-dynsec")],
         verifier,
-    })
+    })?;
+    let sessions = broker.sessions();
+    services.set_session_ender(Arc::new(move |serial: &str| {
+        let ended = sessions.end(serial);
+        if ended > 0 {
+            tracing::info!(serial, connections = ended, "device connections ended: credentials changed");
+        }
+    }));
+    Ok(broker)
 }

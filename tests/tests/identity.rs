@@ -101,7 +101,7 @@ async fn only_a_device_with_its_current_secret_connects() -> anyhow::Result<()> 
     // A device registered before credentials existed is refused until it gets them.
     assert!(refused(connect(gate.options(serial, Some((serial, "anything")))).await));
     let old = server.device_secret(serial).await?;
-    assert!(connect(gate.options(serial, Some((serial, &old)))).await.is_ok());
+    let (_kept, mut kept_loop) = connect(gate.options(serial, Some((serial, &old)))).await?;
 
     // No credentials, a wrong secret, another device's secret, a client id that is not the
     // user name, an unknown serial, the server's own client id: all "not authorized".
@@ -113,9 +113,18 @@ async fn only_a_device_with_its_current_secret_connects() -> anyhow::Result<()> 
     assert!(refused(connect(gate.options("SW-NOBODY", Some(("SW-NOBODY", &old)))).await));
     assert!(refused(connect(gate.options("sparkwatch", Some(("sparkwatch", &old)))).await));
 
-    // Rotation: the old secret stops working at once, the new one works.
+    // Rotation: the old secret stops working at once, the new one works, and the connection
+    // made with the old one is ended (not kept until the device happens to reconnect).
     let new = server.device_secret(serial).await?;
     assert!(refused(connect(gate.options(serial, Some((serial, &old)))).await));
+    let ended = async {
+        loop {
+            if kept_loop.poll().await.is_err() {
+                return;
+            }
+        }
+    };
+    assert!(tokio::time::timeout(WAIT, ended).await.is_ok(), "the connection with the rotated secret was not ended");
     assert!(connect(gate.options(serial, Some((serial, &new)))).await.is_ok());
 
     // A last will on another device's topics would publish for it: refused at CONNECT.

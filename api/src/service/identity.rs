@@ -58,7 +58,12 @@ pub trait BrokerAccounts: Send + Sync + 'static {
 pub(crate) struct Identity {
     accounts: OnceLock<Arc<dyn BrokerAccounts>>,
     hooks: OnceLock<HookSettings>,
+    sessions: OnceLock<SessionEnder>,
 }
+
+/// Ends the open MQTT connections of a serial (the embedded broker's device gate), called
+/// once new credentials are stored or the device is gone.
+pub type SessionEnder = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Settings of the EMQX HTTP authentication and authorisation hooks.
 #[derive(Clone, Debug)]
@@ -137,6 +142,20 @@ impl Services {
         self.inner.identity.accounts.get()
     }
 
+    /// Connects the embedded broker's gate (once, at startup): a rotated secret or a deleted
+    /// device then ends the device's open connections at once, not at its next reconnect.
+    pub fn set_session_ender(&self, end: SessionEnder) {
+        if self.inner.identity.sessions.set(end).is_err() {
+            tracing::warn!("a session ender was already connected; keeping the first");
+        }
+    }
+
+    fn end_sessions(&self, serial: &str) {
+        if let Some(end) = self.inner.identity.sessions.get() {
+            end(serial);
+        }
+    }
+
     /// Issues new MQTT credentials for a visible device; an earlier secret stops working
     /// (rotation). Modbus devices have none.
     pub async fn issue_device_credentials(&self, who: &Principal, id: DeviceId) -> AppResult<DeviceCredentials> {
@@ -167,6 +186,7 @@ impl Services {
         st::put_credential(&tx, device.id, digest(device.id, &secret), issued_at, who.user_id()).await?;
         self.log_issue(&tx, who, device, issued_at).await?;
         tx.commit().await?;
+        self.end_sessions(serial);
         tracing::info!(serial = %serial, "device credentials issued");
         Ok(DeviceCredentials { device_id: device.id, username: serial.clone(), password: secret, issued_at })
     }
@@ -242,6 +262,9 @@ impl Services {
             });
         }
         tx.commit().await?;
+        for c in &out {
+            self.end_sessions(&c.username);
+        }
         tracing::info!(devices = out.len(), "device credentials issued");
         Ok(out)
     }
@@ -337,6 +360,7 @@ impl Services {
     /// that cannot be reached is logged: the device's secret no longer verifies anywhere
     /// Sparkwatch answers, and the account is removed again at the next start.
     pub(crate) async fn forget_device_account(&self, serial: &str) {
+        self.end_sessions(serial);
         if let Some(accounts) = self.broker_accounts()
             && let Err(e) = accounts.remove_device(serial).await
         {

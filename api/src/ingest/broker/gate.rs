@@ -19,8 +19,10 @@
 //! they came (only their headers and topics are read), so QoS 1 flows, persistent sessions
 //! and packet ids are rumqttd's, unchanged.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +34,7 @@ use rumqttc::mqttbytes::{Error as CodecError, FixedHeader, PacketType, Protocol,
 use sparkwatch_domain::identity::{self, ConnectRefusal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 
 /// What the verifier says of a device's serial and secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,59 @@ pub(crate) struct GateShared {
     pub(crate) slots: Arc<Semaphore>,
     /// TLS for this listener, if any.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The open device connections, so that a rotated secret or a deleted device ends them.
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+/// The devices connected through the gates (plain and TLS share one), by serial. A secret
+/// checked at CONNECT stays good for the connection's life unless the device's credentials
+/// change: then [`Sessions::end`] closes every connection of that serial, as Mosquitto's
+/// dynamic security does when a client's password is changed, and the device must connect
+/// again with its new secret.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    open: SyncMutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+}
+
+impl Sessions {
+    /// Closes every open connection of `serial`; returns how many there were.
+    pub fn end(&self, serial: &str) -> usize {
+        let ended = self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(serial).unwrap_or_default();
+        for (_, stop) in &ended {
+            // `notify_one` keeps a permit, so a connection not yet waiting still ends.
+            stop.notify_one();
+        }
+        ended.len()
+    }
+
+    fn enter(self: &Arc<Self>, serial: &str) -> SessionGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(Notify::new());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.entry(serial.to_owned()).or_default().push((id, stop.clone()));
+        SessionGuard { sessions: self.clone(), serial: serial.to_owned(), id, stop }
+    }
+}
+
+/// One registered connection; leaves the registry when dropped.
+struct SessionGuard {
+    sessions: Arc<Sessions>,
+    serial: String,
+    id: u64,
+    stop: Arc<Notify>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut open = self.sessions.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = open.get_mut(&self.serial) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                open.remove(&self.serial);
+            }
+        }
+    }
 }
 
 /// Accepts device connections on `listener` until the process ends.
@@ -176,6 +231,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     }
     tracing::debug!(%peer, serial = %serial, "device connected through the gate");
+    let session = shared.sessions.enter(&serial);
     let device_wr = Mutex::new(wr);
     let inbound = relay_from_device(&mut rd, buf, &mut up_wr, &device_wr, &serial, peer, shared);
     let outbound = relay_to_device(&mut up_rd, &device_wr, shared.max_frame);
@@ -184,6 +240,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     tokio::select! {
         () = inbound => {},
         () = outbound => {},
+        () = session.stop.notified() => {
+            tracing::info!(%peer, serial = %serial, "device disconnected: its credentials were rotated or it was deleted");
+        }
     }
     let _ = device_wr.lock().await.shutdown().await;
 }

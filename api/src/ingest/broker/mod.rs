@@ -106,7 +106,7 @@ use super::mqtt::MqttSettings;
 pub mod gate;
 pub mod tls;
 
-pub use gate::{Verdict, Verifier};
+pub use gate::{Sessions, Verdict, Verifier};
 
 /// The `tracing` filter directive that keeps rumqttd to warnings and errors; add it to the
 /// server's default filter (e.g. `info,rumqttd=warn`).
@@ -189,6 +189,7 @@ pub struct EmbeddedBroker {
     internal_password: String,
     listener: JoinHandle<()>,
     router_alive: Arc<AtomicBool>,
+    sessions: Arc<Sessions>,
 }
 
 impl EmbeddedBroker {
@@ -219,6 +220,12 @@ impl EmbeddedBroker {
     /// password per process.
     pub fn internal_login(&self) -> (String, String) {
         (INTERNAL_USER.to_owned(), self.internal_password.clone())
+    }
+
+    /// The devices connected through the gate; ending a serial's sessions makes it connect
+    /// again (after a rotation, or when the device was deleted).
+    pub fn sessions(&self) -> Arc<Sessions> {
+        self.sessions.clone()
     }
 
     /// Whether the broker still works: its listener and router threads are running (a
@@ -312,6 +319,7 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
     }
     reserved_client_ids.push(PROBE_CLIENT_ID.to_owned());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sessions = Arc::new(Sessions::default());
     let shared = |tls: Option<tokio_rustls::TlsAcceptor>| {
         Arc::new(gate::GateShared {
             prefix: prefix.clone(),
@@ -322,6 +330,7 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
             max_frame: MAX_PAYLOAD + 1024,
             slots: slots.clone(),
             tls,
+            sessions: sessions.clone(),
         })
     };
     tokio::spawn(gate::serve(tokio_listener(plain, addr)?, shared(None)));
@@ -337,7 +346,7 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
              and give devices outside the building the TLS listener"
         );
     }
-    Ok(EmbeddedBroker { addr, tls_addr, internal, internal_password, listener, router_alive })
+    Ok(EmbeddedBroker { addr, tls_addr, internal, internal_password, listener, router_alive, sessions })
 }
 
 fn tokio_listener(l: TcpListener, addr: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
