@@ -335,3 +335,110 @@ async fn a_postgres_outage_mid_stream_loses_nothing() -> anyhow::Result<()> {
     assert!(failures(&server, &["alarm_path", "readings", "thresholds", "devices"]).await? > 0.0, "it did fail");
     nothing_lost(&server, t0, sent).await
 }
+
+/// The `sparkwatch` binary next to this test's executable (`target/debug/sparkwatch`),
+/// built by `cargo test --workspace` runs that include it (`.ci/run` builds it first).
+fn server_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let binary = exe.parent()?.parent()?.join("sparkwatch");
+    binary.exists().then_some(binary)
+}
+
+/// `sparkwatch serve` as a process of its own, on the seeded server's database, ingesting
+/// from `broker` with a persistent session.
+fn spawn_server(binary: &std::path::Path, seeded: &TestServer, broker: &PrivateMosquitto) -> anyhow::Result<Child> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new(binary)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&seeded.config.data_dir)
+        .args(["--database-url", seeded.config.database_url.expose()])
+        .args(["--mqtt-url", &broker.url(), "--mqtt-client-id", "sparkwatch-killed"])
+        .env("SPARKWATCH_JWT_SECRET", "k".repeat(40))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(Child(child))
+}
+
+/// Kills the server process with SIGKILL when dropped (a failing test leaves none behind).
+struct Child(std::process::Child);
+
+impl Child {
+    fn kill_9(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?; // SIGKILL on Unix: no flush, no goodbye.
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server process is killed with SIGKILL mid-stream and started again, with an external
+/// broker (the test's own Mosquitto with persistence) and a persistent session: everything
+/// the broker acknowledged to the devices is stored exactly once, and nobody is declared
+/// offline. Messages are acknowledged to the broker only after their commit, so those in
+/// flight at the kill come again.
+#[tokio::test]
+async fn a_server_killed_with_sigkill_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    let Some(binary) = server_binary() else {
+        eprintln!("skipped: target/debug/sparkwatch is not built (cargo build -p sparkwatch-api)");
+        return Ok(());
+    };
+    let Some(broker) = PrivateMosquitto::start().await? else {
+        eprintln!("skipped: no mosquitto binary");
+        return Ok(());
+    };
+    for backend in backends() {
+        // Seeded in-process, then served by the binary over the same database.
+        let seeded = TestServer::demo(&backend).await?;
+        let mut server = spawn_server(&binary, &seeded, &broker)?;
+        let t0 = Utc::now() - chrono::Duration::minutes(5);
+        let stored = || async { count(&seeded, reading::Entity::find()).await };
+        eventually("the server process to be subscribed", || async {
+            let probe = telemetry(t0 - chrono::Duration::minutes(1), 0, json!([{"addr": 2, "leak": [20.0]}]));
+            let (c, mut lp) =
+                rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("probe", "127.0.0.1", broker.port), 4);
+            c.publish("sw/SW-DEMO-0001/telemetry", rumqttc::QoS::AtLeastOnce, false, probe).await?;
+            let _ = tokio::time::timeout(Duration::from_millis(300), async { while lp.poll().await.is_ok() {} }).await;
+            Ok((stored().await? > 0).then_some(()))
+        })
+        .await?;
+        let serials = ["SW-DEMO-0001", "SW-DEMO-0002", "SW-DEMO-0101", "SW-DEMO-0102"];
+        let devices = futures_util::future::try_join_all(serials.map(|s| device_publishes(broker.port, s, 60, t0)));
+        let kill = async {
+            eventually("some readings stored before the kill", || async { Ok((stored().await? > 40).then_some(())) })
+                .await?;
+            server.kill_9()?;
+            let at_kill = stored().await?;
+            server = spawn_server(&binary, &seeded, &broker)?;
+            anyhow::Ok(at_kill)
+        };
+        let (published, at_kill) = tokio::join!(devices, kill);
+        published?;
+        let at_kill = at_kill?;
+        let all = 1 + 4 * 60;
+        let n = eventually("every message stored after the restart", || async {
+            let n = stored().await?;
+            Ok((n >= all).then_some(n))
+        })
+        .await;
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => anyhow::bail!("{backend:?}: {e}: {} of {all} stored", stored().await?),
+        };
+        assert!(at_kill < all, "{backend:?}: the kill came mid-stream ({at_kill} of {all} stored)");
+        assert_eq!(n, all, "{backend:?}: every message once");
+        let offline = event::Entity::find().filter(event::Column::Kind.eq("OFFLINE"));
+        assert_eq!(count(&seeded, offline).await?, 0, "{backend:?}: nobody offline");
+        drop(server);
+    }
+    Ok(())
+}
