@@ -72,6 +72,9 @@ pub(crate) struct GateShared {
     pub(crate) sessions: Arc<Sessions>,
 }
 
+/// One open connection: its number and the signal that ends it.
+type OpenSession = (u64, Arc<Notify>);
+
 /// The devices connected through the gates (plain and TLS share one), by serial. A secret
 /// checked at CONNECT stays good for the connection's life unless the device's credentials
 /// change: then [`Sessions::end`] closes every connection of that serial, as Mosquitto's
@@ -80,7 +83,7 @@ pub(crate) struct GateShared {
 #[derive(Debug, Default)]
 pub struct Sessions {
     next: AtomicU64,
-    open: SyncMutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    open: SyncMutex<HashMap<String, Vec<OpenSession>>>,
 }
 
 impl Sessions {
