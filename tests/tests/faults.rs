@@ -255,6 +255,19 @@ async fn device_publishes(port: u16, serial: &'static str, n: u64, t0: DateTime<
     Ok(())
 }
 
+/// Waits until the server's subscription is in place (its session must exist before the
+/// devices publish): a probe reading, sent again until one is stored.
+async fn until_subscribed(server: &TestServer, port: u16, t0: DateTime<Utc>) -> anyhow::Result<()> {
+    eventually("the server to be subscribed", || async {
+        let probe = telemetry(t0 - chrono::Duration::minutes(1), 0, json!([{"addr": 2, "leak": [20.0]}]));
+        let (c, mut lp) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("probe", "127.0.0.1", port), 4);
+        c.publish("sw/SW-DEMO-0001/telemetry", rumqttc::QoS::AtLeastOnce, false, probe).await?;
+        let _ = tokio::time::timeout(Duration::from_millis(300), async { while lp.poll().await.is_ok() {} }).await;
+        Ok((count(server, reading::Entity::find()).await? > 0).then_some(()))
+    })
+    .await
+}
+
 /// Mosquitto (the test's own, with persistence) restarts while four devices publish: every
 /// message is stored exactly once and no device is declared offline.
 #[tokio::test]
@@ -270,14 +283,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() -> anyhow::Result<()> {
     let t0 = Utc::now() - chrono::Duration::minutes(5);
     let stored = || async { count(&server, reading::Entity::find()).await };
     // The subscriber's session must exist before the devices publish.
-    eventually("the subscriber to be subscribed", || async {
-        let probe = telemetry(t0 - chrono::Duration::minutes(1), 0, json!([{"addr": 2, "leak": [20.0]}]));
-        let (c, mut lp) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("probe", "127.0.0.1", broker.port), 4);
-        c.publish("sw/SW-DEMO-0001/telemetry", rumqttc::QoS::AtLeastOnce, false, probe).await?;
-        let _ = tokio::time::timeout(Duration::from_millis(300), async { while lp.poll().await.is_ok() {} }).await;
-        Ok((stored().await? > 0).then_some(()))
-    })
-    .await?;
+    until_subscribed(&server, broker.port, t0).await?;
     let serials = ["SW-DEMO-0001", "SW-DEMO-0002", "SW-DEMO-0101", "SW-DEMO-0102"];
     let devices = futures_util::future::try_join_all(serials.map(|s| device_publishes(broker.port, s, 60, t0)));
     let restart = async {
@@ -402,15 +408,7 @@ async fn a_server_killed_with_sigkill_loses_nothing_acknowledged() -> anyhow::Re
         let mut server = spawn_server(&binary, &seeded, &broker)?;
         let t0 = Utc::now() - chrono::Duration::minutes(5);
         let stored = || async { count(&seeded, reading::Entity::find()).await };
-        eventually("the server process to be subscribed", || async {
-            let probe = telemetry(t0 - chrono::Duration::minutes(1), 0, json!([{"addr": 2, "leak": [20.0]}]));
-            let (c, mut lp) =
-                rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("probe", "127.0.0.1", broker.port), 4);
-            c.publish("sw/SW-DEMO-0001/telemetry", rumqttc::QoS::AtLeastOnce, false, probe).await?;
-            let _ = tokio::time::timeout(Duration::from_millis(300), async { while lp.poll().await.is_ok() {} }).await;
-            Ok((stored().await? > 0).then_some(()))
-        })
-        .await?;
+        until_subscribed(&seeded, broker.port, t0).await?;
         let serials = ["SW-DEMO-0001", "SW-DEMO-0002", "SW-DEMO-0101", "SW-DEMO-0102"];
         let devices = futures_util::future::try_join_all(serials.map(|s| device_publishes(broker.port, s, 60, t0)));
         let kill = async {
