@@ -133,9 +133,12 @@ async fn graphql_ws(
         .into_response()
 }
 
-/// Ready when the database, the latest-value cache and the bus (Redis, when configured)
-/// answer and ingestion is not failing to store what it receives (it retries meanwhile;
-/// `sparkwatch_ingest_failing` says the same in `/metrics`).
+/// Ready when the database answers and ingestion is not failing to store what it receives
+/// (it retries meanwhile; `sparkwatch_ingest_failing` says the same in `/metrics`). Redis
+/// (latest-value cache and bus) being away makes the instance "degraded", not unready: it
+/// still ingests, stores and serves (latest values from the database, this instance's own
+/// subscribers served directly), and taking every instance out of a load balancer because
+/// a cache is away would turn a degraded service into an outage.
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.services.store().ping().await.map_err(|e| e.to_string());
     let cache = state.services.latest().ping().await;
@@ -150,9 +153,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!("readiness: ingestion cannot store what it receives (retrying)");
     }
     let word = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unreachable" };
-    let ready = database.is_ok() && cache.is_ok() && bus.is_ok() && !ingestion_failing;
+    let ready = database.is_ok() && !ingestion_failing;
+    let status = match (ready, cache.is_ok() && bus.is_ok()) {
+        (false, _) => "not ready",
+        (true, true) => "ready",
+        (true, false) => "degraded",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "status": status,
         "database": word(&database),
         "cache": word(&cache),
         "bus": word(&bus),

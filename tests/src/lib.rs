@@ -3,10 +3,15 @@
 //! talks to it over real HTTP.
 //!
 //! Layout: [`Backend`] picks the database, [`TestServer`] runs the server, [`Gql`] sends
-//! GraphQL requests and reads `extensions.code`.
+//! GraphQL requests and reads `extensions.code`, [`WsClient`] speaks the subscription
+//! protocols, [`eventually`] waits for a condition; `components` holds the servers a test
+//! owns and breaks (private Mosquitto, PostgreSQL, Redis; a database fault switch).
 
 pub mod bench;
+mod components;
 pub mod push_standin;
+
+pub use components::{FaultSwitch, PrivateMosquitto, PrivatePostgres, PrivateRedis, metric};
 
 use std::sync::Arc;
 
@@ -97,6 +102,8 @@ pub struct Options {
     pub jobs: JobSettings,
     /// Push settings (FCM/APNs stand-ins); none = log only.
     pub push: Option<sparkwatch_api::config::PushSettings>,
+    /// Redis to use instead of `SPARKWATCH_TEST_REDIS_URL` (a test's private one).
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -110,6 +117,7 @@ impl Default for Options {
             // do not push should not add database traffic. Push tests use `fast_jobs()`.
             jobs: JobSettings::default(),
             push: None,
+            redis_url: None,
         }
     }
 }
@@ -149,6 +157,9 @@ impl TestServer {
         }
         if let Some(push) = &opts.push {
             config.push = push.clone();
+        }
+        if let Some(url) = &opts.redis_url {
+            config.redis_url = Some(sparkwatch_api::config::Secret::new(url.clone()));
         }
         Self::launch(config, dir, opts).await
     }
@@ -603,233 +614,5 @@ impl WsClient {
             Err(_) => Ok(()),
             Ok(ev) => anyhow::bail!("expected silence, received {ev:?}"),
         }
-    }
-}
-
-/// A database fault that the test turns on and off: BEFORE INSERT triggers on the tables
-/// ingestion writes (readings, events, episodes, dead letters) that fail while
-/// `fault_switch.failing` is set — a database that returns errors for a while, on a database
-/// the test owns.
-pub struct FaultSwitch {
-    db: sea_orm::DatabaseConnection,
-}
-
-impl FaultSwitch {
-    /// Installs the triggers (off) in `server`'s database.
-    pub async fn install(server: &TestServer) -> anyhow::Result<FaultSwitch> {
-        let db = server.services.store().db().clone();
-        let tables = ["readings", "events", "episodes", "dead_letters"];
-        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            db.execute_unprepared(
-                "CREATE TABLE fault_switch (failing boolean NOT NULL); INSERT INTO fault_switch VALUES (false);
-                 CREATE FUNCTION fault_check() RETURNS trigger AS $$ BEGIN
-                   IF (SELECT failing FROM fault_switch) THEN RAISE EXCEPTION 'injected fault'; END IF;
-                   RETURN NULL; END $$ LANGUAGE plpgsql;",
-            )
-            .await?;
-            for t in tables {
-                db.execute_unprepared(&format!(
-                    "CREATE TRIGGER fault_{t} BEFORE INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION fault_check()"
-                ))
-                .await?;
-            }
-        } else {
-            db.execute_unprepared(
-                "CREATE TABLE fault_switch (failing INTEGER NOT NULL); INSERT INTO fault_switch VALUES (0);",
-            )
-            .await?;
-            for t in tables {
-                db.execute_unprepared(&format!(
-                    "CREATE TRIGGER fault_{t} BEFORE INSERT ON {t} WHEN (SELECT failing FROM fault_switch) = 1 \
-                     BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-                ))
-                .await?;
-            }
-        }
-        Ok(FaultSwitch { db })
-    }
-
-    /// Turns the fault on or off.
-    pub async fn set(&self, failing: bool) -> anyhow::Result<()> {
-        let value = match (self.db.get_database_backend(), failing) {
-            (sea_orm::DbBackend::Postgres, f) => f.to_string(),
-            (_, f) => u8::from(f).to_string(),
-        };
-        self.db.execute_unprepared(&format!("UPDATE fault_switch SET failing = {value}")).await?;
-        Ok(())
-    }
-}
-
-/// A Mosquitto of the test's own, on a free port with its own persistence directory, so a
-/// test can restart it or send it what it likes without disturbing other suites.
-pub struct PrivateMosquitto {
-    child: Option<std::process::Child>,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateMosquitto {
-    /// Starts one; `None` (the caller says "skipped") when `mosquitto` is not installed.
-    pub async fn start() -> anyhow::Result<Option<PrivateMosquitto>> {
-        let Some(binary) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-        else {
-            return Ok(None);
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = tempfile::tempdir()?;
-        // `user root`: started as root, Mosquitto would otherwise switch to its own user, which
-        // cannot write the private directory (it ignores the line when not root).
-        let conf = format!(
-            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nautosave_interval 1\nlog_dest file {}/mosquitto.log\n",
-            dir.path().display(),
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
-        let mut broker = PrivateMosquitto { child: None, port, dir };
-        broker.launch(binary)?;
-        broker.until_up().await?;
-        Ok(Some(broker))
-    }
-
-    fn launch(&mut self, binary: &str) -> anyhow::Result<()> {
-        let child = std::process::Command::new(binary)
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    async fn until_up(&self) -> anyhow::Result<()> {
-        let port = self.port;
-        eventually("the private Mosquitto to listen", || async move {
-            Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ()))
-        })
-        .await
-    }
-
-    /// `mqtt://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it (SIGTERM: it saves its sessions and queued messages) and starts it again on
-    /// the same port and persistence file.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .ok_or_else(|| anyhow::anyhow!("mosquitto went away"))?;
-        self.launch(binary)?;
-        self.until_up().await
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateMosquitto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A counter or gauge of a server's `/metrics`, e.g. `sparkwatch_ingest_failing`
-/// (0 when absent).
-pub async fn metric(server: &TestServer, name: &str) -> anyhow::Result<f64> {
-    let text = server.http.get(format!("{}/metrics", server.base)).send().await?.text().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0))
-}
-
-/// A PostgreSQL cluster of the test's own (`initdb` into a temporary directory, a free
-/// port), so a test can stop and start it without disturbing the other suites. Run as the
-/// `postgres` user when the tests run as root (PostgreSQL refuses root).
-pub struct PrivatePostgres {
-    bin: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    as_postgres: bool,
-}
-
-impl PrivatePostgres {
-    /// Creates and starts one; `None` (the caller says "skipped") without `initdb`.
-    pub async fn start() -> anyhow::Result<Option<PrivatePostgres>> {
-        let mut candidates = vec![std::path::PathBuf::from("/usr/local/bin")];
-        if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
-            candidates.extend(versions.flatten().map(|v| v.path().join("bin")));
-        }
-        let Some(bin) = candidates.into_iter().find(|b| b.join("initdb").exists() && b.join("pg_ctl").exists()) else {
-            return Ok(None);
-        };
-        let as_postgres = std::process::Command::new("id").arg("-u").output()?.stdout.starts_with(b"0\n");
-        let dir = tempfile::tempdir()?;
-        if as_postgres {
-            let ok = std::process::Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status()?;
-            anyhow::ensure!(ok.success(), "cannot hand the cluster directory to the postgres user");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let pg = PrivatePostgres { bin, dir, port, as_postgres };
-        let data = pg.data();
-        pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"])?;
-        pg.up()?;
-        Ok(Some(pg))
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
-        let tool = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(tool);
-            c
-        } else {
-            std::process::Command::new(tool)
-        };
-        let out = cmd.args(args).stdin(std::process::Stdio::null()).output()?;
-        anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    }
-
-    /// Starts the server (waits until it accepts connections).
-    pub fn up(&self) -> anyhow::Result<()> {
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
-        let log = self.dir.path().join("postgres.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"])
-    }
-
-    /// Stops the server at once (`immediate`: like a crash, no shutdown checkpoint).
-    pub fn down(&self) -> anyhow::Result<()> {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-    }
-
-    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
     }
 }

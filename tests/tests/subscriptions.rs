@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sparkwatch_api::ws::WsLimits;
-use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends};
+use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
@@ -407,7 +407,19 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
                 .unwrap_or_default();
             ws.subscribe("r", "subscription($d: ID!) { readings(detectorId: $d) { leakMa } }", json!({"d": detector}))
                 .await?;
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // B follows the detector in Redis (its tenant feed, subscribed first, too) and A
+            // has seen B's interest: only then does A publish the readings.
+            let followed: sparkwatch_domain::ids::DetectorId = detector.as_str().unwrap_or_default().parse()?;
+            let channel = format!("sw:bus:readings:{followed}");
+            let url = std::env::var("SPARKWATCH_TEST_REDIS_URL")?;
+            eventually("B to follow the detector through Redis", || async {
+                let mut conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+                let subs: Vec<(String, u64)> =
+                    redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await?;
+                let subscribed = subs.iter().any(|(_, n)| *n > 0);
+                Ok((subscribed && a.services.bus().readings_wanted().contains(&followed)).then_some(()))
+            })
+            .await?;
             raise_leak_alarm(&mut feed, "SW-DEMO-0002", 1).await?;
             let e = next_kind(&mut ws, "a", "LEAK_ALARM").await?;
             assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall food court", "{e}");
@@ -415,14 +427,12 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
             assert_eq!(r["data"]["readings"]["leakMa"], json!([450.0]), "{r}");
             other.silent_for(QUIET).await?;
             // When the last follower leaves, B withdraws its interest and A stops publishing.
-            let followed: sparkwatch_domain::ids::DetectorId = detector.as_str().unwrap_or_default().parse()?;
             assert!(a.services.bus().readings_wanted().contains(&followed));
             ws.send(json!({"id": "r", "type": "complete"})).await?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while a.services.bus().readings_wanted().contains(&followed) {
-                anyhow::ensure!(tokio::time::Instant::now() < deadline, "A still publishes readings nobody follows");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            eventually("A to stop publishing readings nobody follows", || async {
+                Ok((!a.services.bus().readings_wanted().contains(&followed)).then_some(()))
+            })
+            .await?;
         }
     } else {
         eprintln!("SPARKWATCH_TEST_REDIS_URL is not set: the two-instance Redis fan-out test is skipped");

@@ -15,7 +15,9 @@
 //! nobody follows never leave the ingesting instance; a new readings subscription on
 //! another instance is seen within about a second, its end within a few. Publishing never waits for Redis:
 //! messages are handed to a bounded queue and pipelined by a background task; when Redis
-//! is down, messages are dropped (counted) rather than stalling ingestion.
+//! is down, messages for other instances are dropped (counted) rather than stalling
+//! ingestion; listeners on the publishing instance are served directly and lose nothing,
+//! and the link re-subscribes every wanted feed when Redis returns (docs/SUBSCRIPTIONS.md).
 //!
 //! Layout: [`Bus`] (publish / subscribe), [`BusMessage`] (what travels), `redis` (the link).
 
@@ -171,13 +173,13 @@ impl Bus {
                 let _ = self.inner.local.send(m.clone());
             }
         }
-        match &self.inner.link {
-            Some(link) => link.publish(messages.iter().map(|m| Envelope::clone(m))),
-            None => {
-                for m in messages {
-                    deliver(&self.inner.feeds, m);
-                }
-            }
+        // Listeners here hear this instance's messages at once, Redis or not: a Redis outage
+        // then only delays what other instances publish (the link skips our own echoes).
+        if let Some(link) = &self.inner.link {
+            link.publish(messages.iter().map(|m| Envelope::clone(m)));
+        }
+        for m in messages {
+            deliver(&self.inner.feeds, m);
         }
     }
 

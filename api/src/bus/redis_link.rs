@@ -46,10 +46,10 @@ impl RedisLink {
         let (wanted, wanted_rx) = watch::channel(HashSet::new());
         let (connected_tx, connected) = watch::channel(Err("connecting".to_owned()));
         let readers = Arc::new(RwLock::new(HashSet::new()));
-        tokio::spawn(publisher(client.clone(), rx, metrics.clone()));
         let instance = uuid::Uuid::now_v7().simple().to_string();
-        tokio::spawn(interest(client.clone(), instance, wanted_rx.clone(), readers.clone()));
-        tokio::spawn(subscriber(client.clone(), wanted_rx, connected_tx, deliver));
+        tokio::spawn(publisher(client.clone(), rx, metrics.clone(), instance.clone()));
+        tokio::spawn(interest(client.clone(), instance.clone(), wanted_rx.clone(), readers.clone()));
+        tokio::spawn(subscriber(client.clone(), wanted_rx, connected_tx, instance, deliver));
         Ok(RedisLink { client, outbox, wanted, connected, metrics, readers })
     }
 
@@ -95,13 +95,33 @@ impl RedisLink {
         self.readers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether Redis answers PING within a second (a blackholed Redis must not hang `/readyz`).
     pub(super) async fn ping(&self) -> Result<(), String> {
-        let mut conn = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+        let ping = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(1), ping).await.unwrap_or_else(|_| Err("no answer within 1 s".into()))
     }
 }
 
-async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>, metrics: Metrics) {
+/// A message on the wire: the publishing instance's id, a space, the JSON envelope. The id
+/// lets an instance skip its own messages, which it already delivered to its listeners.
+fn wire(instance: &str, env: &Envelope) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(instance.as_bytes());
+    out.push(b' ');
+    serde_json::to_writer(&mut out, env)?;
+    Ok(out)
+}
+
+/// The envelope of a message from another instance; `None` for this instance's own.
+fn unwire<'a>(instance: &str, payload: &'a [u8]) -> Option<&'a [u8]> {
+    let space = payload.iter().position(|b| *b == b' ')?;
+    (payload[..space] != *instance.as_bytes()).then(|| &payload[space + 1..])
+}
+
+async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>, metrics: Metrics, instance: String) {
     let mut conn = None;
     while let Some(first) = rx.recv().await {
         let mut batch = first;
@@ -122,9 +142,9 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Vec<Envelope>>,
         let Some(c) = conn.as_mut() else { continue };
         let mut pipe = redis::pipe();
         for env in &batch {
-            match serde_json::to_string(env) {
-                Ok(json) => {
-                    pipe.publish(env.feed.channel(), json).ignore();
+            match wire(&instance, env) {
+                Ok(payload) => {
+                    pipe.publish(env.feed.channel(), payload).ignore();
                 }
                 Err(e) => tracing::error!(error = %e, "bus: message not serialisable"),
             }
@@ -206,6 +226,7 @@ async fn subscriber(
     client: redis::Client,
     mut wanted: watch::Receiver<HashSet<String>>,
     connected: watch::Sender<Result<(), String>>,
+    instance: String,
     deliver: impl Fn(Envelope) + Send + Sync + 'static,
 ) {
     let mut backoff = Duration::from_millis(200);
@@ -249,7 +270,8 @@ async fn subscriber(
                 }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break "connection closed".to_owned() };
-                    match serde_json::from_slice::<Envelope>(msg.get_payload_bytes()) {
+                    let Some(json) = unwire(&instance, msg.get_payload_bytes()) else { continue };
+                    match serde_json::from_slice::<Envelope>(json) {
                         Ok(env) => deliver(env),
                         Err(e) => tracing::warn!(error = %e, channel = msg.get_channel_name(), "bus: unreadable message"),
                     }
