@@ -531,6 +531,13 @@ async fn a_redis_outage_holds_nothing_up_and_subscriptions_resume() -> anyhow::R
         }
         let ready: Value = a.http.get(format!("{}/readyz", a.base)).send().await?.json().await?;
         assert_eq!(ready["status"], "ready", "{ready}");
+        // Counted: four readings sent, four stored; two alarm episodes, two hazards; nobody
+        // declared offline.
+        assert_eq!(count(&a, reading::Entity::find()).await?, 4, "every reading stored once");
+        let hazards = hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM"));
+        assert_eq!(count(&a, hazards).await?, 2, "one hazard per alarm episode");
+        let offline = event::Entity::find().filter(event::Column::Kind.eq("OFFLINE"));
+        assert_eq!(count(&a, offline).await?, 0, "nobody offline");
     }
     Ok(())
 }
