@@ -3,7 +3,7 @@
 //! stored readings/s into SQLite and PostgreSQL, CPU per 1k messages, peak RSS and
 //! publish → hazard latency at half load.
 //!
-//! `cargo run --release -p sparkwatch-tests --bin bench-ingest -- [--devices N] [--seconds S]`
+//! `cargo run --release -p sparkwatch-tests --bin bench-ingest -- [--devices N] [--seconds S] [--rates 5000,10000,…]`
 //! PostgreSQL is measured when `SPARKWATCH_TEST_DATABASE_URL` is set. The publisher runs as
 //! a child process (`bench-ingest publish …`) so that CPU figures are the server's own.
 
@@ -187,7 +187,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let devices = arg("--devices", 2000);
     let seconds = arg("--seconds", 10);
-    let rates = [5_000, 10_000, 20_000, 40_000];
+    // `--rates 5000,10000,50000` measures other steps (a step that cannot be parsed is an error).
+    let rates: Vec<u64> = match sparkwatch_tests::bench::arg_text("--rates") {
+        Some(list) => list.split(',').map(|r| r.trim().parse()).collect::<Result<_, _>>()?,
+        None => vec![5_000, 10_000, 20_000, 40_000],
+    };
     let broker = Broker::start()?;
     eprintln!("private mosquitto on 127.0.0.1:{}", broker.port);
     let relay = relay_rate(&broker, devices, 200_000).await?;
