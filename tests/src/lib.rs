@@ -63,6 +63,8 @@ pub async fn config(backend: &Backend, dir: &std::path::Path) -> anyhow::Result<
         database_url,
         redis_url,
         jwt_secret: Some("t".repeat(40)),
+        // Suites register gateways anywhere on both databases; `registration.rs` narrows it.
+        modbus_allow_networks: Some("any".into()),
         ..Default::default()
     }
     .resolve()?)
@@ -97,6 +99,8 @@ pub struct Options {
     pub jobs: JobSettings,
     /// Push settings (FCM/APNs stand-ins); none = log only.
     pub push: Option<sparkwatch_api::config::PushSettings>,
+    /// Changes the resolved configuration before the server starts (e.g. serial claiming).
+    pub configure: Option<fn(&mut Config)>,
 }
 
 impl Default for Options {
@@ -110,6 +114,7 @@ impl Default for Options {
             // do not push should not add database traffic. Push tests use `fast_jobs()`.
             jobs: JobSettings::default(),
             push: None,
+            configure: None,
         }
     }
 }
@@ -149,6 +154,9 @@ impl TestServer {
         }
         if let Some(push) = &opts.push {
             config.push = push.clone();
+        }
+        if let Some(configure) = opts.configure {
+            configure(&mut config);
         }
         Self::launch(config, dir, opts).await
     }
@@ -422,6 +430,7 @@ pub fn start_modbus(services: &Services) -> tokio::sync::watch::Sender<bool> {
         backoff_max: Duration::from_millis(400),
         interval_override: Some(MODBUS_INTERVAL),
         command_check: MODBUS_INTERVAL,
+        allowed: services.registration_policy().networks.clone(),
     };
     tokio::spawn(sparkwatch_api::ingest::modbus::run(
         services.store().clone(),
