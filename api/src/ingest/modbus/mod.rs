@@ -752,4 +752,23 @@ mod tests {
         }]);
         assert_eq!(m.to_string(), "set-points read back differently: register 102 (tempC) written 85, read 80");
     }
+
+    #[test]
+    fn tenants_read_no_answer_for_every_transport_failure() {
+        let transport = [
+            ModbusError::Io("cannot connect to 10.0.0.5:22: Connection refused (os error 111)".into()),
+            ModbusError::Timeout("connecting to 10.0.0.5:502 timed out after 2000 ms".into()),
+            ModbusError::Unreachable("cannot connect".into()),
+            ModbusError::Protocol("invalid transaction id".into()),
+            ModbusError::NotAllowed("`db.internal` resolves to 10.9.9.9".into()),
+        ];
+        for e in &transport {
+            assert_eq!(e.public(), NO_ANSWER, "{e}");
+            assert_eq!(command_outcome(&Err(e.clone())).msg.as_deref(), Some(NO_ANSWER), "{e}");
+        }
+        // Answers of the gateway itself stay visible.
+        let e = exception(ExceptionCode::IllegalDataAddress);
+        assert!(e.public().contains("0x02"), "{}", e.public());
+        assert!(command_outcome(&Err(e)).msg.is_some_and(|m| m.contains("0x02")));
+    }
 }
