@@ -52,6 +52,9 @@ pub enum Command {
     /// Manage devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Manage the serial claim pool (`--serial-claiming`).
+    #[command(subcommand)]
+    Claims(ClaimsCommand),
     /// Run simulated devices against the broker (`--mqtt-url`, or the embedded broker's
     /// `--mqtt-listen` address).
     Simulate {
@@ -128,6 +131,18 @@ pub enum ImportCommand {
         /// CSV file (`serial,username,password,issued_at`, readable by the owner only).
         #[arg(long)]
         credentials_out: Option<PathBuf>,
+    },
+}
+
+/// `sparkwatch claims …`
+#[derive(Debug, Subcommand)]
+pub enum ClaimsCommand {
+    /// Load a manufacturer's list of serials and claim codes (CSV with the header
+    /// `serial,claim_code`) into the pool; only a digest of each code is stored, and a
+    /// serial already in the pool gets the new code.
+    Load {
+        /// The CSV file.
+        file: PathBuf,
     },
 }
 
@@ -212,6 +227,15 @@ pub struct Settings {
     /// `POST /mqtt/acl`); the hooks are off without it.
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_HOOK_SECRET", hide_env_values = true)]
     pub mqtt_hook_secret: Option<String>,
+    /// Networks Modbus gateways may be polled in: comma-separated CIDR networks and addresses,
+    /// `any` or `none` [default: any on SQLite (a small site), none on PostgreSQL (hosted)].
+    #[arg(long, global = true, env = "SPARKWATCH_MODBUS_ALLOW_NETWORKS")]
+    pub modbus_allow_networks: Option<String>,
+    /// Devices are registered by serial plus the claim code from their label, checked against
+    /// the pool loaded by the platform admin (`claims load`); meant for hosted deployments.
+    #[arg(long, global = true, env = "SPARKWATCH_SERIAL_CLAIMING")]
+    #[serde(default)]
+    pub serial_claiming: bool,
     /// Days raw readings are kept (per-minute/hour/day rollups are kept regardless) [default: 90; 0 = forever].
     #[arg(long, global = true, env = "SPARKWATCH_RAW_RETENTION_DAYS")]
     pub raw_retention_days: Option<u32>,
@@ -355,6 +379,13 @@ pub struct Config {
     pub mqtt_dynsec: bool,
     /// Shared secret of the EMQX hooks, when enabled.
     pub mqtt_hook_secret: Option<Secret>,
+    /// Where Modbus gateways may be (registration and every poller connection).
+    pub modbus_allow_networks: crate::ingest::modbus::network::AllowedNetworks,
+    /// Whether the configuration chose the networks (a demo on PostgreSQL adds loopback
+    /// only when it did not).
+    pub modbus_allow_networks_set: bool,
+    /// Register devices by serial plus claim code only.
+    pub serial_claiming: bool,
     /// How long raw readings are kept.
     pub raw_retention: Option<chrono::Duration>,
     /// Access-token signing secret.
@@ -409,6 +440,8 @@ impl Settings {
             mqtt_tls_key: self.mqtt_tls_key.or(file.mqtt_tls_key),
             mqtt_dynsec: self.mqtt_dynsec || file.mqtt_dynsec,
             mqtt_hook_secret: self.mqtt_hook_secret.or(file.mqtt_hook_secret),
+            modbus_allow_networks: self.modbus_allow_networks.or(file.modbus_allow_networks),
+            serial_claiming: self.serial_claiming || file.serial_claiming,
             raw_retention_days: self.raw_retention_days.or(file.raw_retention_days),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
@@ -533,6 +566,15 @@ impl Settings {
             n @ 1024..=1_073_741_824 => n,
             _ => return Err(bad("--attachment-max-bytes", "must be between 1024 and 1073741824 (1 GiB)")),
         };
+        let modbus_allow_networks = match &s.modbus_allow_networks {
+            Some(list) => crate::ingest::modbus::network::AllowedNetworks::parse(list).map_err(|e| {
+                bad("--modbus-allow-networks", format!("{e}; give e.g. 10.20.0.0/16,192.168.1.10, any or none"))
+            })?,
+            // A small site polls its own LAN; a hosted platform must not poll its own
+            // network on a tenant's behalf until the operator says which networks are sites.
+            None if database_url.starts_with("sqlite:") => crate::ingest::modbus::network::AllowedNetworks::any(),
+            None => crate::ingest::modbus::network::AllowedNetworks::none(),
+        };
         // Checked here, not when the first alarm is pushed: a bad key must stop the start.
         crate::push::check_settings(&s.push)?;
         Ok(Config {
@@ -547,6 +589,9 @@ impl Settings {
             mqtt_tls,
             mqtt_dynsec: s.mqtt_dynsec,
             mqtt_hook_secret,
+            modbus_allow_networks,
+            modbus_allow_networks_set: s.modbus_allow_networks.is_some(),
+            serial_claiming: s.serial_claiming,
             raw_retention: match s.raw_retention_days.unwrap_or(90) {
                 0 => None,
                 d if d <= 36_500 => Some(chrono::Duration::days(i64::from(d))),
@@ -713,5 +758,28 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("postgres://sw:hunter2@db/sw"), "postgres://sw:***@db/sw");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn modbus_networks_default_by_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = settings(dir.path()).resolve().expect("valid");
+        assert!(sqlite.modbus_allow_networks.allows("10.1.2.3".parse().expect("ip")), "a small site polls its LAN");
+        assert!(!sqlite.modbus_allow_networks_set);
+        let hosted = Settings { database_url: Some("postgres://sw@db/sw".into()), ..settings(dir.path()) };
+        let hosted = hosted.resolve().expect("valid");
+        assert!(hosted.modbus_allow_networks.is_empty(), "a hosted platform polls nothing until told");
+        let chosen = Settings {
+            database_url: Some("postgres://sw@db/sw".into()),
+            modbus_allow_networks: Some("10.20.0.0/16".into()),
+            ..settings(dir.path())
+        };
+        let chosen = chosen.resolve().expect("valid");
+        assert!(chosen.modbus_allow_networks.allows("10.20.9.9".parse().expect("ip")));
+        assert!(!chosen.modbus_allow_networks.allows("10.21.0.1".parse().expect("ip")));
+        let err = Settings { modbus_allow_networks: Some("10.0.0.0/40".into()), ..settings(dir.path()) }
+            .resolve()
+            .expect_err("invalid");
+        assert!(err.to_string().contains("--modbus-allow-networks (SPARKWATCH_MODBUS_ALLOW_NETWORKS)"), "{err}");
     }
 }

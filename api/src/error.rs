@@ -31,6 +31,19 @@ pub enum AppError {
     /// The change clashes with existing data (duplicate serial, name, address…).
     #[error("{0}")]
     Conflict(String),
+    /// The platform refuses a registration: a gateway address that belongs to another tenant,
+    /// an address outside the networks that may be polled, a serial without a valid claim.
+    /// `REFUSED` with `extensions.field` and `extensions.reason`; the message says what to do
+    /// and never whose the gateway or serial is.
+    #[error("{message}")]
+    Refused {
+        /// Stable reason, e.g. `GATEWAY_TAKEN`, `NETWORK_NOT_ALLOWED`, `CLAIM_INVALID`.
+        reason: &'static str,
+        /// The input field at fault (`host`, `serial`, `claimCode`).
+        field: &'static str,
+        /// What the caller may read.
+        message: String,
+    },
     /// Too many attempts; retry after the given number of seconds.
     #[error("too many attempts; try again in {retry_after_s} s")]
     RateLimited {
@@ -64,6 +77,7 @@ impl AppError {
             AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) => "FORBIDDEN",
             AppError::Validation(_) => "VALIDATION",
             AppError::Conflict(_) => "CONFLICT",
+            AppError::Refused { .. } => "REFUSED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::SlowConsumer { .. } => "SLOW_CONSUMER",
             AppError::Unavailable(_) => "UNAVAILABLE",
@@ -135,6 +149,10 @@ impl From<ApiError> for async_graphql::Error {
             AppError::Reauthenticate(_) => e.extend_with(|_, ext| ext.set("field", "password")),
             AppError::StepUp(_) => e.extend_with(|_, ext| ext.set("field", "stepUpToken")),
             AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
+            AppError::Refused { reason, field, .. } => e.extend_with(|_, ext| {
+                ext.set("field", field);
+                ext.set("reason", reason);
+            }),
             _ => e,
         }
     }

@@ -16,6 +16,26 @@ use crate::auth::Principal;
 use crate::service::Services;
 use crate::service::import::{ImportProgress, ImportStage, ImportSummary, parse_csv};
 
+/// Loads a manufacturer's claim list (`serial,claim_code` CSV) into the serial claim pool;
+/// returns how many claims were loaded. Nothing is loaded when any line is bad.
+pub async fn load_claims_file(services: &Services, who: &Principal, path: &Path) -> anyhow::Result<usize> {
+    let data = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(data.as_slice());
+    let headers = reader.headers().with_context(|| path.display().to_string())?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(serial), Some(code)) = (column("serial"), column("claim_code")) else {
+        anyhow::bail!("{}: the header must name the columns serial and claim_code", path.display());
+    };
+    let mut claims = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        let cell = |c: usize| record.get(c).unwrap_or_default().to_owned();
+        claims.push(crate::service::registration::SerialClaim { serial: cell(serial), code: cell(code) });
+    }
+    anyhow::ensure!(!claims.is_empty(), "{}: there are no claims to load", path.display());
+    services.load_serial_claims(who, claims).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Imports a CSV file of devices and detectors into the principal's tenant: all rows or none.
 ///
 /// On success prints a summary such as `imported 12 devices and 31 detectors into tenant Demo`

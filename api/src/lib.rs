@@ -64,6 +64,10 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
             config.attachment_max_bytes,
         )
         .context("opening the attachment store (--attachments-url)")?,
+        registration: service::registration::RegistrationPolicy {
+            networks: config.modbus_allow_networks.clone(),
+            serial_claiming: config.serial_claiming,
+        },
     };
     let metrics = metrics::Metrics::new().context("registering metrics")?;
     let latest = match &config.redis_url {

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use sparkwatch_api::auth::Principal;
 use sparkwatch_api::auth::rate_limit::Limits;
-use sparkwatch_api::config::{Broker, Cli, Command, DevicesCommand, ImportCommand, TenantCommand, UserCommand};
+use sparkwatch_api::config::{
+    Broker, ClaimsCommand, Cli, Command, DevicesCommand, ImportCommand, TenantCommand, UserCommand,
+};
 use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::ingest::pipeline::PipelineConfig;
 use sparkwatch_api::service::SystemClock;
@@ -42,7 +44,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", graphql::sdl());
         return Ok(());
     }
-    let config = cli.settings.resolve()?;
+    let mut config = cli.settings.resolve()?;
+    if matches!(cli.command, Command::Serve { demo: true })
+        && !config.modbus_allow_networks_set
+        && config.modbus_allow_networks.is_empty()
+    {
+        // The demo's simulated gateway is on loopback; a hosted default polls nothing.
+        tracing::warn!("demo: polling Modbus gateways on loopback only (--modbus-allow-networks is not set)");
+        config.modbus_allow_networks =
+            sparkwatch_api::ingest::modbus::network::AllowedNetworks::parse("127.0.0.0/8,::1")
+                .map_err(anyhow::Error::msg)?;
+    }
     let services = sparkwatch_api::services(&config, Arc::new(SystemClock), Limits::default()).await?;
     match cli.command {
         Command::PrintSchema => Ok(()),
@@ -148,7 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ingestion.queue.clone(),
                 services.metrics().clone(),
                 services.commands().clone(),
-                sparkwatch_api::ingest::modbus::PollerConfig::default(),
+                sparkwatch_api::ingest::modbus::PollerConfig {
+                    allowed: config.modbus_allow_networks.clone(),
+                    ..Default::default()
+                },
                 ingestion.stop_signal(),
             ));
             if with_demo {
@@ -222,6 +237,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
             let who = Principal::system(tenant.id, "cli import");
             import::import_devices_file(&services, &who, &file, credentials_out.as_deref()).await
+        }
+        Command::Claims(ClaimsCommand::Load { file }) => {
+            let who = Principal::platform_system("cli claims load");
+            let n = import::load_claims_file(&services, &who, &file).await?;
+            println!("loaded {n} serial claims from {}", file.display());
+            Ok(())
         }
         Command::Devices(DevicesCommand::Credentials { tenant, serials, without_credentials, out }) => {
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;

@@ -68,6 +68,8 @@ pub async fn config(backend: &Backend, dir: &std::path::Path) -> anyhow::Result<
         database_url,
         redis_url,
         jwt_secret: Some("t".repeat(40)),
+        // Suites register gateways anywhere on both databases; `registration.rs` narrows it.
+        modbus_allow_networks: Some("any".into()),
         ..Default::default()
     }
     .resolve()?)
@@ -104,6 +106,8 @@ pub struct Options {
     pub push: Option<sparkwatch_api::config::PushSettings>,
     /// Redis to use instead of `SPARKWATCH_TEST_REDIS_URL` (a test's private one).
     pub redis_url: Option<String>,
+    /// Changes the resolved configuration before the server starts (e.g. serial claiming).
+    pub configure: Option<fn(&mut Config)>,
 }
 
 impl Default for Options {
@@ -118,6 +122,7 @@ impl Default for Options {
             jobs: JobSettings::default(),
             push: None,
             redis_url: None,
+            configure: None,
         }
     }
 }
@@ -160,6 +165,9 @@ impl TestServer {
         }
         if let Some(url) = &opts.redis_url {
             config.redis_url = Some(sparkwatch_api::config::Secret::new(url.clone()));
+        }
+        if let Some(configure) = opts.configure {
+            configure(&mut config);
         }
         Self::launch(config, dir, opts).await
     }
@@ -433,6 +441,7 @@ pub fn start_modbus(services: &Services) -> tokio::sync::watch::Sender<bool> {
         backoff_max: Duration::from_millis(400),
         interval_override: Some(MODBUS_INTERVAL),
         command_check: MODBUS_INTERVAL,
+        allowed: services.registration_policy().networks.clone(),
     };
     tokio::spawn(sparkwatch_api::ingest::modbus::run(
         services.store().clone(),

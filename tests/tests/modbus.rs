@@ -314,7 +314,7 @@ async fn remote_writes_are_acknowledged_and_read_back() -> anyhow::Result<()> {
     let (sim, addr) = modbus_server::start("127.0.0.1:0".parse()?).await?;
     sim.add_unit(1);
     let timeout = Duration::from_millis(500);
-    let mut conn = GatewayConnection::connect("127.0.0.1", addr.port(), timeout, timeout).await?;
+    let mut conn = GatewayConnection::connect(addr, addr.to_string(), timeout, timeout).await?;
 
     // Coils: trip opens the relay, close closes it.
     conn.write_coil(1, CommandOp::Trip).await?;

@@ -188,6 +188,9 @@ pub struct CreateDeviceInput {
     pub region: Option<String>,
     /// Position within the site.
     pub position: Option<String>,
+    /// The claim code printed on the device's label; required when the platform has serial
+    /// claiming on (hosted deployments), ignored otherwise.
+    pub claim_code: Option<String>,
 }
 
 /// Changes to a device; omitted fields stay, `null` clears.
@@ -217,6 +220,18 @@ pub struct UpdateDeviceInput {
     pub region: MaybeUndefined<String>,
     /// Position.
     pub position: MaybeUndefined<String>,
+    /// The claim code of the new serial (with serial claiming on).
+    pub claim_code: Option<String>,
+}
+
+/// One line of a manufacturer's claim list.
+#[derive(InputObject)]
+pub struct SerialClaimInput {
+    /// The device serial.
+    pub serial: String,
+    /// The claim code printed on its label (6–64 letters and digits; spaces and dashes are
+    /// ignored).
+    pub claim_code: String,
 }
 
 /// A new detector.

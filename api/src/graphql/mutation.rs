@@ -101,6 +101,20 @@ impl CoreMutation {
         Ok(TenantObj(s.update_tenant(who, parse_id("id", &input.id)?, input.name.as_deref(), input.active).await?))
     }
 
+    /// Loads claim codes from a manufacturer's list into the pool that serial claiming checks
+    /// against (platform operators); a serial already in the pool gets the new code. Only a
+    /// digest of each code is stored. Returns how many were loaded.
+    #[graphql(guard = "Require(Permission::TenantManage)")]
+    async fn load_serial_claims(&self, ctx: &Context<'_>, claims: Vec<SerialClaimInput>) -> Result<i32> {
+        let (s, who) = caller(ctx)?;
+        let claims = claims
+            .into_iter()
+            .map(|c| crate::service::registration::SerialClaim { serial: c.serial, code: c.claim_code })
+            .collect();
+        let n = s.load_serial_claims(who, claims).await?;
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    }
+
     /// Creates a user in the caller's tenant.
     #[graphql(guard = "Require(Permission::UserManage)")]
     async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<UserObj> {
@@ -223,6 +237,7 @@ impl CoreMutation {
     async fn create_device(&self, ctx: &Context<'_>, input: CreateDeviceInput) -> Result<DeviceObj> {
         let (s, who) = caller(ctx)?;
         let project = parse_id("projectId", &input.project_id)?;
+        let claim = input.claim_code;
         let transport: sparkwatch_domain::site::DeviceTransport = input.transport.into();
         let device = DeviceInput {
             serial: input.serial,
@@ -236,7 +251,7 @@ impl CoreMutation {
             region: input.region,
             position: input.position,
         };
-        Ok(DeviceObj(s.create_device(who, project, device).await?))
+        Ok(DeviceObj(s.register_device(who, project, device, claim.as_deref()).await?))
     }
 
     /// Changes a device or moves it to another project (its detectors move with it).
@@ -245,8 +260,9 @@ impl CoreMutation {
         let (s, who) = caller(ctx)?;
         let id = parse_id("id", &input.id)?;
         let project = input.project_id.as_ref().map(|p| parse_id("projectId", p)).transpose()?;
+        let claim = input.claim_code.clone();
         let d = s
-            .update_device(who, id, project, |d| {
+            .update_device_claimed(who, id, project, claim.as_deref(), |d| {
                 if let Some(v) = input.serial {
                     d.serial = v;
                 }

@@ -105,7 +105,7 @@ fn digest(device: DeviceId, secret: &str) -> String {
     format!("h1:{}", hex(&mac.finalize().into_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -118,7 +118,7 @@ fn verifies(device: DeviceId, secret: &str, stored: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

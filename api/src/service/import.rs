@@ -621,6 +621,14 @@ impl Services {
         let now = self.now();
         for planned in plan.devices {
             let serial = planned.draft.serial.clone();
+            // The operator imports for one tenant: another tenant's gateway stays refused.
+            match self.take_gateway(&tx, tenant, &planned.draft, &[]).await {
+                Ok(()) => {}
+                Err(AppError::Refused { message, .. }) => {
+                    return Err(ImportError::Rows(vec![RowError::cell(planned.line, "host", message)]));
+                }
+                Err(e) => return Err(e.into()),
+            }
             let device = st::insert_device(&tx, tenant, planned.draft, now).await.map_err(|e| {
                 insert_error(
                     e,

@@ -17,6 +17,7 @@ pub mod live;
 pub mod notify;
 pub mod patrol;
 pub mod push_settings;
+pub mod registration;
 pub mod reports;
 pub mod sites;
 pub mod sync;
@@ -90,6 +91,8 @@ pub struct ServiceSettings {
     pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachments' storage.
     pub objects: crate::objects::Objects,
+    /// Who may register which gateway and serial (hosted deployments).
+    pub registration: registration::RegistrationPolicy,
 }
 
 /// The use cases, shared by the GraphQL layer, the CLI and background jobs.
@@ -122,6 +125,10 @@ struct Inner {
     objects: crate::objects::Objects,
     /// Device credentials: the external broker's account keeper, once connected.
     identity: identity::Identity,
+    /// Allowed networks and serial claiming.
+    registration: registration::RegistrationPolicy,
+    /// Failed serial claims per tenant.
+    claims: LoginLimiter,
 }
 
 impl Services {
@@ -156,6 +163,8 @@ impl Services {
                 patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
                 objects: settings.objects,
                 identity: identity::Identity::default(),
+                registration: settings.registration,
+                claims: registration::claim_limiter(),
             }),
         }
     }

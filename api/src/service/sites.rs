@@ -149,14 +149,28 @@ impl Services {
         Ok(st::devices(self.inner.store.db(), who.tenant()?, &who.access.scope, filter, req).await?)
     }
 
-    /// Registers a device in a visible project.
+    /// Registers a device in a visible project (without a claim code: refused when serial
+    /// claiming is on, unless the caller is the platform itself).
     pub async fn create_device(&self, who: &Principal, project_id: ProjectId, input: DeviceInput) -> AppResult<Device> {
+        self.register_device(who, project_id, input, None).await
+    }
+
+    /// Registers a device in a visible project, with the claim code from its label when
+    /// serial claiming is on; the gateway address, its network and the serial are checked
+    /// by [`super::registration`].
+    pub async fn register_device(
+        &self,
+        who: &Principal,
+        project_id: ProjectId,
+        input: DeviceInput,
+        claim_code: Option<&str>,
+    ) -> AppResult<Device> {
         let project = self.project(who, project_id).await?;
         let draft = input.validate(project.id)?;
+        let resolved = self.check_gateway_network(&draft).await?;
         let tx = self.begin().await?;
-        if st::serial_taken(&tx, &draft.serial).await? {
-            return Err(serial_taken(&draft.serial));
-        }
+        self.check_serial(&tx, who, project.tenant_id, &draft.serial, claim_code).await?;
+        self.take_gateway(&tx, project.tenant_id, &draft, &resolved).await?;
         let d = st::insert_device(&tx, project.tenant_id, draft, self.now())
             .await
             .map_err(|e| conflict_or(e, "this serial is already registered"))?;
@@ -179,6 +193,18 @@ impl Services {
         project_id: Option<ProjectId>,
         change: impl FnOnce(&mut DeviceInput),
     ) -> AppResult<Device> {
+        self.update_device_claimed(who, id, project_id, None, change).await
+    }
+
+    /// [`Self::update_device`] with the claim code of a new serial (serial claiming).
+    pub async fn update_device_claimed(
+        &self,
+        who: &Principal,
+        id: DeviceId,
+        project_id: Option<ProjectId>,
+        claim_code: Option<&str>,
+        change: impl FnOnce(&mut DeviceInput),
+    ) -> AppResult<Device> {
         let before = self.device(who, id).await?;
         let target = match project_id {
             Some(p) => self.project(who, p).await?.id,
@@ -188,11 +214,20 @@ impl Services {
         change(&mut input);
         let mut d = before.clone();
         d.draft = input.validate(target)?;
+        let gateway_changed = (d.draft.transport, &d.draft.host, d.draft.port)
+            != (before.draft.transport, &before.draft.host, before.draft.port);
+        let resolved = if gateway_changed { self.check_gateway_network(&d.draft).await? } else { Vec::new() };
         let tx = self.begin().await?;
-        if d.draft.serial != before.draft.serial && st::serial_taken(&tx, &d.draft.serial).await? {
-            return Err(serial_taken(&d.draft.serial));
+        if d.draft.serial != before.draft.serial {
+            self.check_serial(&tx, who, d.tenant_id, &d.draft.serial, claim_code).await?;
+        }
+        if gateway_changed {
+            self.take_gateway(&tx, d.tenant_id, &d.draft, &resolved).await?;
         }
         st::update_device(&tx, &d).await.map_err(|e| conflict_or(e, "this serial is already registered"))?;
+        if gateway_changed {
+            self.release_gateway(&tx, d.tenant_id, &before.draft).await?;
+        }
         if target != before.draft.project_id {
             st::move_detectors(&tx, id, target).await?;
         }
@@ -214,6 +249,7 @@ impl Services {
         let d = self.device(who, id).await?;
         let tx = self.begin().await?;
         st::delete_device(&tx, &d).await?;
+        self.release_gateway(&tx, d.tenant_id, &d.draft).await?;
         self.log(
             &tx,
             who,
@@ -314,10 +350,6 @@ impl Services {
         self.sites_changed();
         Ok(true)
     }
-}
-
-fn serial_taken(serial: &str) -> AppError {
-    AppError::Conflict(format!("a device with serial `{serial}` is already registered"))
 }
 
 fn address_taken(err: sea_orm::DbErr, address: u8) -> AppError {

@@ -16,6 +16,7 @@ pub mod latest;
 pub mod notify;
 pub mod oplog;
 pub mod patrol;
+pub mod registration;
 pub mod reports;
 pub mod sites;
 pub mod telemetry;

@@ -38,8 +38,18 @@
 //! The relay state is not persisted: a relay that is tripped at start is reported once more.
 //!
 //! Metrics: `sparkwatch_modbus_polls_total{outcome}` with outcome `ok`, `timeout`,
-//! `io_error`, `exception`, `unreachable` (failed at once while backing off) or `rejected`
-//! (an answer that is not a valid poll: wrong register count, relay value other than 0/1).
+//! `io_error`, `exception`, `unreachable` (failed at once while backing off), `not_allowed`
+//! (the host resolves outside `--modbus-allow-networks`) or `rejected` (an answer that is not
+//! a valid poll: wrong register count, relay value other than 0/1).
+//!
+//! Hosted deployments (issue 14): every connection resolves the gateway's host again and
+//! connects only to an address inside [`PollerConfig::allowed`] ([`network`]); what tenants
+//! see of a failed poll or command is [`ModbusError::public`] — `NO_ANSWER` for every
+//! transport failure — while the log keeps the detail. Failed polls are dated when they
+//! started, so their time does not tell a refused connection from a timed-out one either.
+//!
+//! Files: this one (supervisor, gateway tasks, link), [`connection`] (one Modbus TCP
+//! connection and its errors), [`network`] (allowed networks, gateway address keys).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -50,20 +60,18 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use sparkwatch_domain::command::{CommandOutcome, OutcomeSource, ReadBackMismatch};
 use sparkwatch_domain::ids::DetectorId;
-use sparkwatch_domain::modbus::{
-    self as mb, BitStatus, FAILED_POLLS_FOR_COMM_FAULT, INPUT_REGISTER_COUNT, INPUT_REGISTER_START,
-    THRESHOLD_REGISTER_COUNT, THRESHOLD_REGISTER_START, ThresholdMismatch,
-};
-use sparkwatch_domain::payload::{CommandOp, SetThresholds};
+use sparkwatch_domain::modbus::{self as mb, BitStatus, FAILED_POLLS_FOR_COMM_FAULT};
 use sparkwatch_domain::reading::{Channel, EventKind};
 use sparkwatch_domain::site::DeviceTransport;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_modbus::client::{Context as ModbusContext, Reader, Writer};
-use tokio_modbus::slave::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+
+pub mod connection;
+pub mod network;
+
+pub use connection::{GatewayConnection, ModbusError, NO_ANSWER};
+use network::AllowedNetworks;
 
 use super::{Inbound, IngestQueue, ModbusOutcome, ModbusReport};
 use crate::metrics::Metrics;
@@ -91,6 +99,8 @@ pub struct PollerConfig {
     /// How often queued remote commands are looked for in the store (commands queued on
     /// this instance are picked up at once).
     pub command_check: Duration,
+    /// Where gateways may be (`--modbus-allow-networks`); checked on every connection.
+    pub allowed: AllowedNetworks,
 }
 
 impl Default for PollerConfig {
@@ -103,206 +113,14 @@ impl Default for PollerConfig {
             backoff_max: Duration::from_secs(30),
             interval_override: None,
             command_check: Duration::from_secs(1),
+            // Nothing until the configuration says (see `Config::modbus_allow_networks`).
+            allowed: AllowedNetworks::none(),
         }
     }
 }
 
 /// Shortest polling interval accepted, so a zero override cannot spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Why a Modbus request failed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ModbusError {
-    /// The gateway is being backed off from after failures; nothing was sent.
-    #[error("gateway unreachable ({0})")]
-    Unreachable(String),
-    /// No answer in time (connecting or waiting for a reply).
-    #[error("{0}")]
-    Timeout(String),
-    /// The connection failed or was closed.
-    #[error("{0}")]
-    Io(String),
-    /// The gateway answered with a Modbus exception.
-    #[error("Modbus exception {code:#04X} ({text})")]
-    Exception {
-        /// The exception code, e.g. `0x0B` (gateway target device failed to respond).
-        code: u8,
-        /// Its meaning.
-        text: String,
-    },
-    /// The answer did not match the request (transaction id, function code or length).
-    #[error("unexpected answer: {0}")]
-    Protocol(String),
-    /// The request cannot be made: invalid set-points, or an operation without a coil.
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// Set-points read back differently from what was written.
-    #[error("set-points read back differently: {}", describe_mismatches(.0))]
-    ReadBack(Vec<ThresholdMismatch>),
-}
-
-impl ModbusError {
-    /// The `outcome` label of `sparkwatch_modbus_polls_total` for a poll failing this way.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            ModbusError::Unreachable(_) => "unreachable",
-            ModbusError::Timeout(_) => "timeout",
-            ModbusError::Exception { .. } => "exception",
-            ModbusError::Io(_) | ModbusError::Protocol(_) | ModbusError::Invalid(_) | ModbusError::ReadBack(_) => {
-                "io_error"
-            }
-        }
-    }
-
-    /// The Modbus exception code, when the gateway answered with one.
-    pub fn exception_code(&self) -> Option<u8> {
-        match self {
-            ModbusError::Exception { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-fn describe_mismatches(list: &[ThresholdMismatch]) -> String {
-    list.iter()
-        .map(|m| {
-            let read = m.read.map_or_else(|| "nothing".to_owned(), |r| r.to_string());
-            format!("register {} ({}) written {}, read {read}", m.register, m.field.unwrap_or("?"), m.written)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn exception(code: ExceptionCode) -> ModbusError {
-    ModbusError::Exception { code: u8::from(code), text: code.to_string() }
-}
-
-/// Maps the nested results of a timed tokio-modbus call.
-fn settle<T>(
-    r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
-    timeout: Duration,
-    what: &str,
-) -> Result<T, ModbusError> {
-    match r {
-        Err(_) => Err(ModbusError::Timeout(format!("no answer to {what} within {} ms", timeout.as_millis()))),
-        Ok(Err(tokio_modbus::Error::Transport(e))) => {
-            // tokio-modbus reports a connection closed by the peer as the last OS error,
-            // which then reads "Success (os error 0)".
-            let detail =
-                if e.raw_os_error() == Some(0) { "connection closed by the gateway".to_owned() } else { e.to_string() };
-            Err(ModbusError::Io(format!("{what} failed: {detail}")))
-        }
-        Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(ModbusError::Protocol(e.to_string())),
-        Ok(Ok(Err(code))) => Err(exception(code)),
-        Ok(Ok(Ok(v))) => Ok(v),
-    }
-}
-
-/// One Modbus TCP connection to a gateway. Requests are sequential (`&mut self`) and each
-/// is bounded by the timeout given at connect time. After a timeout or I/O error the
-/// connection must be dropped: a late answer would be taken for the next request's.
-pub struct GatewayConnection {
-    ctx: ModbusContext,
-    timeout: Duration,
-    peer: String,
-}
-
-impl std::fmt::Debug for GatewayConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayConnection").field("peer", &self.peer).field("timeout", &self.timeout).finish()
-    }
-}
-
-impl GatewayConnection {
-    /// Connects to `host:port` within `connect_timeout`; every later request gets
-    /// `request_timeout`.
-    pub async fn connect(
-        host: &str,
-        port: u16,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-    ) -> Result<Self, ModbusError> {
-        let peer = format!("{host}:{port}");
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect((host, port))).await {
-            Err(_) => {
-                return Err(ModbusError::Timeout(format!(
-                    "connecting to {peer} timed out after {} ms",
-                    connect_timeout.as_millis()
-                )));
-            }
-            Ok(Err(e)) => return Err(ModbusError::Io(format!("cannot connect to {peer}: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        // Small request/response frames: send them at once.
-        let _ = stream.set_nodelay(true);
-        let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(1));
-        Ok(GatewayConnection { ctx, timeout: request_timeout, peer })
-    }
-
-    /// Reads input registers 0–15 of `unit` (function 04, quantity 16): one poll.
-    pub async fn read_inputs(&mut self, unit: u8) -> Result<Vec<u16>, ModbusError> {
-        self.ctx.set_slave(Slave(unit));
-        let r = tokio::time::timeout(
-            self.timeout,
-            self.ctx.read_input_registers(INPUT_REGISTER_START, INPUT_REGISTER_COUNT),
-        )
-        .await;
-        settle(r, self.timeout, &format!("reading unit {unit} at {}", self.peer))
-    }
-
-    /// Reads the set-points, holding registers 100–105 of `unit` (function 03).
-    pub async fn read_thresholds(&mut self, unit: u8) -> Result<[u16; 6], ModbusError> {
-        self.ctx.set_slave(Slave(unit));
-        let r = tokio::time::timeout(
-            self.timeout,
-            self.ctx.read_holding_registers(THRESHOLD_REGISTER_START, THRESHOLD_REGISTER_COUNT),
-        )
-        .await;
-        let regs = settle(r, self.timeout, &format!("reading the set-points of unit {unit} at {}", self.peer))?;
-        let n = regs.len();
-        regs.try_into().map_err(|_| ModbusError::Protocol(format!("{n} set-point registers instead of 6")))
-    }
-
-    /// Performs an operation by writing its coil ON (function 05); the write's answer is the
-    /// acknowledgement. `SetThresholds` has no coil: use [`Self::write_thresholds`].
-    pub async fn write_coil(&mut self, unit: u8, op: CommandOp) -> Result<(), ModbusError> {
-        let coil = mb::coil_for(op)
-            .ok_or_else(|| ModbusError::Invalid(format!("{} writes set-points, not a coil", op.code())))?;
-        self.ctx.set_slave(Slave(unit));
-        let r = tokio::time::timeout(self.timeout, self.ctx.write_single_coil(coil, true)).await;
-        settle(r, self.timeout, &format!("writing coil {coil} of unit {unit} at {}", self.peer))
-    }
-
-    /// Writes set-points (function 06 for a lone register, 16 for a run of adjacent ones),
-    /// then reads registers 100–105 back and fails with the differences if any written
-    /// register reads differently.
-    pub async fn write_thresholds(&mut self, unit: u8, thresholds: &SetThresholds) -> Result<(), ModbusError> {
-        let writes = mb::encode_thresholds(thresholds).map_err(|e| ModbusError::Invalid(e.to_string()))?;
-        self.ctx.set_slave(Slave(unit));
-        let mut i = 0;
-        while i < writes.len() {
-            let start = writes[i].0;
-            let mut run = vec![writes[i].1];
-            while let Some(&(register, value)) = writes.get(i + run.len()) {
-                if u32::from(register) != u32::from(start) + run.len() as u32 {
-                    break;
-                }
-                run.push(value);
-            }
-            i += run.len();
-            let what = format!("writing set-point registers from {start} of unit {unit} at {}", self.peer);
-            if let [value] = run.as_slice() {
-                let r = tokio::time::timeout(self.timeout, self.ctx.write_single_register(start, *value)).await;
-                settle(r, self.timeout, &what)?;
-            } else {
-                let r = tokio::time::timeout(self.timeout, self.ctx.write_multiple_registers(start, &run)).await;
-                settle(r, self.timeout, &what)?;
-            }
-        }
-        let back = self.read_thresholds(unit).await?;
-        mb::thresholds_match(&writes, &back).map_err(ModbusError::ReadBack)
-    }
-}
 
 /// One detector to poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -372,7 +190,7 @@ impl Link {
                 return Err(ModbusError::Unreachable(self.last_error.clone()));
             }
             let (connect, request) = (self.config.connect_timeout, self.config.request_timeout);
-            match GatewayConnection::connect(&self.host, self.port, connect, request).await {
+            match open(&self.host, self.port, &self.config.allowed, connect, request).await {
                 Ok(conn) => {
                     tracing::debug!(gateway = %conn.peer, "connected to the Modbus gateway");
                     self.conn = Some(conn);
@@ -405,7 +223,7 @@ impl Link {
             Ok(()) | Err(ModbusError::Exception { .. } | ModbusError::ReadBack(_)) => self.up(),
             // A late answer would be taken for the next request's.
             Err(ModbusError::Timeout(_) | ModbusError::Io(_) | ModbusError::Protocol(_)) => self.conn = None,
-            Err(ModbusError::Unreachable(_) | ModbusError::Invalid(_)) => {}
+            Err(ModbusError::Unreachable(_) | ModbusError::Invalid(_) | ModbusError::NotAllowed(_)) => {}
         }
         written
     }
@@ -448,6 +266,29 @@ impl Link {
         }
         Err(ModbusError::Unreachable(self.last_error.clone()))
     }
+}
+
+/// Resolves `host` (again: its address may have changed since registration), keeps the
+/// allowed addresses and connects to the first that accepts. (A free function, not a method
+/// of [`Link`]: a borrowed connection across the await would make the task not `Send`.)
+async fn open(
+    host: &str,
+    port: u16,
+    allowed: &AllowedNetworks,
+    connect: Duration,
+    request: Duration,
+) -> Result<GatewayConnection, ModbusError> {
+    let peer = format!("{host}:{port}");
+    let addrs =
+        allowed.resolve(host, port, connect).await.map_err(|refusal| ModbusError::NotAllowed(refusal.to_string()))?;
+    let mut last = None;
+    for addr in addrs {
+        match GatewayConnection::connect(addr, peer.clone(), connect, request).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ModbusError::Unreachable(format!("{peer} has no address"))))
 }
 
 /// The bit of every device-reported (kind, channel): `(kind code, channel code, is alarm, bit)`.
@@ -554,7 +395,8 @@ fn command_outcome(written: &Result<(), ModbusError>) -> CommandOutcome {
             mismatches: list.iter().map(ReadBackMismatch::from).collect(),
             ..outcome(false, OutcomeSource::ReadBack, None, e.to_string())
         },
-        Err(e) => CommandOutcome::transport_failure(e.to_string()),
+        // The detail is logged by the caller; the tenant reads NO_ANSWER.
+        Err(e) => CommandOutcome::transport_failure(e.public()),
     }
 }
 
@@ -623,18 +465,23 @@ impl GatewayTask {
     /// Polls one detector and queues what it produced; false when the queue is closed.
     async fn poll(&mut self, key: &(String, u8)) -> bool {
         let unit = key.1;
+        // A failed poll is dated when it started: a refused connection fails at once, a
+        // silent address after the timeout, and the stored time must not tell them apart.
+        let started = poll_time();
         let result = self.link.read(unit, self.units).await;
-        let at = poll_time();
+        let at = if result.is_ok() { poll_time() } else { started };
         let Some(slot) = self.slots.get_mut(key) else { return true };
         let now = Instant::now();
         while slot.next_due <= now {
             slot.next_due += slot.target.interval;
         }
-        // (outcome label, detail) of a failed poll.
+        // (outcome label, what the tenant sees, the detail for the log) of a failed poll.
         let decoded = match result {
-            Err(e) => Err((e.outcome(), e.to_string())),
-            Ok(regs) => mb::decode_input_registers(&regs, at)
-                .map_err(|r| ("rejected", format!("poll refused ({}): {}", r.reason.code(), r.detail))),
+            Err(e) => Err((e.outcome(), e.public(), e.to_string())),
+            Ok(regs) => mb::decode_input_registers(&regs, at).map_err(|r| {
+                let text = format!("poll refused ({}): {}", r.reason.code(), r.detail);
+                ("rejected", text.clone(), text)
+            }),
         };
         let serial = slot.target.serial.clone();
         let mut outcomes = Vec::with_capacity(2);
@@ -652,14 +499,14 @@ impl GatewayTask {
                 let rejected = poll.rejected.into_iter().map(|r| (r.reason.code().to_owned(), r.detail)).collect();
                 outcomes.push(ModbusOutcome::Polled { reading: poll.reading, events, rejected });
             }
-            Err((outcome, detail)) => {
+            Err((outcome, public, detail)) => {
                 self.metrics.modbus_polls.with_label_values(&[outcome]).inc();
                 slot.failures = slot.failures.saturating_add(1);
                 tracing::debug!(serial = %serial, unit, failures = slot.failures, error = %detail, "Modbus poll failed");
                 if slot.failures >= FAILED_POLLS_FOR_COMM_FAULT && !slot.lost {
                     slot.lost = true;
                     tracing::warn!(serial = %serial, unit, error = %detail, "Modbus communication lost");
-                    outcomes.push(ModbusOutcome::CommLost { detail });
+                    outcomes.push(ModbusOutcome::CommLost { detail: public });
                 }
             }
         }
@@ -870,7 +717,10 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::connection::exception;
     use super::*;
+    use sparkwatch_domain::modbus::ThresholdMismatch;
+    use tokio_modbus::ExceptionCode;
 
     #[test]
     fn every_defined_bit_maps_back() {
@@ -901,5 +751,24 @@ mod tests {
             read: Some(80),
         }]);
         assert_eq!(m.to_string(), "set-points read back differently: register 102 (tempC) written 85, read 80");
+    }
+
+    #[test]
+    fn tenants_read_no_answer_for_every_transport_failure() {
+        let transport = [
+            ModbusError::Io("cannot connect to 10.0.0.5:22: Connection refused (os error 111)".into()),
+            ModbusError::Timeout("connecting to 10.0.0.5:502 timed out after 2000 ms".into()),
+            ModbusError::Unreachable("cannot connect".into()),
+            ModbusError::Protocol("invalid transaction id".into()),
+            ModbusError::NotAllowed("`db.internal` resolves to 10.9.9.9".into()),
+        ];
+        for e in &transport {
+            assert_eq!(e.public(), NO_ANSWER, "{e}");
+            assert_eq!(command_outcome(&Err(e.clone())).msg.as_deref(), Some(NO_ANSWER), "{e}");
+        }
+        // Answers of the gateway itself stay visible.
+        let e = exception(ExceptionCode::IllegalDataAddress);
+        assert!(e.public().contains("0x02"), "{}", e.public());
+        assert!(command_outcome(&Err(e)).msg.is_some_and(|m| m.contains("0x02")));
     }
 }
