@@ -15,6 +15,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+pub mod limits;
+
 /// Sparkwatch — electrical-fire early warning: detectors in, hazards out.
 #[derive(Debug, Parser)]
 #[command(name = "sparkwatch", version, about, long_about = None)]
@@ -264,6 +266,11 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub push: PushSettings,
+    /// Request and connection limits, `/metrics` exposure, dead-letter retention (the
+    /// `[limits]` table in the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: limits::LimitSettings,
 }
 
 /// Push notifications: FCM HTTP v1 for Android, APNs for iOS. A platform without
@@ -403,6 +410,8 @@ pub struct Config {
     /// Push settings; the key files named there were readable and valid at start-up.
     /// Build the clients with [`crate::push::Push::from_settings`].
     pub push: PushSettings,
+    /// Request and connection limits, `/metrics` exposure, dead-letter retention.
+    pub limits: limits::ServerLimits,
 }
 
 /// A configuration problem, phrased for the person starting the server.
@@ -450,6 +459,7 @@ impl Settings {
             attachments_url: self.attachments_url.or(file.attachments_url),
             attachment_max_bytes: self.attachment_max_bytes.or(file.attachment_max_bytes),
             push: self.push.or(file.push),
+            limits: self.limits.or(file.limits),
         })
     }
 
@@ -459,8 +469,7 @@ impl Settings {
         let s = self.with_file()?;
         let listen = parse_addr("--listen", s.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("sparkwatch-data"));
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| bad("--data-dir", format!("cannot create {}: {e}", data_dir.display())))?;
+        create_private_dir(&data_dir)?;
 
         let database_url = match s.database_url {
             Some(url)
@@ -577,6 +586,7 @@ impl Settings {
         };
         // Checked here, not when the first alarm is pushed: a bad key must stop the start.
         crate::push::check_settings(&s.push)?;
+        let limits = s.limits.resolve()?;
         Ok(Config {
             listen,
             data_dir,
@@ -609,8 +619,19 @@ impl Settings {
             attachments_url,
             attachment_max_bytes,
             push: s.push,
+            limits,
         })
     }
+}
+
+/// Creates the data directory readable by its owner only (0700): it holds the database,
+/// the generated JWT secret and the attachments. An existing directory keeps its mode.
+fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| bad("--data-dir", format!("cannot create {}: {e}", dir.display())))
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {

@@ -57,6 +57,15 @@ pub enum AppError {
         /// Events it missed.
         missed: u64,
     },
+    /// The request is larger than the server accepts (a body, a batch, a WebSocket
+    /// message); `field` names what was too large.
+    #[error("{field} too large: {reason}")]
+    TooLarge {
+        /// What was too large (`body`, `batch`, …).
+        field: &'static str,
+        /// The limit it broke, for the person reading the error.
+        reason: String,
+    },
     /// A dependency (database, broker) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
@@ -80,6 +89,7 @@ impl AppError {
             AppError::Refused { .. } => "REFUSED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::SlowConsumer { .. } => "SLOW_CONSUMER",
+            AppError::TooLarge { .. } => "TOO_LARGE",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -148,6 +158,7 @@ impl From<ApiError> for async_graphql::Error {
             AppError::Validation(v) => e.extend_with(|_, ext| ext.set("field", v.field.clone())),
             AppError::Reauthenticate(_) => e.extend_with(|_, ext| ext.set("field", "password")),
             AppError::StepUp(_) => e.extend_with(|_, ext| ext.set("field", "stepUpToken")),
+            AppError::TooLarge { field, .. } => e.extend_with(|_, ext| ext.set("field", field)),
             AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
             AppError::Refused { reason, field, .. } => e.extend_with(|_, ext| {
                 ext.set("field", field);

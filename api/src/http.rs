@@ -4,13 +4,17 @@
 //! ([`attachments`]), and the EMQX authentication/authorisation hooks ([`mqtt_hooks`]).
 
 mod attachments;
+pub(crate) mod conn_limit;
+mod limits;
 mod mqtt_hooks;
+
+pub use limits::HttpLimits;
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_graphql::BatchResponse;
-use async_graphql_axum::GraphQLBatchRequest;
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
@@ -20,6 +24,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::error::{ApiError, AppError};
 use crate::metrics::Metrics;
 use serde_json::json;
 
@@ -40,20 +45,81 @@ pub struct AppState {
     pub ws_limits: WsLimits,
     /// Shared execution of subscriptions.
     pub hub: ws::Hub,
+    /// Limits of HTTP requests and connections.
+    pub http_limits: HttpLimits,
+    /// Where `/metrics` is served and what it asks for.
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsAccess {
+    /// Served on a listener of its own (`--metrics-listen`), not on the API's.
+    pub separate: bool,
+    /// Bearer token it asks for (`--metrics-token`); none = anyone who reaches it.
+    pub token: Option<String>,
 }
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        state.http_limits.request_timeout,
+    );
+    let mut api = Router::new()
         .route("/graphql", get(graphql_ws).post(graphql_http))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(crate::labels::routes())
-        .merge(attachments::routes(&state))
+        .route("/readyz", get(readyz));
+    if !state.metrics_access.separate {
+        api = api.route("/metrics", get(metrics));
+    }
+    api.merge(crate::labels::routes())
         .merge(mqtt_hooks::routes())
+        // Every request but attachments (large photos over slow links have their own size
+        // limit) ends with 408 after the timeout, its body included: a client trickling a
+        // body or a query that runs away cannot hold a request open for good. A WebSocket
+        // upgrade is answered at once, so open sockets are not affected.
+        .layer(timeout)
+        .merge(attachments::routes(&state))
         .with_state(state)
         .merge(crate::explorer::router())
+}
+
+/// The router of the separate metrics listener (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// A refusal: the HTTP status and the error it carries.
+pub(crate) type Refusal = (StatusCode, AppError);
+
+/// The status that goes with an error of the service layer.
+pub(crate) fn status_of(err: AppError) -> Refusal {
+    let status = match &err {
+        AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) | AppError::Refused { .. } => {
+            StatusCode::FORBIDDEN
+        }
+        AppError::NotFound(_) => StatusCode::NOT_FOUND,
+        AppError::Validation(_) => StatusCode::BAD_REQUEST,
+        AppError::Conflict(_) => StatusCode::CONFLICT,
+        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AppError::SlowConsumer { .. } | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, err)
+}
+
+/// The error response, in the shape GraphQL errors have (same codes, same logging).
+pub(crate) fn refuse((status, err): Refusal) -> Response {
+    let error = async_graphql::Error::from(ApiError(err));
+    let body = json!({ "errors": [{ "message": error.message, "extensions": error.extensions }] });
+    let mut res = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    res
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -64,11 +130,18 @@ async fn graphql_http(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLBatchRequest,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
+    let request = match limits::read_graphql(&state.http_limits, &headers, body).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            state.metrics.graphql_requests.with_label_values(&["http", "refused"]).inc();
+            return refuse(refusal);
+        }
+    };
     let auth = state.services.authenticate(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
-    let request = request.into_inner().data(auth).data(ClientAddr(peer.ip().to_string()));
+    let request = request.data(auth).data(ClientAddr(peer.ip().to_string()));
     let response = state.schema.execute_batch(request).await;
     let outcome = if response.is_ok() { "ok" } else { "error" };
     state.metrics.graphql_requests.with_label_values(&["http", outcome]).inc();
@@ -117,6 +190,9 @@ async fn graphql_ws(
     ws.protocols(Protocol::NAMES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
+        // Refused (close 1009) from the frame header on, before the payload is read.
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
         .on_upgrade(move |mut socket| async move {
             let protocol = match socket.protocol().and_then(|p| p.to_str().ok()).and_then(Protocol::from_name) {
                 Some(p) => p,
@@ -170,7 +246,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text; with `--metrics-token`, only for `Authorization: Bearer <token>`.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_access.token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time: the token is a password.
+        let matches = given.is_some_and(|g| {
+            use sha2::Digest;
+            sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
+        });
+        if !matches {
+            return refuse(status_of(AppError::Unauthenticated(
+                "/metrics needs the metrics token (--metrics-token)".into(),
+            )));
+        }
+    }
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf) {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();

@@ -93,7 +93,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run_with(services, listener, ws::WsLimits::default(), shutdown).await
+    Serve::new(services, listener).run(shutdown).await
 }
 
 /// [`run`] with explicit WebSocket limits.
@@ -103,18 +103,106 @@ pub async fn run_with(
     ws_limits: ws::WsLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let schema = graphql::schema(Some(services.clone()));
-    let state = http::AppState {
-        hub: ws::Hub::new(schema.clone(), services.clone()),
-        schema,
-        metrics: services.metrics().clone(),
-        services,
-        ws_limits,
-    };
-    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let addr = listener.local_addr().context("reading the listen address")?;
-    tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+    Serve::new(services, listener).ws_limits(ws_limits).run(shutdown).await
+}
+
+/// The HTTP server and its settings, built step by step (defaults for what is not set):
+/// `Serve::new(services, listener).http_limits(..).ws_limits(..).run(shutdown)`.
+pub struct Serve {
+    services: Services,
+    listener: TcpListener,
+    ws_limits: ws::WsLimits,
+    http_limits: http::HttpLimits,
+    metrics_listener: Option<TcpListener>,
+    metrics_token: Option<String>,
+}
+
+impl Serve {
+    /// The API on `listener` with default limits and `/metrics` open on it.
+    pub fn new(services: Services, listener: TcpListener) -> Serve {
+        Serve {
+            services,
+            listener,
+            ws_limits: ws::WsLimits::default(),
+            http_limits: http::HttpLimits::default(),
+            metrics_listener: None,
+            metrics_token: None,
+        }
+    }
+
+    /// Limits of WebSocket connections.
+    pub fn ws_limits(mut self, limits: ws::WsLimits) -> Serve {
+        self.ws_limits = limits;
+        self
+    }
+
+    /// Limits of HTTP requests and connections.
+    pub fn http_limits(mut self, limits: http::HttpLimits) -> Serve {
+        self.http_limits = limits;
+        self
+    }
+
+    /// Serves `/metrics` on this listener instead of the API's (`--metrics-listen`).
+    pub fn metrics_listener(mut self, listener: Option<TcpListener>) -> Serve {
+        self.metrics_listener = listener;
+        self
+    }
+
+    /// Asks readers of `/metrics` for this bearer token (`--metrics-token`).
+    pub fn metrics_token(mut self, token: Option<String>) -> Serve {
+        self.metrics_token = token;
+        self
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        use axum::serve::ListenerExt;
+        let Serve { services, listener, ws_limits, http_limits, metrics_listener, metrics_token } = self;
+        let schema = graphql::schema(Some(services.clone()));
+        let state = http::AppState {
+            hub: ws::Hub::new(schema.clone(), services.clone()),
+            schema,
+            metrics: services.metrics().clone(),
+            services,
+            ws_limits,
+            http_limits,
+            metrics_access: http::MetricsAccess { separate: metrics_listener.is_some(), token: metrics_token },
+        };
+        let addr = listener.local_addr().context("reading the listen address")?;
+        // The shutdown signal reaches both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let metrics_server = match metrics_listener {
+            Some(l) => {
+                let maddr = l.local_addr().context("reading the metrics listen address")?;
+                tracing::info!(%maddr, "serving metrics at http://{maddr}/metrics");
+                let app = http::metrics_router(state.clone());
+                Some(tokio::spawn(axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future()))
+            }
+            None => None,
+        };
+        let limited = http::conn_limit::LimitedListener::new(
+            listener,
+            http_limits.max_connections,
+            http_limits.max_connections_per_address,
+            state.metrics.clone(),
+        )
+        // `tap_io` gives the wrapped listener the `ConnectInfo<SocketAddr>` of a plain one.
+        .tap_io(|_| {});
+        let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let served = axum::serve(limited, app).with_graceful_shutdown(stopped(stop_rx)).await.context("serving HTTP");
+        if let Some(m) = metrics_server {
+            m.await.context("the metrics server")?.context("serving metrics")?;
+        }
+        served
+    }
 }
 
 /// Starts the background jobs: push routing and delivery, reminders, command expiry. Returns a stop switch.

@@ -151,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 PipelineConfig {
                     prefix: config.mqtt_prefix.clone(),
                     raw_retention: config.raw_retention,
+                    dead_letter_retention: config.limits.dead_letter_retention,
                     ..Default::default()
                 },
                 mqtt,
@@ -182,7 +183,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.listen
                 )
             })?;
-            let served = sparkwatch_api::run(services, listener, shutdown_signal()).await;
+            let metrics_listener = match config.limits.metrics_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} (--metrics-listen / SPARKWATCH_METRICS_LISTEN)")
+                })?),
+                None => None,
+            };
+            if config.limits.metrics_token.is_none() && !config.listen.ip().is_loopback() && metrics_listener.is_none()
+            {
+                tracing::warn!(
+                    "/metrics is open to anyone who reaches --listen: give --metrics-token or --metrics-listen"
+                );
+            }
+            let served = sparkwatch_api::Serve::new(services, listener)
+                .http_limits(config.limits.http)
+                .ws_limits(config.limits.ws())
+                .metrics_listener(metrics_listener)
+                .metrics_token(config.limits.metrics_token.as_ref().map(|t| t.expose().to_owned()))
+                .run(shutdown_signal())
+                .await;
             // The pipeline's last batches, rollups and last-seen times are written before the
             // process ends; what it could not store by then stays unacknowledged.
             tracing::info!("stopping ingestion: storing what it has taken");

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub slow_consumers: IntCounter,
     /// Push delivery attempts by platform and outcome.
     pub push_attempts: IntCounterVec,
+    /// Connections refused over a connection cap (`total` or `per_address`).
+    pub connections_refused: IntCounterVec,
+    /// Dead letters not stored because their device had sent too many in the minute.
+    pub dead_letters_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +108,14 @@ impl Metrics {
                 Opts::new("push_attempts_total", "Push delivery attempts by platform and outcome"),
                 &["platform", "outcome"],
             )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new("http_connections_refused_total", "Connections refused over a connection cap"),
+                &["cap"],
+            )?,
+            dead_letters_dropped: IntCounter::new(
+                "dead_letters_dropped_total",
+                "Rejected messages not stored because their device sent too many in the minute",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.graphql_requests.clone()))?;
@@ -124,6 +136,8 @@ impl Metrics {
         m.registry.register(Box::new(m.subscription_executions.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
         m.registry.register(Box::new(m.push_attempts.clone()))?;
+        m.registry.register(Box::new(m.connections_refused.clone()))?;
+        m.registry.register(Box::new(m.dead_letters_dropped.clone()))?;
         Ok(m)
     }
 }

@@ -98,6 +98,8 @@ pub struct Options {
     pub clock: Arc<dyn sparkwatch_api::service::Clock>,
     /// WebSocket limits.
     pub ws: WsLimits,
+    /// HTTP request and connection limits.
+    pub http: sparkwatch_api::http::HttpLimits,
     /// Access-token lifetime, when not the default.
     pub access_token_ttl: Option<std::time::Duration>,
     /// Push delivery and reminder jobs (started with the server).
@@ -116,6 +118,7 @@ impl Default for Options {
             login_limits: Limits::default(),
             clock: Arc::new(SystemClock),
             ws: WsLimits::default(),
+            http: Default::default(),
             access_token_ttl: None,
             // Production pacing: every tick reads the queue and the reminders, and suites that
             // do not push should not add database traffic. Push tests use `fast_jobs()`.
@@ -188,12 +191,15 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel();
         let s = services.clone();
-        let ws = opts.ws;
+        let (ws, http) = (opts.ws, opts.http);
         tokio::spawn(async move {
-            let _ = sparkwatch_api::run_with(s, listener, ws, async move {
-                let _ = rx.await;
-            })
-            .await;
+            let _ = sparkwatch_api::Serve::new(s, listener)
+                .ws_limits(ws)
+                .http_limits(http)
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .await;
             let _ = stop_jobs.send(true);
         });
         Ok(TestServer { base, services, http: reqwest::Client::new(), config, _dir: dir, stop: Some(tx) })
@@ -549,6 +555,13 @@ impl WsClient {
             WsEvent::Message(m) if m["type"] == "connection_ack" => Ok(ws),
             other => anyhow::bail!("expected connection_ack, got {other:?}"),
         }
+    }
+
+    /// Sends one WebSocket message as it is (oversized, binary, close…).
+    pub async fn send_raw(&mut self, message: tokio_tungstenite::tungstenite::Message) -> anyhow::Result<()> {
+        use futures_util::SinkExt;
+        self.stream.send(message).await?;
+        Ok(())
     }
 
     /// Sends a protocol message.

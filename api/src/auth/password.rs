@@ -21,6 +21,45 @@ pub fn verify(password: &str, stored: &str) -> bool {
         .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
+/// Password hashing and checking in flight at once. argon2 takes tens of milliseconds of
+/// CPU and 19 MiB each: on the async workers a flood of logins starved ingestion and every
+/// other request, so it runs on blocking threads, at most half the cores at once (one on a
+/// small machine); the rest wait here without holding a worker.
+fn permits() -> std::sync::Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            std::sync::Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1)))
+        })
+        .clone()
+}
+
+/// Runs `work` on a blocking thread once a permit is free; the permit is held until the
+/// work ends, even if the caller gave up waiting (a timed-out request).
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    let permit = permits().acquire_owned().await.map_err(|e| AppError::Internal(format!("password permits: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("password hashing task: {e}")))
+}
+
+/// [`verify`] on a blocking thread, bounded (see [`permits`]).
+pub async fn verify_off_thread(password: &str, stored: &str) -> AppResult<bool> {
+    let (password, stored) = (password.to_owned(), stored.to_owned());
+    off_thread(move || verify(&password, &stored)).await
+}
+
+/// [`hash`] on a blocking thread, bounded (see [`permits`]).
+pub async fn hash_off_thread(password: &str) -> AppResult<String> {
+    let password = password.to_owned();
+    off_thread(move || hash(&password)).await?
+}
+
 /// A hash that matches nothing, verified against when the account does not exist so that
 /// response time does not reveal which logins are registered.
 pub fn dummy_hash() -> &'static str {

@@ -194,9 +194,9 @@ impl FieldOperationResultObj {
     async fn work_order(&self, ctx: &Context<'_>) -> Result<Option<WorkOrderObj>> {
         let Some((EntityType::WorkOrder, id)) = self.0.entity else { return Ok(None) };
         let (s, who) = caller(ctx)?;
-        match s.work_order(who, id).await {
-            Ok(order) => Ok(Some(WorkOrderObj::for_caller(ctx, order)?)),
-            Err(_) => Ok(None),
+        match super::absent(s.work_order(who, id).await)? {
+            Some(order) => Ok(Some(WorkOrderObj::for_caller(ctx, order)?)),
+            None => Ok(None),
         }
     }
     /// The check-in, when the operation was one.
@@ -204,14 +204,14 @@ impl FieldOperationResultObj {
     async fn check_in(&self, ctx: &Context<'_>) -> Result<Option<CheckInObj>> {
         let Some((EntityType::CheckIn, id)) = self.0.entity else { return Ok(None) };
         let (s, who) = caller(ctx)?;
-        Ok(s.check_in_view(who, id).await.ok().map(CheckInObj))
+        Ok(super::absent(s.check_in_view(who, id).await)?.map(CheckInObj))
     }
     /// The hazard, as it is now, when the operation was about one.
     #[graphql(guard = "Require(Permission::HazardRead)")]
     async fn hazard(&self, ctx: &Context<'_>) -> Result<Option<HazardObj>> {
         let Some((EntityType::Hazard, id)) = self.0.entity else { return Ok(None) };
         let (s, who) = caller(ctx)?;
-        Ok(s.hazard(who, id).await.ok().map(HazardObj))
+        Ok(super::absent(s.hazard(who, id).await)?.map(HazardObj))
     }
 }
 

@@ -219,7 +219,7 @@ impl HazardObj {
     async fn detector(&self, ctx: &Context<'_>) -> Result<Option<DetectorObj>> {
         let (s, who) = caller(ctx)?;
         Ok(match self.0.detector_id {
-            Some(id) => s.detector(who, id).await.ok().map(DetectorObj),
+            Some(id) => super::absent(s.detector(who, id).await)?.map(DetectorObj),
             None => None,
         })
     }
@@ -228,7 +228,7 @@ impl HazardObj {
     async fn device(&self, ctx: &Context<'_>) -> Result<Option<DeviceObj>> {
         let (s, who) = caller(ctx)?;
         Ok(match self.0.device_id {
-            Some(id) => s.device(who, id).await.ok().map(DeviceObj),
+            Some(id) => super::absent(s.device(who, id).await)?.map(DeviceObj),
             None => None,
         })
     }
@@ -236,7 +236,7 @@ impl HazardObj {
     #[graphql(guard = "Require(Permission::SiteRead)")]
     async fn project(&self, ctx: &Context<'_>) -> Result<Option<ProjectObj>> {
         let (s, who) = caller(ctx)?;
-        Ok(s.project(who, self.0.project_id).await.ok().map(ProjectObj))
+        Ok(super::absent(s.project(who, self.0.project_id).await)?.map(ProjectObj))
     }
     /// When the hazard was created (server time).
     async fn opened_at(&self) -> DateTime<Utc> {
@@ -288,7 +288,7 @@ impl HazardObj {
     async fn reported_by(&self, ctx: &Context<'_>) -> Result<Option<UserObj>> {
         let (s, who) = caller(ctx)?;
         Ok(match self.0.reported_by {
-            Some(id) => s.user(who, id).await.ok().map(UserObj),
+            Some(id) => super::absent(s.user(who, id).await)?.map(UserObj),
             None => None,
         })
     }
@@ -301,7 +301,7 @@ impl HazardObj {
     async fn checkpoint(&self, ctx: &Context<'_>) -> Result<Option<CheckpointObj>> {
         let (s, who) = caller(ctx)?;
         Ok(match self.0.checkpoint_id {
-            Some(id) => s.checkpoint(who, id).await.ok().map(CheckpointObj::new),
+            Some(id) => super::absent(s.checkpoint(who, id).await)?.map(CheckpointObj::new),
             None => None,
         })
     }
@@ -421,7 +421,7 @@ impl EventObj {
     async fn detector(&self, ctx: &Context<'_>) -> Result<Option<DetectorObj>> {
         let (s, who) = caller(ctx)?;
         Ok(match self.0.detector_id {
-            Some(id) => s.detector(who, id).await.ok().map(DetectorObj),
+            Some(id) => super::absent(s.detector(who, id).await)?.map(DetectorObj),
             None => None,
         })
     }
@@ -429,7 +429,7 @@ impl EventObj {
     #[graphql(guard = "Require(Permission::SiteRead)")]
     async fn device(&self, ctx: &Context<'_>) -> Result<Option<DeviceObj>> {
         let (s, who) = caller(ctx)?;
-        Ok(s.device(who, self.0.device_id).await.ok().map(DeviceObj))
+        Ok(super::absent(s.device(who, self.0.device_id).await)?.map(DeviceObj))
     }
 }
 

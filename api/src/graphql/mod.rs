@@ -80,6 +80,35 @@ pub fn sdl() -> String {
 /// Result of a resolver: errors carry `extensions.code` (see [`crate::error::ApiError`]).
 pub type Result<T> = std::result::Result<T, crate::error::ApiError>;
 
+/// A lookup for an optional field: `NOT_FOUND` (gone, or outside the caller's sight) and
+/// `FORBIDDEN` are `null`; any other error — a database outage above all — is returned, not
+/// turned into `null`, which read as "not found" (issue 16).
+pub(crate) fn absent<T>(found: crate::error::AppResult<T>) -> Result<Option<T>> {
+    use crate::error::AppError;
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(AppError::NotFound(_) | AppError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The client's address, for login rate limiting.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::absent;
+    use crate::error::AppError;
+
+    /// A database outage behind an optional field is an error, not `null` ("not found").
+    #[test]
+    fn only_absence_reads_as_null() {
+        assert!(matches!(absent(Ok::<_, AppError>(1)), Ok(Some(1))));
+        assert!(matches!(absent::<()>(Err(AppError::NotFound("device"))), Ok(None)));
+        assert!(matches!(absent::<()>(Err(AppError::Forbidden("out of scope".into()))), Ok(None)));
+        let outage = absent::<()>(Err(AppError::Unavailable("database unavailable".into())));
+        assert!(matches!(outage, Err(crate::error::ApiError(AppError::Unavailable(_)))));
+        assert!(absent::<()>(Err(AppError::Internal("no such table".into()))).is_err());
+    }
+}

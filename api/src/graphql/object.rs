@@ -139,7 +139,7 @@ impl UserObj {
         let (s, who) = caller(ctx)?;
         let mut out = Vec::new();
         for id in s.user_projects(self.0.id).await? {
-            if let Ok(p) = s.project(who, id).await {
+            if let Some(p) = super::absent(s.project(who, id).await)? {
                 out.push(ProjectObj(p));
             }
         }
@@ -418,7 +418,10 @@ impl DetectorObj {
     /// Values in `[from, to)` for a chart. Without `bucket`: raw readings, oldest first (at
     /// most 7 days and 5000 points). With `bucket`: per-bucket min/max/avg per channel from
     /// the stored aggregates, starting with the bucket containing `from` (at most 10080 buckets).
-    #[graphql(guard = "Require(Permission::SiteRead)")]
+    #[graphql(
+        guard = "Require(Permission::SiteRead)",
+        complexity = "readings_complexity(from, to, bucket, child_complexity)"
+    )]
     async fn readings(
         &self,
         ctx: &Context<'_>,
@@ -442,6 +445,32 @@ impl DetectorObj {
             .map(|w| ThresholdWarningObj { field: w.field, message: w.message })
             .collect())
     }
+}
+
+/// Query complexity of `Detector.readings`: weighted by the points it can return (one
+/// complexity unit per 100 points, at most 5000 raw points or 10080 buckets), so that a
+/// list of detectors each asking for a week of readings is refused by the complexity limit
+/// rather than answered with millions of points. Raw readings are counted at most one a
+/// second of the range.
+fn readings_complexity(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket: Option<ReadingBucketGql>,
+    child_complexity: usize,
+) -> usize {
+    let span_s = usize::try_from((to - from).num_seconds()).unwrap_or(0);
+    let points = match bucket {
+        None => span_s.min(5000),
+        Some(b) => {
+            let len = match b {
+                ReadingBucketGql::Minute => 60,
+                ReadingBucketGql::Hour => 3600,
+                ReadingBucketGql::Day => 86_400,
+            };
+            (span_s / len + 1).min(10_080)
+        }
+    };
+    1 + points.div_ceil(100).max(1) * child_complexity
 }
 
 /// A set-point that is valid but deserves a second look.

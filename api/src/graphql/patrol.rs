@@ -215,7 +215,7 @@ impl CheckpointObj {
             return Ok(Some(ProjectObj(p.clone())));
         }
         let (s, who) = caller(ctx)?;
-        Ok(s.project(who, self.0.project_id).await.ok().map(ProjectObj))
+        Ok(super::absent(s.project(who, self.0.project_id).await)?.map(ProjectObj))
     }
     /// The code printed on the label, signed by the server (`SWQ1.<id>.<tag>`).
     async fn qr_payload(&self, ctx: &Context<'_>) -> Result<String> {

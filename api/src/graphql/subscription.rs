@@ -51,14 +51,11 @@ impl DeviceStatusObj {
     }
 }
 
-/// Categories `alarmEvents` sends when none are asked for: everything but operations.
-const ALARM_EVENT_CATEGORIES: [EventCategory; 5] = [
-    EventCategory::Alarm,
-    EventCategory::PreAlarm,
-    EventCategory::Fault,
-    EventCategory::Recovery,
-    EventCategory::Status,
-];
+/// Categories `alarmEvents` sends when none are asked for, as the contract says: alarms,
+/// pre-alarms, faults and recoveries. Online/offline (`STATUS`) has `deviceStatusChanged`
+/// and comes here only when asked for.
+const ALARM_EVENT_CATEGORIES: [EventCategory; 4] =
+    [EventCategory::Alarm, EventCategory::PreAlarm, EventCategory::Fault, EventCategory::Recovery];
 
 fn projects(ids: Option<Vec<ID>>) -> std::result::Result<Option<HashSet<sparkwatch_domain::ids::ProjectId>>, ApiError> {
     Ok(ids.map(|ids| parse_projects("projectIds", &ids)).transpose()?.map(|p| p.into_iter().collect()))
@@ -88,9 +85,9 @@ async fn follow<T: Send + 'static>(
 
 #[Subscription]
 impl Subscription {
-    /// Alarms, pre-alarms, faults, recoveries and online/offline events in the caller's
-    /// scope as they are recorded; `projectIds` narrows to those projects, `categories` to
-    /// those categories. A subscriber that falls far behind gets a `SLOW_CONSUMER` error and
+    /// Alarms, pre-alarms, faults and recoveries in the caller's scope as they are recorded;
+    /// `projectIds` narrows to those projects, `categories` picks the categories (`STATUS`,
+    /// online/offline, only when asked for). A subscriber that falls far behind gets a `SLOW_CONSUMER` error and
     /// must subscribe again.
     #[graphql(guard = "Require(Permission::HazardRead)")]
     async fn alarm_events(

@@ -10,13 +10,13 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::AppState;
-use crate::error::{ApiError, AppError};
+use super::{AppState, Refusal, refuse, status_of};
+use crate::error::AppError;
 use crate::objects::{SNIFF_BYTES, sniff};
 use crate::store::attachments::Attachment;
 
@@ -30,37 +30,6 @@ pub(super) fn routes(state: &AppState) -> axum::Router<AppState> {
         .route("/attachments", post(upload))
         .route("/attachments/{id}", get(download))
         .layer(DefaultBodyLimit::max(usize::try_from(limit).unwrap_or(usize::MAX)))
-}
-
-/// A refusal: the HTTP status and the error it carries.
-type Refusal = (StatusCode, AppError);
-
-/// The status that goes with an error of the service layer.
-fn status_of(err: AppError) -> Refusal {
-    let status = match &err {
-        AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) | AppError::Refused { .. } => {
-            StatusCode::FORBIDDEN
-        }
-        AppError::NotFound(_) => StatusCode::NOT_FOUND,
-        AppError::Validation(_) => StatusCode::BAD_REQUEST,
-        AppError::Conflict(_) => StatusCode::CONFLICT,
-        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AppError::SlowConsumer { .. } | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, err)
-}
-
-/// The error response, in the shape GraphQL errors have (same codes, same logging).
-fn refuse((status, err): Refusal) -> Response {
-    let error = async_graphql::Error::from(ApiError(err));
-    let body = json!({ "errors": [{ "message": error.message, "extensions": error.extensions }] });
-    let mut res = (status, Json(body)).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    res
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<crate::auth::Principal, Refusal> {

@@ -63,7 +63,7 @@ impl Services {
         let user = st::user_by_login(db, &login).await?;
         // Verify against a dummy hash for unknown accounts so timing does not reveal them.
         let hash = user.as_ref().map_or(password::dummy_hash(), |u| u.password_hash.as_str());
-        let password_ok = password::verify(password_text, hash);
+        let password_ok = password::verify_off_thread(password_text, hash).await?;
         let user = match user {
             Some(u) if password_ok => u,
             _ => {
@@ -179,7 +179,7 @@ impl Services {
         let limiter = &self.inner.limiter;
         limiter.check(&account, &account, now).map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
         let stored = st::user_by_id(self.inner.store.db(), user).await?.ok_or(AppError::NotFound("user"))?;
-        if password::verify(given, &stored.password_hash) {
+        if password::verify_off_thread(given, &stored.password_hash).await? {
             limiter.succeeded(&account);
             Ok(())
         } else {

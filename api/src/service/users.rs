@@ -147,7 +147,7 @@ impl Services {
             email,
             phone,
             display_name,
-            password_hash: password::hash(&input.password)?,
+            password_hash: password::hash_off_thread(&input.password).await?,
             locale,
             active: true,
             role,
@@ -218,7 +218,7 @@ impl Services {
         }
         if let Some(p) = patch.password.as_deref() {
             validate::new_password("password", p)?;
-            user.password_hash = password::hash(p)?;
+            user.password_hash = password::hash_off_thread(p).await?;
         }
         if let Some(projects) = &patch.project_ids {
             self.check_projects(tenant, projects).await?;
@@ -248,11 +248,11 @@ impl Services {
     /// Changes the caller's own password after checking the current one.
     pub async fn change_password(&self, who: &Principal, current: &str, new: &str) -> AppResult<bool> {
         let mut user = self.me(who).await?;
-        if !password::verify(current, &user.password_hash) {
+        if !password::verify_off_thread(current, &user.password_hash).await? {
             return Err(AppError::invalid("currentPassword", "is not your current password"));
         }
         validate::new_password("newPassword", new)?;
-        user.password_hash = password::hash(new)?;
+        user.password_hash = password::hash_off_thread(new).await?;
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
         self.log(&tx, who, Entry::new(user.tenant_id, "user.change_password", "user", Some(user.id.to_string())))

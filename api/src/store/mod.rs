@@ -54,9 +54,31 @@ pub struct Store {
     statements: Arc<AtomicU64>,
 }
 
+/// Creates a new SQLite database file readable and writable by its owner only (0600)
+/// before SQLite opens it: SQLite would create it with the umask's mode (0644 by default),
+/// and gives its WAL and shared-memory files the database file's mode. An existing file
+/// keeps its mode; PostgreSQL URLs and in-memory databases are left alone.
+fn create_private_sqlite_file(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(()) };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot create the database file {path}: {e}")),
+    }
+}
+
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
+        create_private_sqlite_file(url)?;
         let mut store = Store::connect(url).await?;
         store.migrate().await?;
         store.ingestion = Some(Store::connect_sized(url, Some(INGEST_CONNECTIONS)).await?.db);

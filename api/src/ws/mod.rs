@@ -10,9 +10,18 @@
 //! client that does not take a message within [`WsLimits::write_timeout`] is dropped (its
 //! subscriptions end, nobody else waits), and a subscription that falls behind ends with
 //! `SLOW_CONSUMER`. The connection closes with 4403 when its access token expires.
+//!
+//! Limits (issue 16): messages over [`WsLimits::max_message_bytes`] close the connection
+//! with 1009; a connection whose `connection_init` carried no credentials is acknowledged
+//! (subscriptions then fail with `UNAUTHENTICATED`) but closed with 4401 when the
+//! initialisation time is up; a caller holding [`WsLimits::max_sockets_per_user`]
+//! connections is refused another with 4429; a connection holds at most
+//! [`WsLimits::max_subscriptions`]. A client's close frame is answered with a close frame,
+//! and close reasons are cut to the 123 bytes a control frame has room for.
 //! Identical subscriptions of callers with the same access share one execution
 //! ([`shared`]).
 
+mod per_user;
 mod shared;
 
 use std::time::Duration;
@@ -61,6 +70,10 @@ pub struct WsLimits {
     pub write_timeout: Duration,
     /// Subscriptions one connection may hold at once.
     pub max_subscriptions: usize,
+    /// Largest message (and frame) a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Connections one user or API key may hold open at once (`--ws-max-per-user`).
+    pub max_sockets_per_user: usize,
 }
 
 impl Default for WsLimits {
@@ -69,6 +82,8 @@ impl Default for WsLimits {
             init_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_subscriptions: 100,
+            max_message_bytes: 64 * 1024,
+            max_sockets_per_user: 32,
         }
     }
 }
@@ -116,6 +131,8 @@ struct Connection {
     /// The caller, once `connection_init` is acknowledged.
     signed_in: Option<SignedIn>,
     streams: StreamMap<String, BoxStream<'static, Out>>,
+    /// This connection's place in its caller's count of connections.
+    _slot: Option<per_user::SocketSlot>,
 }
 
 /// How long a connection's access, once read, serves new subscriptions without being read
@@ -135,7 +152,8 @@ struct SignedIn {
 
 /// Serves one upgraded connection until it closes.
 pub async fn serve(socket: WebSocket, protocol: Protocol, hub: Hub, client: ClientAddr, limits: WsLimits) {
-    let mut conn = Connection { socket, protocol, hub, limits, client, signed_in: None, streams: StreamMap::new() };
+    let mut conn =
+        Connection { socket, protocol, hub, limits, client, signed_in: None, streams: StreamMap::new(), _slot: None };
     let outcome = conn.run().await;
     let metrics = conn.services().metrics().clone();
     if let Err(Close(code, reason)) = outcome {
@@ -145,9 +163,37 @@ pub async fn serve(socket: WebSocket, protocol: Protocol, hub: Hub, client: Clie
             tracing::info!("dropped a WebSocket client that stopped reading");
             return;
         }
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(control_frame_reason(reason)) };
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.socket.send(Message::Close(Some(frame)))).await;
     }
+}
+
+/// A close reason that fits a control frame: 125 bytes of payload, two of them the code.
+/// Longer reasons (a parse error quoting the message) made clients see an invalid frame
+/// instead of the close code.
+fn control_frame_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut cut = MAX - '…'.len_utf8();
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
+}
+
+/// Whether a read failed because the client's message or frame was over the size limit.
+fn is_too_big(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl Connection {
@@ -165,11 +211,25 @@ impl Connection {
         loop {
             tokio::select! {
                 incoming = self.socket.recv() => {
-                    let Some(Ok(msg)) = incoming else { return Ok(()) };
+                    let msg = match incoming {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) if is_too_big(&e) => {
+                            let max = self.limits.max_message_bytes;
+                            return Err(Close::new(1009, format!("messages may have at most {max} bytes")));
+                        }
+                        Some(Err(_)) | None => return Ok(()),
+                    };
                     let text = match msg {
                         Message::Text(t) => t,
                         Message::Binary(_) => return Err(Close::new(4400, "binary messages are not part of the protocol")),
-                        Message::Close(_) => return Ok(()),
+                        // Answered with a close frame (the client's code echoed), as RFC 6455
+                        // asks; without it clients saw 1006 (abnormal closure). The reply is
+                        // queued by the WebSocket library as the close arrives; a flush sends it.
+                        Message::Close(_) => {
+                            let flush = futures_util::SinkExt::flush(&mut self.socket);
+                            let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                            return Ok(());
+                        }
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
                     let parsed: ClientMessage = serde_json::from_str(text.as_str())
@@ -178,7 +238,8 @@ impl Connection {
                     // Boxed: `handle` may authenticate (database queries), a large future that
                     // would otherwise be part of every idle connection's task for its lifetime.
                     let expires = Box::pin(self.handle(parsed)).await?;
-                    if initialising && self.signed_in.is_some() {
+                    // Without credentials the initialisation deadline stays armed: 4401 then.
+                    if initialising && self.signed_in.as_ref().is_some_and(|s| !matches!(s.auth, Auth::Anonymous)) {
                         match expires {
                             Some(at) => deadline.as_mut().reset(at),
                             None => armed = false,
@@ -189,10 +250,12 @@ impl Connection {
                     self.forward(id, out).await?;
                 }
                 _ = &mut deadline, if armed => {
-                    return Err(if self.signed_in.is_none() {
-                        Close::new(4408, "connection initialisation timeout")
-                    } else {
-                        Close::new(4403, "the access token expired; reconnect with a fresh token")
+                    return Err(match &self.signed_in {
+                        None => Close::new(4408, "connection initialisation timeout"),
+                        Some(s) if matches!(s.auth, Auth::Anonymous) => {
+                            Close::new(4401, "unauthorized: connection_init carried no credentials")
+                        }
+                        Some(_) => Close::new(4403, "the access token expired; reconnect with a fresh token"),
                     });
                 }
             }
@@ -219,6 +282,14 @@ impl Connection {
                         self.send(json!({"type": "connection_error", "payload": {"message": reason}})).await?;
                     }
                     return Err(Close::new(4403, format!("forbidden: {reason}")));
+                }
+                if let Auth::Authenticated(who) = &auth {
+                    let max = self.limits.max_sockets_per_user;
+                    self._slot = self
+                        .hub
+                        .sockets()
+                        .take(who, max)
+                        .map_err(|_| Close::new(4429, format!("too many connections: at most {max} per user")))?;
                 }
                 let services = self.services();
                 let expires = services.credentials_expire_at(credentials.as_deref()).map(|at| {

@@ -76,6 +76,8 @@ struct HubInner {
     schema: AppSchema,
     services: Services,
     groups: Mutex<Groups>,
+    /// Open connections per caller.
+    sockets: super::per_user::SocketCounts,
 }
 
 /// The groups by key; entries of ended groups are pruned when the map has doubled.
@@ -99,7 +101,12 @@ pub struct Caller {
 impl Hub {
     /// A hub executing against `schema`.
     pub fn new(schema: AppSchema, services: Services) -> Hub {
-        Hub { inner: Arc::new(HubInner { schema, services, groups: Mutex::default() }) }
+        Hub { inner: Arc::new(HubInner { schema, services, groups: Mutex::default(), sockets: Default::default() }) }
+    }
+
+    /// Open connections per caller.
+    pub(crate) fn sockets(&self) -> &super::per_user::SocketCounts {
+        &self.inner.sockets
     }
 
     /// The services.

@@ -218,7 +218,10 @@ impl Server {
             .args(["--fcm-credentials", &fcm_credentials.display().to_string()])
             .args(["--fcm-base-url", &fcm.base_url])
             // The subscribers sign in once; their connections must outlive the run.
-            .args(["--access-token-ttl-s", "86400"]);
+            .args(["--access-token-ttl-s", "86400"])
+            // Every subscriber signs in as the one bench user, from 127.0.0.1.
+            .args(["--ws-max-per-user", "1000000", "--max-connections", "1000000"])
+            .args(["--max-connections-per-address", "1000000"]);
         let child = child_env(&mut cmd)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -37,6 +37,7 @@
 //! - [`rollups`] — per-minute cells in memory and the write-back task.
 
 mod alarm_path;
+mod dead_letters;
 mod escalation;
 mod lane;
 mod liveness;
@@ -96,6 +97,8 @@ pub struct PipelineConfig {
     pub flush_every: Duration,
     /// Raw readings older than this are deleted (rollups are kept); `None` keeps everything.
     pub raw_retention: Option<chrono::Duration>,
+    /// Dead letters older than this are deleted; `None` keeps them.
+    pub dead_letter_retention: Option<chrono::Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -110,6 +113,7 @@ impl Default for PipelineConfig {
             housekeeping: Duration::from_secs(2),
             flush_every: Duration::from_secs(15),
             raw_retention: None,
+            dead_letter_retention: None,
         }
     }
 }
@@ -151,6 +155,7 @@ pub struct Pipeline {
     /// Minute cells since the last write-back.
     rollups: Rollups,
     last_prune: Option<Instant>,
+    last_dead_letter_prune: Option<Instant>,
     last_flush: Instant,
     site_generation: Arc<AtomicU64>,
     seen_generation: u64,
@@ -180,6 +185,7 @@ impl Pipeline {
             liveness: Default::default(),
             rollups: Rollups::default(),
             last_prune: None,
+            last_dead_letter_prune: None,
             last_flush: Instant::now(),
             site_generation: services.site_generation(),
             seen_generation: 0,
@@ -277,6 +283,15 @@ impl Pipeline {
         {
             self.last_prune = Some(Instant::now());
             prune_before = Some(now - keep);
+        }
+        if let Some(keep) = self.config.dead_letter_retention
+            && self.last_dead_letter_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
+        {
+            self.last_dead_letter_prune = Some(Instant::now());
+            let gone = crate::store::telemetry::prune_dead_letters(self.store.db(), now - keep).await?;
+            if gone > 0 {
+                tracing::info!(gone, "expired dead letters deleted");
+            }
         }
         let due = self.offline_due(now);
         if flush || prune_before.is_some() {

@@ -38,6 +38,8 @@ pub(super) struct Validator {
     site_generation: Arc<AtomicU64>,
     seen_generation: u64,
     commands: Ledger,
+    /// The batch's dead letters and their sampling (see [`super::dead_letters`]).
+    dead: Mutex<super::dead_letters::DeadLetters>,
 }
 
 /// A validated batch on its way to the store stage.
@@ -105,6 +107,7 @@ impl Validator {
             site_generation: pipeline.site_generation.clone(),
             seen_generation: 0,
             commands: pipeline.commands.clone(),
+            dead: Mutex::new(super::dead_letters::DeadLetters::new()),
         }
     }
 
@@ -137,6 +140,12 @@ impl Validator {
                     acks.push(ack);
                 }
             }
+            // Before the batch moves on: its acknowledgements mean "stored", letters included.
+            let letters = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if !letters.is_empty() {
+                let db = self.store.db();
+                self.health.retry("dead_letters", || tel::insert_dead_letters(db, letters.clone())).await;
+            }
             let seqs = self
                 .batch_seqs
                 .drain()
@@ -168,7 +177,12 @@ impl Validator {
             payload: &msg.payload,
             at: msg.received_at,
         };
-        self.health.retry("dead_letters", || tel::insert_dead_letter(self.store.db(), letter)).await;
+        let mut dead = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dead.admit(serial.unwrap_or(&msg.topic), Instant::now()) {
+            dead.push(tel::dead_letter_row(letter));
+        } else {
+            self.metrics.dead_letters_dropped.inc();
+        }
     }
 
     /// Looks up, in one go, the devices of `batch` that are not cached or whose entry

@@ -134,9 +134,30 @@ pub struct DeadLetter<'a> {
 /// PostgreSQL refuses in `text` — a dead letter must always be writable, since the
 /// delivery it records is acknowledged only once it is.
 pub async fn insert_dead_letter<C: ConnectionTrait>(db: &C, d: DeadLetter<'_>) -> Result<(), DbErr> {
+    dead_letter::Entity::insert(dead_letter_row(d)).exec_without_returning(db).await.map(|_| ())
+}
+
+/// Several dead letters in one statement (ingestion collects a batch's; one INSERT each let
+/// a junk flood hold up real alarms).
+pub async fn insert_dead_letters<C: ConnectionTrait>(db: &C, rows: Vec<dead_letter::ActiveModel>) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    dead_letter::Entity::insert_many(rows).exec_without_returning(db).await.map(|_| ())
+}
+
+/// Deletes dead letters received before `before` (`--dead-letter-retention-days`).
+pub async fn prune_dead_letters<C: ConnectionTrait>(db: &C, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let res = dead_letter::Entity::delete_many().filter(dead_letter::Column::ReceivedAt.lt(before)).exec(db).await?;
+    Ok(res.rows_affected)
+}
+
+/// The row of a dead letter (see [`insert_dead_letter`]).
+pub fn dead_letter_row(d: DeadLetter<'_>) -> dead_letter::ActiveModel {
     let clean = |s: &str| if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s.to_owned() };
     let text = clean(&String::from_utf8_lossy(&d.payload[..d.payload.len().min(4096)]));
-    let row = dead_letter::ActiveModel {
+    dead_letter::ActiveModel {
         id: Set(new_id()),
         tenant_id: Set(d.tenant.map(|t| t.as_uuid())),
         serial: Set(d.serial.map(clean)),
@@ -145,6 +166,5 @@ pub async fn insert_dead_letter<C: ConnectionTrait>(db: &C, d: DeadLetter<'_>) -
         detail: Set(clean(d.detail)),
         payload: Set(text),
         received_at: Set(d.at),
-    };
-    dead_letter::Entity::insert(row).exec_without_returning(db).await.map(|_| ())
+    }
 }
