@@ -468,3 +468,25 @@ async fn dead_letters_expire() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn alarm_events_leave_out_online_and_offline_unless_asked() -> anyhow::Result<()> {
+    let server = server_with(&Backend::Sqlite, HttpLimits::default(), WsLimits::default()).await?;
+    let mut feed = sparkwatch_tests::Feeder::start(&server.services);
+    let mut ws = WsClient::signed_in(&server, &token(&server, "manager@demo.local").await?).await?;
+    ws.subscribe("default", "subscription { alarmEvents { kind } }", json!({})).await?;
+    ws.subscribe("status", "subscription { alarmEvents(categories: [STATUS]) { kind } }", json!({})).await?;
+    // Subscribed once the hub answers on the same socket (frames are handled in order).
+    ws.send(json!({"type": "ping"})).await?;
+    assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "pong"));
+    // The device's first message brings it ONLINE, then it raises a leak alarm.
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(30);
+    feed.send("sw/SW-DEMO-0101/telemetry", &leak(t0, 450.0)).await;
+    feed.send("sw/SW-DEMO-0101/telemetry", &leak(t0 + chrono::Duration::seconds(6), 480.0)).await;
+    feed.settle().await?;
+    let first = ws.next_of("default", WAIT).await?;
+    assert_eq!(first["data"]["alarmEvents"]["kind"], "LEAK_ALARM", "{first}");
+    let status = ws.next_of("status", WAIT).await?;
+    assert_eq!(status["data"]["alarmEvents"]["kind"], "ONLINE", "{status}");
+    Ok(())
+}
