@@ -208,6 +208,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC")]
     #[serde(default)]
     pub mqtt_dynsec: bool,
+    /// User name of the dynamic-security administrator, when it is not the `--mqtt-url`
+    /// account (implies `--mqtt-dynsec`; Sparkwatch then gives the `--mqtt-url` account the
+    /// server role, creating it if needed).
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC_ADMIN_USER")]
+    pub mqtt_dynsec_admin_user: Option<String>,
+    /// Password of `--mqtt-dynsec-admin-user`.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC_ADMIN_PASSWORD", hide_env_values = true)]
+    pub mqtt_dynsec_admin_password: Option<String>,
     /// Shared secret of the EMQX HTTP authentication/authorisation hooks (`POST /mqtt/auth`,
     /// `POST /mqtt/acl`); the hooks are off without it.
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_HOOK_SECRET", hide_env_values = true)]
@@ -353,6 +361,8 @@ pub struct Config {
     pub mqtt_tls: Option<MqttTls>,
     /// Provision device accounts in Mosquitto's dynamic-security plugin.
     pub mqtt_dynsec: bool,
+    /// The dynamic-security administrator's login, when not the `--mqtt-url` account.
+    pub mqtt_dynsec_admin: Option<(String, Secret)>,
     /// Shared secret of the EMQX hooks, when enabled.
     pub mqtt_hook_secret: Option<Secret>,
     /// How long raw readings are kept.
@@ -408,6 +418,8 @@ impl Settings {
             mqtt_tls_cert: self.mqtt_tls_cert.or(file.mqtt_tls_cert),
             mqtt_tls_key: self.mqtt_tls_key.or(file.mqtt_tls_key),
             mqtt_dynsec: self.mqtt_dynsec || file.mqtt_dynsec,
+            mqtt_dynsec_admin_user: self.mqtt_dynsec_admin_user.or(file.mqtt_dynsec_admin_user),
+            mqtt_dynsec_admin_password: self.mqtt_dynsec_admin_password.or(file.mqtt_dynsec_admin_password),
             mqtt_hook_secret: self.mqtt_hook_secret.or(file.mqtt_hook_secret),
             raw_retention_days: self.raw_retention_days.or(file.raw_retention_days),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
@@ -498,7 +510,19 @@ impl Settings {
                  --mqtt-allow-plain for a trusted network",
             ));
         }
-        if s.mqtt_dynsec && !matches!(broker, Broker::External(_)) {
+        let mqtt_dynsec_admin = match (s.mqtt_dynsec_admin_user, s.mqtt_dynsec_admin_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u, Secret(p))),
+            (Some(_), Some(_)) => return Err(bad("--mqtt-dynsec-admin-user", "and its password must not be empty")),
+            (Some(_), None) => {
+                return Err(bad("--mqtt-dynsec-admin-password", "is needed with --mqtt-dynsec-admin-user"));
+            }
+            (None, Some(_)) => {
+                return Err(bad("--mqtt-dynsec-admin-user", "is needed with --mqtt-dynsec-admin-password"));
+            }
+            (None, None) => None,
+        };
+        let mqtt_dynsec = s.mqtt_dynsec || mqtt_dynsec_admin.is_some();
+        if mqtt_dynsec && !matches!(broker, Broker::External(_)) {
             return Err(bad("--mqtt-dynsec", "needs --mqtt-url: it provisions an external Mosquitto"));
         }
         let mqtt_hook_secret = match s.mqtt_hook_secret {
@@ -545,7 +569,8 @@ impl Settings {
             mqtt_shared_group: s.mqtt_shared.then(|| "sparkwatch".to_owned()),
             mqtt_prefix,
             mqtt_tls,
-            mqtt_dynsec: s.mqtt_dynsec,
+            mqtt_dynsec,
+            mqtt_dynsec_admin,
             mqtt_hook_secret,
             raw_retention: match s.raw_retention_days.unwrap_or(90) {
                 0 => None,
