@@ -6,6 +6,7 @@
 //! GraphQL requests and reads `extensions.code`.
 
 pub mod bench;
+pub mod mqtt_client;
 pub mod push_standin;
 
 use std::sync::Arc;

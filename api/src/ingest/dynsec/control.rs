@@ -168,7 +168,7 @@ impl Control {
 
     /// Runs one command and returns its answer.
     pub(crate) async fn one(&self, command: Value) -> Answer {
-        self.run(vec![command]).await?.pop().unwrap_or_else(|| Err(DynsecError::Timeout(ANSWER_WITHIN)))
+        self.run(vec![command]).await?.pop().unwrap_or(Err(DynsecError::Timeout(ANSWER_WITHIN)))
     }
 
     fn forget(&self, tags: &[String]) {
