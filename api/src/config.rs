@@ -739,4 +739,25 @@ mod tests {
         assert_eq!(redact_url("postgres://sw:hunter2@db/sw"), "postgres://sw:***@db/sw");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
+
+    #[test]
+    fn dynsec_admin_needs_both_halves_and_an_external_broker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let external = || Settings { mqtt_url: Some("mqtt://sw:pw@127.0.0.1:1883".into()), ..settings(dir.path()) };
+        let user_only = Settings { mqtt_dynsec_admin_user: Some("admin".into()), ..external() };
+        let err = user_only.resolve().expect_err("no password").to_string();
+        assert!(err.contains("--mqtt-dynsec-admin-password (SPARKWATCH_MQTT_DYNSEC_ADMIN_PASSWORD)"), "{err}");
+        let password_only = Settings { mqtt_dynsec_admin_password: Some("pw".into()), ..external() };
+        assert!(password_only.resolve().expect_err("no user").to_string().contains("--mqtt-dynsec-admin-user"));
+        let both = Settings {
+            mqtt_dynsec_admin_user: Some("admin".into()),
+            mqtt_dynsec_admin_password: Some("pw".into()),
+            ..external()
+        };
+        let c = both.clone().resolve().expect("valid");
+        assert!(c.mqtt_dynsec, "an administrator implies --mqtt-dynsec");
+        assert_eq!(c.mqtt_dynsec_admin.as_ref().map(|(u, _)| u.as_str()), Some("admin"));
+        let embedded = Settings { mqtt_url: None, ..both };
+        assert!(embedded.resolve().expect_err("embedded").to_string().contains("--mqtt-dynsec"));
+    }
 }

@@ -208,6 +208,28 @@ async fn a_device_touches_only_its_own_topics() -> anyhow::Result<()> {
         eventually("A's reading ingested", || async { Ok((s.readings_of(a).await? >= 1).then_some(())) }).await?;
         assert_eq!(s.readings_of(b).await?, 0, "a forged reading reached B");
         assert!(next_publish(&mut spy_lp, Duration::from_millis(300)).await?.is_none());
+
+        // A device that sends the plugin a command (take the administrator's password, give
+        // itself every right) is ignored, even with the broker's default access opened up.
+        let (admin, mut admin_lp) = connect(s.admin("operator-tool")).await?;
+        let open_up = json!({"commands": [{"command": "setDefaultACLAccess", "acls": [
+            {"acltype": "publishClientSend", "allow": true}, {"acltype": "subscribe", "allow": true}]}]});
+        assert!(puback(&admin, &mut admin_lp, "$CONTROL/dynamic-security/v1", open_up.to_string()).await?);
+        let takeover = json!({"commands": [
+            {"command": "setClientPassword", "username": "admin", "password": "owned"},
+            {"command": "addClientRole", "username": a, "rolename": "admin"}]});
+        assert!(puback(&client, &mut lp, "$CONTROL/dynamic-security/v1", takeover.to_string()).await?);
+        assert_eq!(suback(&client, &mut lp, "$CONTROL/dynamic-security/#").await?, [SubscribeReasonCode::Failure]);
+        assert!(puback(&client, &mut lp, &format!("sw/{a}/telemetry"), telemetry(4, 13.0)).await?);
+        assert_eq!(suback(&client, &mut lp, &format!("sw/{b}/cmd")).await?, [SubscribeReasonCode::Failure]);
+        client.publish(format!("sw/{b}/telemetry"), QoS::AtLeastOnce, false, telemetry(5, 900.0)).await?;
+        assert!(puback(&client, &mut lp, &format!("sw/{a}/telemetry"), telemetry(6, 13.0)).await?);
+        for _ in 0..2 {
+            let p = next_publish(&mut spy_lp, WAIT).await?.ok_or_else(|| anyhow::anyhow!("witness heard nothing"))?;
+            assert_eq!(p.topic, format!("sw/{a}/telemetry"), "a forged message got through an open default");
+        }
+        assert!(connect(s.admin("admin-again")).await.is_ok(), "a device changed the administrator's password");
+        assert!(refused(connect(options("127.0.0.1", s.broker.port, "x", Some(("admin", "owned")))).await));
     }
     Ok(())
 }

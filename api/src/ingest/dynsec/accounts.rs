@@ -80,9 +80,11 @@ impl DynsecAccounts {
         acls.push(acl("subscribeLiteral", &cmd, true, 10));
         acls.push(acl("publishClientReceive", &cmd, true, 10));
         // Everything else is refused whatever the broker's default access says. `#` does
-        // not match `$` topics, which Mosquitto refuses to non-administrators anyway.
+        // not match `$` topics, so the plugin's control topic is refused by name too (2.0.11
+        // already ignores devices there even with an open default: tests/tests/dynsec.rs).
         for kind in ["publishClientSend", "publishClientReceive", "subscribePattern"] {
             acls.push(acl(kind, "#", false, 0));
+            acls.push(acl(kind, "$CONTROL/#", false, 0));
         }
         acls
     }
@@ -151,9 +153,16 @@ impl DynsecAccounts {
         let has_role = existing.as_ref().and_then(|c| c.get("roles")?.as_array().cloned()).is_some_and(|roles| {
             roles.iter().any(|r| r.get("rolename").and_then(Value::as_str) == Some(role.as_str()))
         });
-        let mut repair = vec![json!({ "command": "setClientId", "username": serial, "clientid": serial })];
+        // Each change costs a rewrite of Mosquitto's state file: repair only what differs.
+        let mut repair = Vec::new();
+        if existing.as_ref().and_then(|c| c.get("clientid")).and_then(Value::as_str) != Some(serial) {
+            repair.push(json!({ "command": "setClientId", "username": serial, "clientid": serial }));
+        }
         if !has_role {
             repair.push(json!({ "command": "addClientRole", "username": serial, "rolename": role }));
+        }
+        if repair.is_empty() {
+            return Ok(());
         }
         for answer in self.control.run(repair).await.map_err(unavailable)? {
             answer.map_err(unavailable)?;
