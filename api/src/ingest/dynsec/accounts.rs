@@ -14,6 +14,7 @@
 //!   command topics, subscribe to the device topics (directly or through `$share`).
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -41,12 +42,16 @@ pub struct DynsecAccounts {
     /// User names and client ids no device account may take: the administrator's, the
     /// server's account and client ids.
     reserved: Vec<String>,
+    /// Serials whose account this process wrote. The account is written before the digest
+    /// is committed, so the reconciliation must not take such an account for a stale one
+    /// (the demo issues credentials while the keeper runs).
+    written: Mutex<HashSet<String>>,
 }
 
 /// What [`DynsecAccounts::reconcile`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Device accounts kept (their device exists and has credentials).
+    /// Device accounts kept (their device has credentials, or this process wrote them).
     pub kept: usize,
     /// Device accounts removed (device deleted, or credentials Sparkwatch does not know).
     pub removed: usize,
@@ -61,7 +66,7 @@ fn acl(acltype: &str, topic: &str, allow: bool, priority: i64) -> Value {
 impl DynsecAccounts {
     /// Wraps an administrator connection; `reserved` are the names no device may take.
     pub fn new(control: Control, prefix: &str, reserved: Vec<String>) -> DynsecAccounts {
-        DynsecAccounts { control, prefix: prefix.trim_end_matches('/').to_owned(), reserved }
+        DynsecAccounts { control, prefix: prefix.trim_end_matches('/').to_owned(), reserved, written: Mutex::default() }
     }
 
     /// The administrator connection.
@@ -107,8 +112,13 @@ impl DynsecAccounts {
         }
     }
 
+    fn written(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn put(&self, serial: &str, secret: &str) -> Result<(), AccountError> {
         self.check_name(serial)?;
+        self.written().insert(serial.to_owned());
         let role = device_role(serial);
         let answers = self
             .control
@@ -178,6 +188,7 @@ impl DynsecAccounts {
             Some(c) if c.get("textname").and_then(Value::as_str) == Some(DEVICE_MARK) => {}
             _ => return Ok(()), // none, or the operator's
         }
+        self.written().remove(serial);
         self.delete(serial).await.map_err(unavailable)
     }
 
@@ -268,14 +279,17 @@ impl DynsecAccounts {
         let mut done = Reconciled::default();
         let present_set: HashSet<&str> = present.iter().map(String::as_str).collect();
         for serial in &present {
-            if known.contains(serial) {
+            let written = self.written().contains(serial);
+            if known.contains(serial) || written {
                 done.kept += 1;
             } else {
                 self.delete(serial).await?;
                 done.removed += 1;
             }
         }
-        done.missing = known.iter().filter(|s| !present_set.contains(s.as_str())).cloned().collect();
+        let written = self.written().clone();
+        done.missing =
+            known.iter().filter(|s| !present_set.contains(s.as_str()) && !written.contains(*s)).cloned().collect();
         done.missing.sort();
         Ok(done)
     }
