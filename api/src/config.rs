@@ -225,6 +225,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC")]
     #[serde(default)]
     pub mqtt_dynsec: bool,
+    /// User name of the dynamic-security administrator, when it is not the `--mqtt-url`
+    /// account (implies `--mqtt-dynsec`; Sparkwatch then gives the `--mqtt-url` account the
+    /// server role, creating it if needed).
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC_ADMIN_USER")]
+    pub mqtt_dynsec_admin_user: Option<String>,
+    /// Password of `--mqtt-dynsec-admin-user`.
+    #[arg(long, global = true, env = "SPARKWATCH_MQTT_DYNSEC_ADMIN_PASSWORD", hide_env_values = true)]
+    pub mqtt_dynsec_admin_password: Option<String>,
     /// Shared secret of the EMQX HTTP authentication/authorisation hooks (`POST /mqtt/auth`,
     /// `POST /mqtt/acl`); the hooks are off without it.
     #[arg(long, global = true, env = "SPARKWATCH_MQTT_HOOK_SECRET", hide_env_values = true)]
@@ -384,6 +392,8 @@ pub struct Config {
     pub mqtt_tls: Option<MqttTls>,
     /// Provision device accounts in Mosquitto's dynamic-security plugin.
     pub mqtt_dynsec: bool,
+    /// The dynamic-security administrator's login, when not the `--mqtt-url` account.
+    pub mqtt_dynsec_admin: Option<(String, Secret)>,
     /// Shared secret of the EMQX hooks, when enabled.
     pub mqtt_hook_secret: Option<Secret>,
     /// Where Modbus gateways may be (registration and every poller connection).
@@ -448,6 +458,8 @@ impl Settings {
             mqtt_tls_cert: self.mqtt_tls_cert.or(file.mqtt_tls_cert),
             mqtt_tls_key: self.mqtt_tls_key.or(file.mqtt_tls_key),
             mqtt_dynsec: self.mqtt_dynsec || file.mqtt_dynsec,
+            mqtt_dynsec_admin_user: self.mqtt_dynsec_admin_user.or(file.mqtt_dynsec_admin_user),
+            mqtt_dynsec_admin_password: self.mqtt_dynsec_admin_password.or(file.mqtt_dynsec_admin_password),
             mqtt_hook_secret: self.mqtt_hook_secret.or(file.mqtt_hook_secret),
             modbus_allow_networks: self.modbus_allow_networks.or(file.modbus_allow_networks),
             serial_claiming: self.serial_claiming || file.serial_claiming,
@@ -540,7 +552,19 @@ impl Settings {
                  --mqtt-allow-plain for a trusted network",
             ));
         }
-        if s.mqtt_dynsec && !matches!(broker, Broker::External(_)) {
+        let mqtt_dynsec_admin = match (s.mqtt_dynsec_admin_user, s.mqtt_dynsec_admin_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u, Secret(p))),
+            (Some(_), Some(_)) => return Err(bad("--mqtt-dynsec-admin-user", "and its password must not be empty")),
+            (Some(_), None) => {
+                return Err(bad("--mqtt-dynsec-admin-password", "is needed with --mqtt-dynsec-admin-user"));
+            }
+            (None, Some(_)) => {
+                return Err(bad("--mqtt-dynsec-admin-user", "is needed with --mqtt-dynsec-admin-password"));
+            }
+            (None, None) => None,
+        };
+        let mqtt_dynsec = s.mqtt_dynsec || mqtt_dynsec_admin.is_some();
+        if mqtt_dynsec && !matches!(broker, Broker::External(_)) {
             return Err(bad("--mqtt-dynsec", "needs --mqtt-url: it provisions an external Mosquitto"));
         }
         let mqtt_hook_secret = match s.mqtt_hook_secret {
@@ -597,7 +621,8 @@ impl Settings {
             mqtt_shared_group: s.mqtt_shared.then(|| "sparkwatch".to_owned()),
             mqtt_prefix,
             mqtt_tls,
-            mqtt_dynsec: s.mqtt_dynsec,
+            mqtt_dynsec,
+            mqtt_dynsec_admin,
             mqtt_hook_secret,
             modbus_allow_networks,
             modbus_allow_networks_set: s.modbus_allow_networks.is_some(),
@@ -802,5 +827,26 @@ mod tests {
             .resolve()
             .expect_err("invalid");
         assert!(err.to_string().contains("--modbus-allow-networks (SPARKWATCH_MODBUS_ALLOW_NETWORKS)"), "{err}");
+    }
+
+    #[test]
+    fn dynsec_admin_needs_both_halves_and_an_external_broker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let external = || Settings { mqtt_url: Some("mqtt://sw:pw@127.0.0.1:1883".into()), ..settings(dir.path()) };
+        let user_only = Settings { mqtt_dynsec_admin_user: Some("admin".into()), ..external() };
+        let err = user_only.resolve().expect_err("no password").to_string();
+        assert!(err.contains("--mqtt-dynsec-admin-password (SPARKWATCH_MQTT_DYNSEC_ADMIN_PASSWORD)"), "{err}");
+        let password_only = Settings { mqtt_dynsec_admin_password: Some("pw".into()), ..external() };
+        assert!(password_only.resolve().expect_err("no user").to_string().contains("--mqtt-dynsec-admin-user"));
+        let both = Settings {
+            mqtt_dynsec_admin_user: Some("admin".into()),
+            mqtt_dynsec_admin_password: Some("pw".into()),
+            ..external()
+        };
+        let c = both.clone().resolve().expect("valid");
+        assert!(c.mqtt_dynsec, "an administrator implies --mqtt-dynsec");
+        assert_eq!(c.mqtt_dynsec_admin.as_ref().map(|(u, _)| u.as_str()), Some("admin"));
+        let embedded = Settings { mqtt_url: None, ..both };
+        assert!(embedded.resolve().expect_err("embedded").to_string().contains("--mqtt-dynsec"));
     }
 }

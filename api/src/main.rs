@@ -11,6 +11,7 @@ use sparkwatch_api::auth::rate_limit::Limits;
 use sparkwatch_api::config::{
     Broker, ClaimsCommand, Cli, Command, DevicesCommand, ImportCommand, TenantCommand, UserCommand,
 };
+use sparkwatch_api::ingest::dynsec::{self, DynsecSettings};
 use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::ingest::pipeline::PipelineConfig;
 use sparkwatch_api::service::SystemClock;
@@ -84,6 +85,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                      itself, any client that reaches it can publish for any device — use --mqtt-dynsec (Mosquitto) or \
                      --mqtt-hook-secret (EMQX), see the README"
                 );
+            }
+            if let Some(settings) = DynsecSettings::from_config(&config)? {
+                // Issues wait for the administrator connection; the keeper reconciles once
+                // it is up (the broker may start after Sparkwatch).
+                let accounts = dynsec::open(&settings);
+                services.set_broker_accounts(accounts.clone());
+                tokio::spawn(dynsec::keep(services.clone(), accounts, settings));
+                tracing::info!("device accounts are kept in Mosquitto's dynamic-security plugin");
             }
             if let Some(secret) = &config.mqtt_hook_secret {
                 services.set_mqtt_hooks(sparkwatch_api::service::identity::HookSettings {
@@ -249,10 +258,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulate { devices, detectors, scenario, interval_s, tenant, modbus_listen } => {
+            if tenant.is_some() {
+                dynsec_for_command(&services, &config)?;
+            }
             let opts = SimulateOptions { count: devices, detectors, scenario, interval_s, tenant, modbus_listen };
             simulate(&services, &config, opts).await
         }
         Command::Import(ImportCommand::Devices { file, tenant, credentials_out }) => {
+            if credentials_out.is_some() {
+                dynsec_for_command(&services, &config)?;
+            }
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
             let who = Principal::system(tenant.id, "cli import");
             import::import_devices_file(&services, &who, &file, credentials_out.as_deref()).await
@@ -264,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devices(DevicesCommand::Credentials { tenant, serials, without_credentials, out }) => {
+            dynsec_for_command(&services, &config)?;
             let tenant = services.tenant_by_name(&tenant).await.with_context(|| format!("tenant `{tenant}`"))?;
             let who = Principal::system(tenant.id, "cli");
             anyhow::ensure!(
@@ -281,6 +297,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Commands that issue credentials tell the external Mosquitto too (`--mqtt-dynsec`), as
+/// `serve` does: without it a device would get a secret its broker does not know.
+fn dynsec_for_command(
+    services: &sparkwatch_api::service::Services,
+    config: &sparkwatch_api::config::Config,
+) -> anyhow::Result<()> {
+    if let Some(settings) = DynsecSettings::from_config(config)? {
+        services.set_broker_accounts(dynsec::open(&settings));
+    }
+    Ok(())
 }
 
 /// What `sparkwatch simulate` was asked to run.

@@ -9,6 +9,7 @@
 
 pub mod bench;
 mod components;
+pub mod mqtt_client;
 pub mod push_standin;
 
 pub use components::{FaultSwitch, PrivateMosquitto, PrivatePostgres, PrivateRedis, metric};

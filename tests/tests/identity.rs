@@ -6,16 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
-};
+use rumqttc::{Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use sparkwatch_entity::{detector, device, operation_log, reading};
+use sparkwatch_tests::mqtt_client::{WAIT, connect, puback, refused, suback};
 use sparkwatch_tests::{Backend, TestServer, backends, eventually};
-
-const WAIT: Duration = Duration::from_secs(5);
 
 fn gate(server: &TestServer, tls: Option<&sparkwatch_api::config::MqttTls>) -> anyhow::Result<Gate> {
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -36,46 +32,6 @@ impl Gate {
             opts.set_credentials(u, p);
         }
         opts
-    }
-}
-
-/// Connects and returns the client once the CONNACK accepted it, or the refusal.
-async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), ConnectionError> {
-    let (client, mut lp) = AsyncClient::new(opts, 16);
-    loop {
-        match tokio::time::timeout(WAIT, lp.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok((client, lp)),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(ConnectionError::NetworkTimeout),
-        }
-    }
-}
-
-fn refused(result: Result<(AsyncClient, EventLoop), ConnectionError>) -> bool {
-    matches!(result, Err(ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized)))
-}
-
-/// Subscribes and returns the SUBACK's return codes.
-async fn suback(client: &AsyncClient, lp: &mut EventLoop, filter: &str) -> anyhow::Result<Vec<SubscribeReasonCode>> {
-    client.subscribe(filter, QoS::AtLeastOnce).await?;
-    loop {
-        if let Event::Incoming(Packet::SubAck(ack)) = tokio::time::timeout(WAIT, lp.poll()).await?? {
-            return Ok(ack.return_codes);
-        }
-    }
-}
-
-/// Publishes once with QoS 1; `Ok(true)` when the PUBACK came, `Ok(false)` when the
-/// connection was closed instead.
-async fn puback(client: &AsyncClient, lp: &mut EventLoop, topic: &str, body: String) -> anyhow::Result<bool> {
-    client.publish(topic, QoS::AtLeastOnce, false, body).await?;
-    loop {
-        match tokio::time::timeout(WAIT, lp.poll()).await? {
-            Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(true),
-            Ok(_) => {}
-            Err(_) => return Ok(false),
-        }
     }
 }
 

@@ -17,6 +17,7 @@
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod dynsec;
 pub mod health;
 pub mod modbus;
 pub mod mqtt;

@@ -47,9 +47,35 @@ pub struct DeviceCredentials {
 pub trait BrokerAccounts: Send + Sync + 'static {
     /// Creates the device's account, or sets its new secret; the device may then publish
     /// its own topics and subscribe to its command topic only.
-    fn put_device<'a>(&'a self, serial: &'a str, secret: &'a str) -> BoxFuture<'a, Result<(), String>>;
-    /// Removes the device's account (the device was deleted).
-    fn remove_device<'a>(&'a self, serial: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn put_device<'a>(&'a self, serial: &'a str, secret: &'a str) -> BoxFuture<'a, Result<(), AccountError>>;
+    /// Removes the device's account (the device was deleted); an account Sparkwatch did not
+    /// create is left alone.
+    fn remove_device<'a>(&'a self, serial: &'a str) -> BoxFuture<'a, Result<(), AccountError>>;
+}
+
+/// Why a broker did not take a device's account.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The broker cannot be reached or did not confirm: try again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The name belongs to an account that is not this device's (the broker's
+    /// administrator, the server's account, an operator's own client): never taken over.
+    #[error("{0}")]
+    Taken(String),
+}
+
+impl AccountError {
+    /// The error a caller sees: CONFLICT on `serial` for a taken name, else UNAVAILABLE.
+    fn into_app(self, serial: &str) -> AppError {
+        match self {
+            AccountError::Taken(why) => AppError::Conflict(format!("{why}; give the device another serial")),
+            AccountError::Unavailable(why) => AppError::Unavailable(format!(
+                "the MQTT broker did not take the new secret of {serial} ({why}); the previous secret still works — \
+                 try again"
+            )),
+        }
+    }
 }
 
 /// Per-process identity settings: the external broker's account keeper, once connected,
@@ -175,11 +201,7 @@ impl Services {
         let secret = new_secret();
         let serial = &device.draft.serial;
         if let Some(accounts) = self.broker_accounts() {
-            accounts.put_device(serial, &secret).await.map_err(|e| {
-                AppError::Unavailable(format!(
-                    "the MQTT broker did not take the new secret ({e}); the previous secret still works — try again"
-                ))
-            })?;
+            accounts.put_device(serial, &secret).await.map_err(|e| e.into_app(serial))?;
         }
         let issued_at = self.now();
         let tx = self.begin().await?;
@@ -239,12 +261,8 @@ impl Services {
         for device in devices {
             let secret = new_secret();
             if let Some(accounts) = self.broker_accounts() {
-                accounts.put_device(&device.draft.serial, &secret).await.map_err(|e| {
-                    AppError::Unavailable(format!(
-                        "the MQTT broker did not take the secret of {}: {e}",
-                        device.draft.serial
-                    ))
-                })?;
+                let serial = &device.draft.serial;
+                accounts.put_device(serial, &secret).await.map_err(|e| e.into_app(serial))?;
             }
             issued.push((device, secret));
         }

@@ -241,6 +241,13 @@ impl Services {
         .await?;
         tx.commit().await?;
         self.sites_changed();
+        // The broker account is named after the serial: an old name left behind would let
+        // the old secret publish for whichever device registers that serial next.
+        if before.draft.transport == DeviceTransport::Mqtt
+            && (d.draft.serial != before.draft.serial || d.draft.transport != DeviceTransport::Mqtt)
+        {
+            self.forget_device_account(&before.draft.serial).await;
+        }
         Ok(d)
     }
 

@@ -100,3 +100,20 @@ pub async fn mqtt_devices_without_credentials<C: ConnectionTrait>(
         .map(super::sites::device_from)
         .collect())
 }
+
+/// The serials of every MQTT device, of all tenants, that has credentials (what an external
+/// broker's device accounts must match).
+pub async fn mqtt_serials_with_credentials<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, DbErr> {
+    let issued = sea_orm::sea_query::Query::select()
+        .column(device_credential::Column::DeviceId)
+        .from(device_credential::Entity)
+        .to_owned();
+    device::Entity::find()
+        .select_only()
+        .column(device::Column::Serial)
+        .filter(device::Column::Transport.eq(DeviceTransport::Mqtt.code()))
+        .filter(device::Column::Id.in_subquery(issued))
+        .into_tuple::<String>()
+        .all(db)
+        .await
+}
