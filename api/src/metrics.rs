@@ -43,6 +43,9 @@ pub struct Metrics {
     pub slow_consumers: IntCounter,
     /// Push delivery attempts by platform and outcome.
     pub push_attempts: IntCounterVec,
+    /// Completed passes of the background jobs (`push_delivery`, `reminders`,
+    /// `ingest_housekeeping`), failed ones included: evidence that a job ran past a point.
+    pub job_passes: IntCounterVec,
 }
 
 impl Metrics {
@@ -104,6 +107,10 @@ impl Metrics {
                 Opts::new("push_attempts_total", "Push delivery attempts by platform and outcome"),
                 &["platform", "outcome"],
             )?,
+            job_passes: IntCounterVec::new(
+                Opts::new("job_passes_total", "Completed passes of the background jobs (failed ones included)"),
+                &["job"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.graphql_requests.clone()))?;
@@ -124,6 +131,7 @@ impl Metrics {
         m.registry.register(Box::new(m.subscription_executions.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
         m.registry.register(Box::new(m.push_attempts.clone()))?;
+        m.registry.register(Box::new(m.job_passes.clone()))?;
         Ok(m)
     }
 }
