@@ -47,6 +47,9 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Dead letters not stored because their device had sent too many in the minute.
     pub dead_letters_dropped: IntCounter,
+    /// Completed passes of the background jobs (`push_delivery`, `reminders`,
+    /// `ingest_housekeeping`), failed ones included: evidence that a job ran past a point.
+    pub job_passes: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +119,10 @@ impl Metrics {
                 "dead_letters_dropped_total",
                 "Rejected messages not stored because their device sent too many in the minute",
             )?,
+            job_passes: IntCounterVec::new(
+                Opts::new("job_passes_total", "Completed passes of the background jobs (failed ones included)"),
+                &["job"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.graphql_requests.clone()))?;
@@ -138,6 +145,7 @@ impl Metrics {
         m.registry.register(Box::new(m.push_attempts.clone()))?;
         m.registry.register(Box::new(m.connections_refused.clone()))?;
         m.registry.register(Box::new(m.dead_letters_dropped.clone()))?;
+        m.registry.register(Box::new(m.job_passes.clone()))?;
         Ok(m)
     }
 }

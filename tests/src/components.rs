@@ -156,6 +156,23 @@ pub async fn metric(server: &TestServer, name: &str) -> anyhow::Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// Waits until each background job of `jobs` (`push_delivery`, `reminders`,
+/// `ingest_housekeeping`: the `job` label of `sparkwatch_job_passes_total`) has completed `n`
+/// more passes on `server`, one job after the other. With `n >= 2` at least one whole pass
+/// started after the call: how a test shows that a job had its chance to do something it
+/// must not do (send twice, escalate early) before asserting that it did not.
+pub async fn after_job_passes(server: &TestServer, jobs: &[&str], n: u32) -> anyhow::Result<()> {
+    for job in jobs {
+        let name = format!("sparkwatch_job_passes_total{{job=\"{job}\"}}");
+        let start = metric(server, &name).await?;
+        eventually(&format!("{n} more passes of the {job} job"), || async {
+            Ok((metric(server, &name).await? >= start + f64::from(n)).then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// A PostgreSQL cluster of the test's own (`initdb` into a temporary directory, a free
 /// port), so a test can stop and start it without disturbing the other suites. Run as the
 /// `postgres` user when the tests run as root (PostgreSQL refuses root).

@@ -12,7 +12,7 @@ mod components;
 pub mod mqtt_client;
 pub mod push_standin;
 
-pub use components::{FaultSwitch, PrivateMosquitto, PrivatePostgres, PrivateRedis, metric};
+pub use components::{FaultSwitch, PrivateMosquitto, PrivatePostgres, PrivateRedis, after_job_passes, metric};
 
 use std::sync::Arc;
 
@@ -421,13 +421,11 @@ impl Feeder {
 
     /// Waits until everything sent so far is committed (at most 10 s).
     pub async fn settle(&self) -> anyhow::Result<()> {
-        for _ in 0..1000 {
-            if self.acked.load(std::sync::atomic::Ordering::SeqCst) >= self.sent {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        anyhow::bail!("ingestion did not commit {} messages within 10 s", self.sent)
+        let what = format!("ingestion to commit {} messages", self.sent);
+        eventually(&what, || async {
+            Ok((self.acked.load(std::sync::atomic::Ordering::SeqCst) >= self.sent).then_some(()))
+        })
+        .await
     }
 }
 
@@ -505,13 +503,26 @@ impl Gql {
 }
 
 /// Polls `check` every 50 ms until it yields a value; fails naming `what` after 10 s. The one
-/// way the suites wait for something the server does in the background.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+/// way the suites wait for something the server does in the background. To show that
+/// something did *not* happen, wait for positive evidence that the system got past the point
+/// where it would have happened (a later marker stored, N more polls served, N more job
+/// ticks counted), then assert the negative; never sleep and hope.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    eventually_within(std::time::Duration::from_secs(10), what, check).await
+}
+
+/// [`eventually`] with a deadline of its own, for conditions that legitimately take longer
+/// (a device's heartbeat timeout, a broker's reconnect back-off).
+pub async fn eventually_within<T, F, Fut>(deadline: std::time::Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = std::time::Instant::now() + deadline;
     loop {
         if let Some(v) = check().await? {
             return Ok(v);

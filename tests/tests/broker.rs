@@ -15,7 +15,7 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
 use sparkwatch_api::ingest::broker::{self, BrokerError, BrokerOptions, EmbeddedBroker, Verdict, Verifier};
 use sparkwatch_entity::reading;
-use sparkwatch_tests::{Backend, TestServer};
+use sparkwatch_tests::{Backend, TestServer, eventually, eventually_within};
 
 /// Options of a broker whose gate admits no device: these tests look at rumqttd itself,
 /// through its internal port.
@@ -122,7 +122,9 @@ async fn publish_on((c, mut lp): (AsyncClient, EventLoop), topic: &str, bodies: 
 /// Gives the broker time to finish with a connection that ended before the next one
 /// connects: rumqttd 0.20 reuses connection ids, and the link of a connection that left
 /// with DISCONNECT reports its end a second time when the socket closes, which then ends
-/// whichever connection holds that id by now (seen as a redelivery cut short).
+/// whichever connection holds that id by now (seen as a redelivery cut short). A sleep
+/// left on purpose: rumqttd shows nothing a test could wait for (its router's
+/// connection table is private), so this works around its bug rather than synchronising.
 async fn gone() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
@@ -261,15 +263,8 @@ async fn a_router_panic_is_noticed_and_the_process_survives() -> anyhow::Result<
     assert_eq!(received(&mut lp, 5, Duration::from_secs(5)).await.len(), 5);
     assert!(broker.is_running());
     drop((c, lp));
-    let mut running = true;
-    for _ in 0..50 {
-        running = broker.is_running();
-        if !running {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!running, "rumqttd no longer panics here: update the findings in api/src/ingest/broker/mod.rs");
+    let stopped = eventually("the broker to stop", || async { Ok((!broker.is_running()).then_some(())) }).await;
+    assert!(stopped.is_ok(), "rumqttd no longer panics here: update the findings in api/src/ingest/broker/mod.rs");
     // This process is still alive (we are running), the broker is not.
     assert!(publish(&broker, "pub-q", "q/a/x", payloads("q", 0..1)).await.is_err());
     Ok(())
@@ -285,17 +280,12 @@ async fn stored(server: &TestServer) -> u64 {
     reading::Entity::find().count(server.services.store().db()).await.unwrap_or(0)
 }
 
-/// Waits until `n` readings are stored, at most `tries` × 20 ms; returns how many are.
-async fn wait_stored(server: &TestServer, n: u64, tries: usize) -> u64 {
-    let mut got = 0;
-    for _ in 0..tries {
-        got = stored(server).await;
-        if got >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    got
+/// Waits until `n` readings are stored, at most `within`; returns how many are (the caller
+/// judges a shortfall).
+async fn wait_stored(server: &TestServer, n: u64, within: Duration) -> u64 {
+    let what = format!("{n} readings");
+    let _ = eventually_within(within, &what, || async { Ok((stored(server).await >= n).then_some(())) }).await;
+    stored(server).await
 }
 
 /// The demo device publishes telemetry `range` (QoS 1, every PUBACK awaited).
@@ -326,13 +316,11 @@ async fn until_subscribed(
     secret: &str,
     t0: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    for _ in 0..50 {
+    eventually("the subscriber to receive message 0", || async {
         device_publishes(broker, secret, t0, 0..1).await?;
-        if wait_stored(server, 1, 10).await > 0 {
-            return Ok(());
-        }
-    }
-    anyhow::bail!("the subscriber never received anything")
+        Ok((wait_stored(server, 1, Duration::from_millis(200)).await > 0).then_some(()))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -345,7 +333,7 @@ async fn devices_publish_to_the_embedded_broker_and_readings_are_stored() -> any
     let t0 = Utc::now() - chrono::Duration::minutes(5);
     until_subscribed(&server, &broker, &secret, t0).await?;
     device_publishes(&broker, &secret, t0, 1..20).await?;
-    assert_eq!(wait_stored(&server, 20, 500).await, 20);
+    assert_eq!(wait_stored(&server, 20, Duration::from_secs(10)).await, 20);
     Ok(())
 }
 
@@ -362,7 +350,7 @@ async fn a_subscriber_restart_mid_stream_loses_no_qos1_message() -> anyhow::Resu
     // others are in flight, unacknowledged or not yet sent.
     let (stopped, device) = tokio::join!(
         async {
-            wait_stored(&server, 2, 500).await;
+            wait_stored(&server, 2, Duration::from_secs(10)).await;
             let _ = stop.send(true);
             drop(queue);
             stored(&server).await
@@ -374,7 +362,7 @@ async fn a_subscriber_restart_mid_stream_loses_no_qos1_message() -> anyhow::Resu
     // While the subscriber is down the device keeps publishing.
     device_publishes(&broker, &secret, t0, 200..300).await?;
     let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, "sw", Some(settings()));
-    let n = wait_stored(&server, 300, 1000).await;
+    let n = wait_stored(&server, 300, Duration::from_secs(20)).await;
     assert_eq!(n, 300, "every QoS 1 message is stored exactly once");
     Ok(())
 }

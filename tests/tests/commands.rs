@@ -14,7 +14,9 @@ use sparkwatch_api::service::ManualClock;
 use sparkwatch_api::simulate::modbus_server;
 use sparkwatch_domain::site::{DetectorInput, DeviceInput};
 use sparkwatch_entity::{dead_letter, operation_log, project, threshold};
-use sparkwatch_tests::{Backend, Gql, Options, TestBroker, TestServer, WsClient, backends, fast_jobs, start_modbus};
+use sparkwatch_tests::{
+    Backend, Gql, Options, TestBroker, TestServer, WsClient, backends, eventually, fast_jobs, metric, start_modbus,
+};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -48,17 +50,13 @@ async fn refused(gql: &Gql, input: Value) -> anyhow::Result<(String, Option<Stri
     Ok((code.to_owned(), ext["field"].as_str().map(str::to_owned)))
 }
 
-/// Polls `command(id)` until its status is `status` (at most 10 s); returns it.
+/// Waits until `command(id)` has status `status`; returns it.
 async fn until_status(gql: &Gql, id: &Value, status: &str) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = gql.ok(GET, json!({"id": id})).await?["command"].clone();
-        if last["status"] == status {
-            return Ok(last);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("command {id} did not become {status}: {last}")
+    eventually(&format!("command {id} to become {status}"), || async {
+        let last = gql.ok(GET, json!({"id": id})).await?["command"].clone();
+        Ok((last["status"] == status).then_some(last))
+    })
+    .await
 }
 
 /// The next `commandChanged` of subscription `sub` for command `id`.
@@ -71,30 +69,33 @@ async fn next_change(ws: &mut WsClient, sub: &str, id: &Value) -> anyhow::Result
     }
 }
 
-/// Waits (at most 5 s) until the counter `name` of `/metrics` reaches `n`; fails if it
-/// does not or goes past it.
+/// Waits until the counter `name` of `/metrics` reaches `n`; fails if it goes past it.
 async fn until_metric(server: &TestServer, name: &str, n: u64) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        if metric(server, name).await? >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let n = n as f64;
+    eventually(&format!("{name} to reach {n}"), || async { Ok((metric(server, name).await? >= n).then_some(())) })
+        .await?;
     anyhow::ensure!(metric(server, name).await? == n, "{name} is not {n}");
     Ok(())
 }
 
-/// Waits (at most 5 s) until the detector has exactly one `TRIP` event.
+/// Waits until the detector has exactly one `TRIP` event.
 async fn until_trip_recorded(gql: &Gql, detector: &str) -> anyhow::Result<()> {
     let q = "query($d: ID!) { events(filter: {detectorId: $d, kinds: [TRIP]}) { totalCount } }";
-    let count = async || anyhow::Ok(gql.ok(q, json!({"d": detector})).await?["events"]["totalCount"].as_u64());
-    for _ in 0..100 {
-        if count().await? == Some(1) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("no TRIP event on {detector}: {:?}", count().await?)
+    eventually(&format!("one TRIP event on {detector}"), || async {
+        Ok((gql.ok(q, json!({"d": detector})).await?["events"]["totalCount"].as_u64() == Some(1)).then_some(()))
+    })
+    .await
+}
+
+/// Waits until the server's MQTT client is subscribed (so it can also publish commands):
+/// `device` publishes a normal reading, again on every check, until one is stored.
+async fn until_ingesting(server: &TestServer, device: &TestDevice) -> anyhow::Result<()> {
+    let reading = json!({"ts": chrono::Utc::now().timestamp_millis(), "detectors": [{"addr": 1, "leak": [20.0]}]});
+    eventually("the server's MQTT client to be subscribed", || async {
+        device.client.publish(device.telemetry_topic.clone(), QoS::AtLeastOnce, false, reading.to_string()).await?;
+        Ok((metric(server, "sparkwatch_ingest_readings_stored_total").await? > 0.0).then_some(()))
+    })
+    .await
 }
 
 /// A field device on the broker: receives what is published on `{prefix}/{serial}/cmd`.
@@ -102,6 +103,7 @@ struct TestDevice {
     client: AsyncClient,
     commands: mpsc::Receiver<Value>,
     ack_topic: String,
+    telemetry_topic: String,
 }
 
 impl TestDevice {
@@ -126,13 +128,19 @@ impl TestDevice {
                         }
                     }
                     Ok(_) => {}
+                    // A back-off before reconnecting, not synchronisation.
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
         client.subscribe(format!("{}/{serial}/cmd", broker.prefix), QoS::AtLeastOnce).await?;
         tokio::time::timeout(WAIT, subscribed).await??;
-        Ok(TestDevice { client, commands, ack_topic: format!("{}/{serial}/cmd/ack", broker.prefix) })
+        Ok(TestDevice {
+            client,
+            commands,
+            ack_topic: format!("{}/{serial}/cmd/ack", broker.prefix),
+            telemetry_topic: format!("{}/{serial}/telemetry", broker.prefix),
+        })
     }
 
     /// The next command the device received.
@@ -145,12 +153,6 @@ impl TestDevice {
         self.client.publish(self.ack_topic.clone(), QoS::AtLeastOnce, false, payload.to_string()).await?;
         Ok(())
     }
-}
-
-/// A counter of `/metrics`, e.g. `sparkwatch_ingest_rejected_total{reason="unknown_command"}`.
-async fn metric(server: &TestServer, name: &str) -> anyhow::Result<u64> {
-    let text = server.http.get(format!("{}/metrics", server.base)).send().await?.text().await?;
-    Ok(text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 #[tokio::test]
@@ -168,8 +170,8 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         let other = server.demo_login("admin@demo-b.local").await?;
         let mut outsider = WsClient::signed_in(&server, other.token.as_deref().unwrap_or_default()).await?;
         outsider.subscribe("c", FOLLOW, json!({})).await?;
-        // Let the ingestion's MQTT client connect before the first command.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The ingestion's MQTT client must be connected before the first command.
+        until_ingesting(&server, &device).await?;
 
         // TRIP: the device receives the contract's JSON, answers ok.
         let trip =
@@ -232,8 +234,8 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         device.answer(json!({"id": 5, "ok": "yes"})).await?;
         device.answer(json!({"id": silence["id"], "ok": true, "code": 0})).await?;
         until_status(&admin, &silence["id"], "ACKNOWLEDGED").await?;
-        assert_eq!(metric(&server, r#"sparkwatch_ingest_rejected_total{reason="unknown_command"}"#).await?, 1);
-        assert_eq!(metric(&server, r#"sparkwatch_ingest_rejected_total{reason="bad_command_result"}"#).await?, 1);
+        assert_eq!(metric(&server, r#"sparkwatch_ingest_rejected_total{reason="unknown_command"}"#).await?, 1.0);
+        assert_eq!(metric(&server, r#"sparkwatch_ingest_rejected_total{reason="bad_command_result"}"#).await?, 1.0);
 
         // Set-points: params go out in the contract's names, and once acknowledged the
         // detector's thresholds match the device.
@@ -589,7 +591,12 @@ async fn simulated_devices_carry_out_commands() -> anyhow::Result<()> {
     device.secret = Some(server.device_secret("SW-DEMO-0001").await?);
     let sink = Sink::Mqtt(broker.devices());
     tokio::spawn(run(vec![device], broker.prefix.clone(), Duration::from_secs(60), sink, sim_rx));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The simulated device's first reading is stored: it is connected (and subscribed to its
+    // commands on connecting), and so is the server.
+    eventually("the simulated device's first reading", || async {
+        Ok((metric(&server, "sparkwatch_ingest_readings_stored_total").await? > 0.0).then_some(()))
+    })
+    .await?;
     clock.advance(chrono::Duration::seconds(31));
     let reset = send(&admin, json!({"detectorId": d1, "op": "RESET"})).await?;
     let done = until_status(&admin, &reset["id"], "ACKNOWLEDGED").await?;

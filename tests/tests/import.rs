@@ -263,7 +263,7 @@ async fn import_on_sqlite() -> anyhow::Result<()> {
 #[tokio::test]
 async fn import_on_postgres() -> anyhow::Result<()> {
     let Ok(admin_url) = std::env::var("SPARKWATCH_TEST_DATABASE_URL") else {
-        eprintln!("SPARKWATCH_TEST_DATABASE_URL is not set; skipping the PostgreSQL run");
+        eprintln!("skipped: SPARKWATCH_TEST_DATABASE_URL is not set (the PostgreSQL import run)");
         return Ok(());
     };
     let name = format!("sw_import_{}", uuid::Uuid::new_v4().simple());

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use sparkwatch_entity::{dead_letter, episode, event, hazard, reading};
-use sparkwatch_tests::{Feeder, TestServer, backends};
+use sparkwatch_tests::{Feeder, TestServer, after_job_passes, backends, eventually, eventually_within};
 
 fn telemetry(ts: DateTime<Utc>, seq: Option<u64>, detectors: serde_json::Value) -> String {
     let mut m = json!({"ts": ts.timestamp_millis(), "detectors": detectors});
@@ -220,17 +220,15 @@ async fn a_silent_device_goes_offline_after_its_heartbeat_timeout() -> anyhow::R
         let offline = || episode::Entity::find().filter(episode::Column::Kind.eq("OFFLINE"));
         // Interval 10 s → timeout 30 s (3 intervals). At 25 s nothing; at 31 s a fault.
         clock.advance(Duration::seconds(25));
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        // Two more housekeeping passes (every 2 s): heartbeats were checked at 25 s.
+        after_job_passes(&server, &["ingest_housekeeping"], 2).await?;
         assert_eq!(count(&server, offline()).await, 0, "{backend:?}");
         clock.advance(Duration::seconds(6));
-        let mut faults = 0;
-        for _ in 0..40 {
-            faults = count(&server, offline()).await;
-            if faults > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let faults = eventually("an OFFLINE fault", || async {
+            let n = count(&server, offline()).await;
+            Ok((n > 0).then_some(n))
+        })
+        .await?;
         assert_eq!(faults, 1, "{backend:?}: one OFFLINE fault for the silent device");
         let ev =
             event::Entity::find().filter(event::Column::Kind.eq("OFFLINE")).one(server.services.store().db()).await?;
@@ -282,19 +280,18 @@ async fn readings_roll_up_and_last_seen_is_written_back_beside_ingestion() -> an
             feed.send(TOPIC, &telemetry(at, Some(seq), leak(1, ma))).await;
         }
         feed.settle().await?;
-        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        // The first write-back is flushed before the third reading arrives.
+        eventually("the first write-back of minute 0", || async {
+            Ok(leak_cell(minute(0)).await?.filter(|c| c.count == 2).map(|_| ()))
+        })
+        .await?;
         feed.send(TOPIC, &telemetry(minute(0) + Duration::seconds(40), Some(3), leak(1, 160.0))).await;
         feed.send_at(TOPIC, &telemetry(minute(1), Some(4), leak(1, 7.0)), last).await;
         feed.settle().await?;
-        let mut cell = None;
-        for _ in 0..100 {
-            cell = leak_cell(minute(0)).await?.filter(|c| c.count == 3);
-            if cell.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let cell = cell.ok_or_else(|| anyhow::anyhow!("{backend:?}: minute 0 was not rolled up to 3 readings"))?;
+        let cell = eventually("minute 0 rolled up to 3 readings", || async {
+            Ok(leak_cell(minute(0)).await?.filter(|c| c.count == 3))
+        })
+        .await?;
         assert_eq!((cell.min, cell.max, cell.sum), (40.0, 160.0, 300.0), "{backend:?}");
         let next = leak_cell(minute(1)).await?.map(|c| (c.count, c.sum));
         assert_eq!(next, Some((1, 7.0)), "{backend:?}");
@@ -307,15 +304,11 @@ async fn readings_roll_up_and_last_seen_is_written_back_beside_ingestion() -> an
             assert_eq!(got, Some(want), "{backend:?} {bucket}");
         }
         // The device's last-seen time is its newest receive time.
-        let mut seen = None;
-        for _ in 0..100 {
-            seen = device().await?.and_then(|d| d.last_seen_at);
-            if seen.is_some_and(|s| (s - last).num_milliseconds().abs() < 1) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(seen.is_some_and(|s| (s - last).num_milliseconds().abs() < 1), "{backend:?}: {seen:?} vs {last}");
+        eventually("the device's last-seen time to be its newest receive time", || async {
+            let seen = device().await?.and_then(|d| d.last_seen_at);
+            Ok(seen.is_some_and(|s| (s - last).num_milliseconds().abs() < 1).then_some(()))
+        })
+        .await?;
     }
     Ok(())
 }
@@ -355,7 +348,7 @@ async fn publish(url: &str, prefix: &str, from: usize, n: usize, t0: DateTime<Ut
 #[tokio::test]
 async fn a_restart_mid_stream_loses_no_qos1_message() -> anyhow::Result<()> {
     let Ok(url) = std::env::var("SPARKWATCH_TEST_MQTT_URL") else {
-        eprintln!("SPARKWATCH_TEST_MQTT_URL is not set; the broker round trip is covered by .ci/run");
+        eprintln!("skipped: SPARKWATCH_TEST_MQTT_URL is not set (the broker round trip is covered by .ci/run)");
         return Ok(());
     };
     let server = TestServer::demo(&sparkwatch_tests::Backend::Sqlite).await?;
@@ -363,33 +356,45 @@ async fn a_restart_mid_stream_loses_no_qos1_message() -> anyhow::Result<()> {
     let prefix = format!("swt{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let client_id = format!("sparkwatch-test-{prefix}");
     let settings = || sparkwatch_api::ingest::mqtt::MqttSettings::from_url(&url, &client_id, &prefix, None);
-    let t0 = Utc::now() - Duration::minutes(10);
-    let stored = || async { reading::Entity::find().count(server.services.store().db()).await.unwrap_or(0) };
+    // Whole milliseconds, as stored: readings from t0 on are the devices', older is the probe.
+    let t0 =
+        DateTime::from_timestamp_millis((Utc::now() - Duration::minutes(10)).timestamp_millis()).unwrap_or_default();
+    // The devices' readings (the probe's is older).
+    let stored = || async {
+        let found = reading::Entity::find().filter(reading::Column::At.gte(t0));
+        found.count(server.services.store().db()).await.unwrap_or(0)
+    };
 
     let (queue, stop) = sparkwatch_api::start_ingest(&server.services, &prefix, Some(settings()?));
-    // Let the subscriber connect and subscribe (its session persists from here on).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The subscriber must be connected and subscribed (its session persists from here on):
+    // a probe reading (another detector, before t0, no sequence number), sent again until
+    // one is stored.
+    let probe_at = t0 - Duration::minutes(1);
+    eventually("the subscriber to be subscribed", || async {
+        let s = sparkwatch_api::ingest::mqtt::MqttSettings::from_url(&url, "x", &prefix, None)?;
+        let opts = rumqttc::MqttOptions::new(format!("probe-{prefix}"), s.host, s.port);
+        let (c, mut lp) = rumqttc::AsyncClient::new(opts, 4);
+        let body = telemetry(probe_at, None, json!([{"addr": 2, "leak": [10.0]}]));
+        c.publish(format!("{prefix}/SW-DEMO-0001/telemetry"), rumqttc::QoS::AtLeastOnce, false, body).await?;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), async { while lp.poll().await.is_ok() {} })
+            .await;
+        let probes = reading::Entity::find().filter(reading::Column::At.lt(t0));
+        Ok((probes.count(server.services.store().db()).await? > 0).then_some(()))
+    })
+    .await?;
     publish(&url, &prefix, 0, 150, t0).await?;
     // Stop mid-stream: some messages are stored, others are in flight or still queued.
-    for _ in 0..200 {
-        if stored().await > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the first readings", || async { Ok((stored().await > 0).then_some(())) }).await?;
     let _ = stop.send(true);
     drop(queue);
     // While Sparkwatch is down the devices keep publishing.
     publish(&url, &prefix, 150, 150, t0).await?;
     let (_queue, _stop) = sparkwatch_api::start_ingest(&server.services, &prefix, Some(settings()?));
-    let mut n = 0;
-    for _ in 0..1000 {
-        n = stored().await;
-        if n >= 300 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let n = eventually_within(std::time::Duration::from_secs(20), "300 readings", || async {
+        let n = stored().await;
+        Ok((n >= 300).then_some(n))
+    })
+    .await?;
     assert_eq!(n, 300, "every QoS 1 message is stored exactly once after the restart");
     Ok(())
 }
@@ -436,15 +441,10 @@ async fn readings_past_their_retention_are_deleted_in_chunks() -> anyhow::Result
             ..Default::default()
         };
         let (_queue, _stop) = sparkwatch_api::start_ingest_with(&server.services, config, None);
-        let mut left = u64::MAX;
-        for _ in 0..100 {
-            left = count(&server, old.clone()).await;
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert_eq!(left, 0, "{backend:?}: readings past the retention are still there");
+        eventually("readings past the retention to be deleted", || async {
+            Ok((count(&server, old.clone()).await == 0).then_some(()))
+        })
+        .await?;
         assert_eq!(count(&server, reading::Entity::find()).await, 1, "{backend:?}");
     }
     Ok(())
@@ -570,17 +570,13 @@ async fn an_alarm_is_not_held_behind_storing_quiet_readings() -> anyhow::Result<
                 .await;
         }
         let alarms = || hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM"));
-        let mut raised = false;
-        for _ in 0..500 {
-            if count(&server, alarms()).await == 1 {
-                raised = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(raised, "{backend:?}: the alarm became a hazard");
+        eventually("the alarm to become a hazard", || async {
+            Ok((count(&server, alarms()).await == 1).then_some(()))
+        })
+        .await?;
         if let Some(tx) = blocker {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // The alarm, sent after the quiet reading, is a hazard already: the pipeline got
+            // past the held reading without storing it.
             let held = reading::Entity::find().filter(reading::Column::At.eq(held_at));
             assert_eq!(count(&server, held).await, 0, "{backend:?}: the quiet reading is still held");
             assert!(feed.unacknowledged() >= 1, "{backend:?}: its batch is not acknowledged yet");
@@ -624,7 +620,7 @@ async fn quiet_bursts_and_alarm_readings_interleave_without_stalling() -> anyhow
                 feed.send(TOPIC, &telemetry(at, Some(seq), json!([{"addr": 1, "leak": [20.0]}]))).await;
             }
             // Let the burst reach the readings lane first; how long that takes varies, so the
-            // pause does too.
+            // pause does too (part of the scenario, not synchronisation).
             tokio::time::sleep(std::time::Duration::from_millis(round as u64)).await;
             seq += 1;
             let at = start + Duration::seconds(30);

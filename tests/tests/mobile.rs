@@ -368,11 +368,11 @@ fn works(program: &str, args: &[&str]) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_program_over_the_bindings() -> anyhow::Result<()> {
     let Some(dir) = generated() else {
-        println!("skipped: no generated bindings (run mobile-bindings/generate.sh)");
+        eprintln!("skipped: no generated bindings (run mobile-bindings/generate.sh)");
         return Ok(());
     };
     if !works("python3", &["-m", "pytest", "--version"]) {
-        println!(
+        eprintln!(
             "skipped: python3 with pytest is not installed (pip install -r mobile-bindings/tests/python/requirements.txt)"
         );
         return Ok(());
@@ -390,14 +390,14 @@ async fn python_program_over_the_bindings() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kotlin_program_over_the_bindings() -> anyhow::Result<()> {
     let Some(dir) = generated() else {
-        println!("skipped: no generated bindings (run mobile-bindings/generate.sh)");
+        eprintln!("skipped: no generated bindings (run mobile-bindings/generate.sh)");
         return Ok(());
     };
     let kotlin = repo().join("mobile-bindings/tests/kotlin");
     let kotlinc = kotlin.join("node_modules/kotlin-compiler/bin/kotlinc");
     let jna = PathBuf::from(std::env::var("SPARKWATCH_JNA_JAR").unwrap_or_else(|_| "/usr/share/java/jna.jar".into()));
     if !kotlinc.exists() || !jna.exists() || !works("java", &["-version"]) {
-        println!(
+        eprintln!(
             "skipped: kotlinc (npm ci in mobile-bindings/tests/kotlin), JNA (Debian libjna-java) or java is missing"
         );
         return Ok(());

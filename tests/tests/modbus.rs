@@ -17,10 +17,7 @@ use sparkwatch_domain::modbus::decode_input_registers;
 use sparkwatch_domain::payload::{CommandOp, SetThresholds};
 use sparkwatch_domain::site::{DetectorInput, DeviceInput, ProjectDraft};
 use sparkwatch_entity::{dead_letter, episode, event, hazard};
-use sparkwatch_tests::{Backend, MODBUS_INTERVAL, TestServer, backends, start_modbus};
-
-/// Poll interval of every test (instead of the devices' 1 s).
-const INTERVAL: Duration = MODBUS_INTERVAL;
+use sparkwatch_tests::{Backend, TestServer, backends, eventually, start_modbus};
 
 /// A running server with a Modbus gateway device whose detectors are at `addresses`, the
 /// simulated gateway it points at, the pipeline and the poller.
@@ -109,27 +106,40 @@ impl Site {
     async fn metrics(&self) -> anyhow::Result<String> {
         Ok(self.server.http.get(format!("{}/metrics", self.server.base)).send().await?.text().await?)
     }
-}
 
-/// Waits (at most 8 s) until `check` holds.
-async fn until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<bool>>,
-{
-    for _ in 0..160 {
-        if check().await? {
-            return Ok(());
+    /// Waits until the poller has made `n` more polls (any outcome) and, when `stored` names a
+    /// detector of an answering gateway, until the pipeline has stored a reading of it taken
+    /// after those polls: the evidence that whatever those polls could cause has happened.
+    async fn after_polls(&self, n: u64, stored: Option<DetectorId>) -> anyhow::Result<()> {
+        let start = all_polls(&self.metrics().await?);
+        eventually(&format!("{n} more polls"), || async {
+            Ok((all_polls(&self.metrics().await?) >= start + n).then_some(()))
+        })
+        .await?;
+        if let Some(d) = stored {
+            let since = chrono::Utc::now();
+            eventually("a reading taken after those polls is stored", || async {
+                Ok(tel::latest_reading(self.db(), d).await?.is_some_and(|(at, _)| at > since).then_some(()))
+            })
+            .await?;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
     }
-    anyhow::bail!("timed out waiting until {what}")
 }
 
 /// The value of `sparkwatch_modbus_polls_total{outcome="…"}`, 0 when absent.
 fn polls(metrics: &str, outcome: &str) -> u64 {
     let prefix = format!("sparkwatch_modbus_polls_total{{outcome=\"{outcome}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Polls of every outcome so far.
+fn all_polls(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sparkwatch_modbus_polls_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+        .sum()
 }
 
 async fn no_prep(server: TestServer, _: Principal, _: Vec<DetectorId>) -> anyhow::Result<TestServer> {
@@ -146,10 +156,10 @@ async fn polls_are_decoded_and_stored_over_one_connection() -> anyhow::Result<()
         site.sim.set_register(1, 11, 0b101); // DI 1 and 3
         site.sim.set_register(2, 5, 10_001); // 1000.1 V: out of range
         let db = site.db();
-        until("both detectors have a reading with the new values", || async {
+        eventually("both detectors have a reading with the new values", || async {
             let one = tel::latest_reading(db, d1).await?.map(|(at, v)| reading_from_json(at, &v));
             let two = tel::latest_reading(db, d2).await?;
-            Ok(two.is_some() && one.is_some_and(|r| r.leak_ma == vec![Some(512.0)]))
+            Ok((two.is_some() && one.is_some_and(|r| r.leak_ma == vec![Some(512.0)])).then_some(()))
         })
         .await?;
         let (at, values) = tel::latest_reading(db, d1).await?.unwrap_or_default();
@@ -169,8 +179,10 @@ async fn polls_are_decoded_and_stored_over_one_connection() -> anyhow::Result<()
         assert!(letters.iter().all(|l| l.detail.starts_with("register 5 ") && l.topic == "modbus/GW-TEST-0001/2"));
         // The missing detector answers with exception 0x0B: after 3 polls it has a
         // communication fault, the others do not, and the connection survives exceptions.
-        until("detector 3 has a communication fault", || async { Ok(!site.episodes(d3, "OFFLINE").await?.is_empty()) })
-            .await?;
+        eventually("detector 3 has a communication fault", || async {
+            Ok((!site.episodes(d3, "OFFLINE").await?.is_empty()).then_some(()))
+        })
+        .await?;
         let remarks = site.events(d3, "OFFLINE").await?.into_iter().filter_map(|e| e.remarks).collect::<Vec<_>>();
         assert!(remarks.iter().any(|r| r.contains("0x0B")), "{backend:?}: {remarks:?}");
         assert!(site.episodes(d1, "OFFLINE").await?.is_empty());
@@ -198,9 +210,12 @@ async fn a_leak_above_the_setpoint_becomes_one_hazard() -> anyhow::Result<()> {
         let d1 = site.detectors[0];
         site.sim.set_reading(1, 512.0, [Some(30.0), None, None, None], [220.0; 3], [5.0; 3]);
         let alarms = || hazard::Entity::find().filter(hazard::Column::Kind.eq("LEAK_ALARM"));
-        until("a leakage hazard exists", || async { Ok(!alarms().all(site.db()).await?.is_empty()) }).await?;
+        eventually("a leakage hazard exists", || async {
+            Ok((!alarms().all(site.db()).await?.is_empty()).then_some(()))
+        })
+        .await?;
         // Several more polls above the set-point: still one hazard, one occurrence.
-        tokio::time::sleep(INTERVAL * 5).await;
+        site.after_polls(5 * 2, Some(d1)).await?;
         let list = alarms().all(site.db()).await?;
         assert_eq!(list.len(), 1, "{backend:?}");
         assert_eq!(list[0].detector_id, Some(d1.as_uuid()));
@@ -215,34 +230,40 @@ async fn status_bits_become_faults_and_events() -> anyhow::Result<()> {
     for backend in backends() {
         let site = Site::start(&backend, &[1, 2], &[1, 2], no_prep).await?;
         let d1 = site.detectors[0];
-        until("detector 1 has a reading", || async { Ok(tel::latest_reading(site.db(), d1).await?.is_some()) }).await?;
+        eventually("detector 1 has a reading", || async {
+            Ok((tel::latest_reading(site.db(), d1).await?.is_some()).then_some(()))
+        })
+        .await?;
         // Fault bit 3: temperature sensor 2 open.
         site.sim.set_fault_bits(1, 1 << 3);
-        until("a SENSOR_OPEN fault is open", || async {
-            Ok(site.episodes(d1, "SENSOR_OPEN").await?.iter().any(|e| e.closed_at.is_none()))
+        eventually("a SENSOR_OPEN fault is open", || async {
+            Ok((site.episodes(d1, "SENSOR_OPEN").await?.iter().any(|e| e.closed_at.is_none())).then_some(()))
         })
         .await?;
         let eps = site.episodes(d1, "SENSOR_OPEN").await?;
         assert_eq!(eps.len(), 1, "{backend:?}");
         assert_eq!((eps[0].channel.as_str(), eps[0].source.as_str()), ("temp:2", "device"));
         // The broken sensor's channel has no value meanwhile.
-        until("temperature 2 reads nothing", || async {
+        eventually("temperature 2 reads nothing", || async {
             let r = tel::latest_reading(site.db(), d1).await?.map(|(at, v)| reading_from_json(at, &v));
-            Ok(r.is_some_and(|r| r.temp_c.get(1) == Some(&None)))
+            Ok((r.is_some_and(|r| r.temp_c.get(1) == Some(&None))).then_some(()))
         })
         .await?;
         // The bit clears: the fault closes by itself.
         site.sim.set_fault_bits(1, 0);
-        until("the SENSOR_OPEN fault is closed", || async {
-            Ok(site.episodes(d1, "SENSOR_OPEN").await?.iter().all(|e| e.closed_at.is_some()))
+        eventually("the SENSOR_OPEN fault is closed", || async {
+            Ok((site.episodes(d1, "SENSOR_OPEN").await?.iter().all(|e| e.closed_at.is_some())).then_some(()))
         })
         .await?;
         assert_eq!(site.episodes(d1, "SENSOR_OPEN").await?.len(), 1, "{backend:?}: no second episode");
         assert_eq!(site.events(d1, "RECOVERED").await?.len(), 1, "{backend:?}");
         // The relay trips: one TRIP event.
         site.sim.set_relay(1, true);
-        until("a TRIP event is recorded", || async { Ok(!site.events(d1, "TRIP").await?.is_empty()) }).await?;
-        tokio::time::sleep(INTERVAL * 3).await;
+        eventually("a TRIP event is recorded", || async {
+            Ok((!site.events(d1, "TRIP").await?.is_empty()).then_some(()))
+        })
+        .await?;
+        site.after_polls(3 * 2, Some(d1)).await?;
         assert_eq!(site.events(d1, "TRIP").await?.len(), 1, "{backend:?}: the edge, not the level");
     }
     Ok(())
@@ -254,8 +275,9 @@ async fn a_dead_gateway_is_a_communication_fault_per_detector() -> anyhow::Resul
         let site = Site::start(&backend, &[1, 2], &[1, 2], no_prep).await?;
         let dets = site.detectors.clone();
         let db = site.db();
-        until("both detectors have readings", || async {
-            Ok(tel::latest_reading(db, dets[0]).await?.is_some() && tel::latest_reading(db, dets[1]).await?.is_some())
+        eventually("both detectors have readings", || async {
+            Ok((tel::latest_reading(db, dets[0]).await?.is_some() && tel::latest_reading(db, dets[1]).await?.is_some())
+                .then_some(()))
         })
         .await?;
         let open_faults = || async {
@@ -268,8 +290,12 @@ async fn a_dead_gateway_is_a_communication_fault_per_detector() -> anyhow::Resul
 
         // Dead: connections are closed and refused.
         site.sim.set_dead(true);
-        until("both detectors have a communication fault", || async { Ok(open_faults().await? == 2) }).await?;
-        tokio::time::sleep(INTERVAL * 5).await;
+        eventually("both detectors have a communication fault", || async {
+            Ok((open_faults().await? == 2).then_some(()))
+        })
+        .await?;
+        // Five more failed polls per detector: the poller must not report the fault again.
+        site.after_polls(5 * 2, None).await?;
         for d in &dets {
             let eps = site.episodes(*d, "OFFLINE").await?;
             assert_eq!(eps.len(), 1, "{backend:?}: one fault per detector");
@@ -280,7 +306,7 @@ async fn a_dead_gateway_is_a_communication_fault_per_detector() -> anyhow::Resul
             assert_eq!(site.events(*d, "OFFLINE").await?.len(), 1, "{backend:?}: reported once");
         }
         site.sim.set_dead(false);
-        until("the faults close", || async { Ok(open_faults().await? == 0) }).await?;
+        eventually("the faults close", || async { Ok((open_faults().await? == 0).then_some(())) }).await?;
         for d in &dets {
             let online = site.events(*d, "ONLINE").await?;
             assert_eq!(online.len(), 1, "{backend:?}");
@@ -289,16 +315,19 @@ async fn a_dead_gateway_is_a_communication_fault_per_detector() -> anyhow::Resul
 
         // Mute: the connection stays up but nothing answers, so polls time out.
         site.sim.set_mute(true);
-        until("both detectors have a new communication fault", || async { Ok(open_faults().await? == 2) }).await?;
+        eventually("both detectors have a new communication fault", || async {
+            Ok((open_faults().await? == 2).then_some(()))
+        })
+        .await?;
         site.sim.set_mute(false);
-        until("the new faults close", || async { Ok(open_faults().await? == 0) }).await?;
+        eventually("the new faults close", || async { Ok((open_faults().await? == 0).then_some(())) }).await?;
         for d in &dets {
             assert_eq!(site.episodes(*d, "OFFLINE").await?.len(), 2, "{backend:?}");
         }
         // Readings flow again.
         let since = chrono::Utc::now();
-        until("new readings are stored", || async {
-            Ok(tel::latest_reading(db, dets[1]).await?.is_some_and(|(at, _)| at > since))
+        eventually("new readings are stored", || async {
+            Ok((tel::latest_reading(db, dets[1]).await?.is_some_and(|(at, _)| at > since)).then_some(()))
         })
         .await?;
         let metrics = site.metrics().await?;
@@ -363,8 +392,10 @@ async fn a_restart_neither_repeats_standing_conditions_nor_strands_faults() -> a
         let dets = site.detectors.clone();
         let d1 = dets[0];
         site.sim.set_fault_bits(1, 1 << 3);
-        until("a SENSOR_OPEN fault is open", || async { Ok(!site.episodes(d1, "SENSOR_OPEN").await?.is_empty()) })
-            .await?;
+        eventually("a SENSOR_OPEN fault is open", || async {
+            Ok((!site.episodes(d1, "SENSOR_OPEN").await?.is_empty()).then_some(()))
+        })
+        .await?;
         site.sim.set_dead(true);
         let open_faults = |site: &Site| {
             let dets = dets.clone();
@@ -380,11 +411,15 @@ async fn a_restart_neither_repeats_standing_conditions_nor_strands_faults() -> a
                 anyhow::Ok(n)
             }
         };
-        until("both detectors have a communication fault", || async { Ok(open_faults(&site).await? == 2) }).await?;
+        eventually("both detectors have a communication fault", || async {
+            Ok((open_faults(&site).await? == 2).then_some(()))
+        })
+        .await?;
 
         // Restart while the gateway is still dead: the faults are not reported again.
         site.restart();
-        tokio::time::sleep(INTERVAL * 6).await;
+        // Six more failed polls per detector by the new poller.
+        site.after_polls(6 * 2, None).await?;
         for d in &dets {
             assert_eq!(site.events(*d, "OFFLINE").await?.len(), 1, "{backend:?}: not reported again");
             let eps = site.episodes(*d, "OFFLINE").await?;
@@ -392,12 +427,12 @@ async fn a_restart_neither_repeats_standing_conditions_nor_strands_faults() -> a
         }
         // The gateway answers again: the faults opened before the restart close.
         site.sim.set_dead(false);
-        until("the faults close", || async { Ok(open_faults(&site).await? == 0) }).await?;
+        eventually("the faults close", || async { Ok((open_faults(&site).await? == 0).then_some(())) }).await?;
         // The standing sensor fault was not reported again, and its end still closes it.
         assert_eq!(site.events(d1, "SENSOR_OPEN").await?.len(), 1, "{backend:?}");
         site.sim.set_fault_bits(1, 0);
-        until("the SENSOR_OPEN fault is closed", || async {
-            Ok(site.episodes(d1, "SENSOR_OPEN").await?.iter().all(|e| e.closed_at.is_some()))
+        eventually("the SENSOR_OPEN fault is closed", || async {
+            Ok((site.episodes(d1, "SENSOR_OPEN").await?.iter().all(|e| e.closed_at.is_some())).then_some(()))
         })
         .await?;
         let eps = site.episodes(d1, "SENSOR_OPEN").await?;

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 
 use sea_orm::{EntityTrait, PaginatorTrait};
-use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 use sparkwatch_api::config::PushSettings;
 use sparkwatch_api::service::{Clock, ManualClock};
 use sparkwatch_tests::push_standin::{APNS_KEY_ID, APNS_TEAM_ID, ApnsStandIn, FcmStandIn, Recorded, Reply, TestKeys};
-use sparkwatch_tests::{Backend, Feeder, Gql, Options, TestServer, backends, fast_jobs};
+use sparkwatch_tests::{Backend, Feeder, Gql, Options, TestServer, after_job_passes, backends, eventually, fast_jobs};
 
 const REGISTER: &str =
     "mutation($i: RegisterPushTokenInput!) { registerPushToken(input: $i) { id platform tokenTail locale } }";
@@ -70,17 +69,6 @@ async fn clocked() -> anyhow::Result<(Providers, Arc<ManualClock>, Options)> {
     Ok((providers, clock, opts))
 }
 
-/// Waits (at most 10 s) until `check` holds.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    for _ in 0..200 {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
-
 async fn register(gql: &Gql, platform: &str, token: &str, locale: Option<&str>) -> anyhow::Result<Value> {
     let mut input = json!({"platform": platform, "token": token, "appId": "com.example.sparkwatch"});
     if let Some(l) = locale {
@@ -125,8 +113,11 @@ async fn an_alarm_reaches_the_managers_phones_and_nobody_else() -> anyhow::Resul
 
         // A school alarm: the manager is responsible for the school.
         leak_alarm(&mut feed, "SW-DEMO-0101", 1, Utc::now() - chrono::Duration::seconds(20)).await?;
-        let fcm = eventually("the FCM send", || providers.fcm_to("fcm-token-manager-1").into_iter().next()).await?;
-        let apns = eventually("the APNs send", || providers.apns_to(&ios_token).into_iter().next()).await?;
+        let fcm =
+            eventually("the FCM send", || async { Ok(providers.fcm_to("fcm-token-manager-1").into_iter().next()) })
+                .await?;
+        let apns =
+            eventually("the APNs send", || async { Ok(providers.apns_to(&ios_token).into_iter().next()) }).await?;
 
         let msg = &fcm.json()["message"];
         assert_eq!(msg["notification"]["title"], "【电气报警】No. 3 Primary School", "{msg}");
@@ -153,7 +144,9 @@ async fn an_alarm_reaches_the_managers_phones_and_nobody_else() -> anyhow::Resul
 
         // Nobody else: the electrician is not assigned to the school; the admin hears only
         // when nobody responsible would, or on escalation; the other tenant never.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Routing queued every recipient's row at once: two more delivery passes would have
+        // sent any other row.
+        after_job_passes(&server, &["push_delivery"], 2).await?;
         for token in ["fcm-token-electrician", "fcm-token-admin", "fcm-token-other-tenant"] {
             assert!(providers.fcm_to(token).is_empty(), "{token} was notified");
         }
@@ -199,9 +192,11 @@ async fn bad_tokens_are_pruned_and_throttling_is_retried() -> anyhow::Result<()>
     leak_alarm(&mut feed, "SW-DEMO-0001", 1, Utc::now() - chrono::Duration::seconds(20)).await?;
 
     // The throttled one is tried again after Retry-After and then accepted.
-    let retried = eventually("the retry", || {
-        let sends = providers.fcm_to("fcm-throttled");
-        (sends.len() >= 2).then_some(sends)
+    let retried = eventually("the retry", || async {
+        Ok({
+            let sends = providers.fcm_to("fcm-throttled");
+            (sends.len() >= 2).then_some(sends)
+        })
     })
     .await?;
     assert_eq!(retried.len(), 2);
@@ -227,17 +222,9 @@ fn nodes(log: &Value) -> Vec<Value> {
     log["notifications"]["edges"].as_array().into_iter().flatten().map(|e| e["node"].clone()).collect()
 }
 
-/// Polls the delivery log until `check` accepts it (at most 10 s).
+/// Waits until the delivery log satisfies `check`.
 async fn eventually_gql<T>(admin: &Gql, check: impl Fn(&Value) -> Option<T>) -> anyhow::Result<T> {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = admin.ok(LOG, json!({})).await?;
-        if let Some(v) = check(&last) {
-            return Ok(v);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the delivery log never got there: {last}")
+    eventually("the delivery log", || async { Ok(check(&admin.ok(LOG, json!({})).await?)) }).await
 }
 
 #[tokio::test]
@@ -278,7 +265,7 @@ async fn quiet_hours_hold_back_all_but_alarms_and_logout_removes_the_phone() -> 
     feed.send("sw/SW-DEMO-0102/status", r#"{"online": false}"#).await;
     feed.settle().await?;
     leak_alarm(&mut feed, "SW-DEMO-0102", 1, now - chrono::Duration::seconds(20)).await?;
-    let sent = eventually("the alarm push", || providers.fcm_to("fcm-quiet").into_iter().next()).await?;
+    let sent = eventually("the alarm push", || async { Ok(providers.fcm_to("fcm-quiet").into_iter().next()) }).await?;
     assert_eq!(sent.json()["message"]["notification"]["title"], "ELECTRICAL ALARM · No. 3 Primary School");
     let admin = server.demo_login("admin@demo.local").await?;
     let log = eventually_gql(&admin, |log| {
@@ -335,16 +322,17 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
         register(&manager, "ANDROID", "fcm-manager", Some("en")).await?;
 
         leak_alarm(&mut feed, "SW-DEMO-0001", 3, clock.now() - chrono::Duration::seconds(20)).await?;
-        eventually("the first push", || providers.fcm_to("fcm-manager").into_iter().next()).await?;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually("the first push", || async { Ok(providers.fcm_to("fcm-manager").into_iter().next()) }).await?;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert!(providers.fcm_to("fcm-admin").is_empty(), "the admin hears only on escalation");
 
         // 9 minutes: nothing yet. 11 minutes: the admin (and the manager again) are told.
         clock.advance(chrono::Duration::minutes(9));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert!(providers.fcm_to("fcm-admin").is_empty());
         clock.advance(chrono::Duration::minutes(2));
-        let first = eventually("the escalation", || providers.fcm_to("fcm-admin").into_iter().next()).await?;
+        let first =
+            eventually("the escalation", || async { Ok(providers.fcm_to("fcm-admin").into_iter().next()) }).await?;
         let msg = &first.json()["message"];
         assert_eq!(msg["notification"]["title"], "UNACKNOWLEDGED 11 MIN · Riverside Mall", "{msg}");
         assert_eq!(msg["data"]["escalationLevel"], "1");
@@ -360,11 +348,12 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
                 })
                 .count()
         };
-        eventually("the manager's reminder", || (unacknowledged("fcm-manager") == 1).then_some(())).await?;
+        eventually("the manager's reminder", || async { Ok((unacknowledged("fcm-manager") == 1).then_some(())) })
+            .await?;
 
         // It repeats every 5 minutes until acknowledged.
         clock.advance(chrono::Duration::minutes(5));
-        eventually("the second escalation", || (unacknowledged("fcm-admin") == 2).then_some(())).await?;
+        eventually("the second escalation", || async { Ok((unacknowledged("fcm-admin") == 2).then_some(())) }).await?;
         let hazard_id = msg["data"]["hazardId"].clone();
         // Time moved on by 16 minutes: sign in again (access tokens expire).
         let manager = server.demo_login("manager@demo.local").await?;
@@ -372,7 +361,7 @@ async fn unacknowledged_alarms_escalate_until_acknowledged() -> anyhow::Result<(
             .ok("mutation($ids: [ID!]!) { acknowledgeHazards(ids: $ids) { id } }", json!({"ids": [hazard_id]}))
             .await?;
         clock.advance(chrono::Duration::minutes(30));
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert_eq!(unacknowledged("fcm-admin"), 2, "escalation must stop once acknowledged");
         assert_eq!(unacknowledged("fcm-manager"), 2);
     }
@@ -393,10 +382,14 @@ async fn two_instances_escalate_once() -> anyhow::Result<()> {
         leak_alarm(&mut feed, "SW-DEMO-0002", 2, clock.now() - chrono::Duration::seconds(20)).await?;
         // Nobody responsible for the mall has a phone, so the admin hears of the alarm itself
         // (once), and of its escalation (once).
-        eventually("the alarm", || providers.fcm_to("fcm-admin-twice").into_iter().next()).await?;
+        eventually("the alarm", || async { Ok(providers.fcm_to("fcm-admin-twice").into_iter().next()) }).await?;
         clock.advance(chrono::Duration::minutes(11));
-        eventually("the escalation", || (providers.fcm_to("fcm-admin-twice").len() >= 2).then_some(())).await?;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        eventually("the escalation", || async { Ok((providers.fcm_to("fcm-admin-twice").len() >= 2).then_some(())) })
+            .await?;
+        // Both instances had their chance to escalate and send again.
+        for server in [&a, &b] {
+            after_job_passes(server, &["reminders", "push_delivery"], 2).await?;
+        }
         let titles: Vec<String> = providers
             .fcm_to("fcm-admin-twice")
             .iter()
@@ -473,17 +466,18 @@ async fn an_event_its_instance_did_not_route_is_routed_by_the_reminder_job_once(
         let (_, id) = recorded_alarm(&server, &clock).await?;
 
         // Within the grace nothing happens; after it the reminder job routes the event.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert!(providers.fcm_to("fcm-late").is_empty(), "the recording instance has the grace period");
         clock.advance(chrono::Duration::seconds(31));
-        let push = eventually("the late push", || providers.fcm_to("fcm-late").into_iter().next()).await?;
+        let push =
+            eventually("the late push", || async { Ok(providers.fcm_to("fcm-late").into_iter().next()) }).await?;
         let msg = &push.json()["message"];
         assert_eq!(msg["notification"]["title"], "ELECTRICAL ALARM · Riverside Mall", "{msg}");
         assert_eq!(msg["data"]["eventId"], id.to_string());
 
         // Routed once: the reminder is gone and nothing is sent again.
         clock.advance(chrono::Duration::minutes(2));
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert_eq!(providers.fcm_to("fcm-late").len(), 1);
         let left = reminder::Entity::find()
             .filter(reminder::Column::Purpose.eq(ROUTE_EVENT))
@@ -517,13 +511,14 @@ async fn notifications_an_instance_queued_but_never_sent_go_out_once_after_their
         drop(gone);
 
         // The running instance respects the claim, then sends once the lease has passed.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        after_job_passes(&server, &["push_delivery"], 2).await?;
         assert!(providers.fcm_to("fcm-orphan").is_empty(), "{backend:?}: still claimed");
         clock.advance(chrono::Duration::seconds(61));
-        let push = eventually("the orphaned push", || providers.fcm_to("fcm-orphan").into_iter().next()).await?;
+        let push =
+            eventually("the orphaned push", || async { Ok(providers.fcm_to("fcm-orphan").into_iter().next()) }).await?;
         assert_eq!(push.json()["message"]["data"]["eventId"], id.to_string());
         clock.advance(chrono::Duration::minutes(2));
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        after_job_passes(&server, &["reminders", "push_delivery"], 2).await?;
         assert_eq!(providers.fcm_to("fcm-orphan").len(), 1, "{backend:?}: sent once");
     }
     Ok(())

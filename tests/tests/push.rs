@@ -9,6 +9,7 @@ use axum::http::Version;
 use serde_json::json;
 use sparkwatch_api::config::{PushSettings, Settings};
 use sparkwatch_api::push::{Push, PushError, PushMessage, PushPlatform, PushPriority};
+use sparkwatch_tests::eventually;
 use sparkwatch_tests::push_standin::{
     APNS_KEY_ID, APNS_TEAM_ID, ApnsStandIn, FCM_PROJECT, FcmStandIn, Reply, TestKeys,
 };
@@ -153,6 +154,8 @@ async fn fcm_token_is_refreshed_before_expiry_and_after_a_401() {
     send("a").await.expect("sent");
     send("b").await.expect("sent");
     assert_eq!(fcm.token_requests().len(), 1, "still valid");
+    // Real time must pass the refresh point (the client reads the monotonic clock, not the
+    // services' clock): a wait for a deadline of the code under test, not synchronisation.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     send("c").await.expect("sent");
     assert_eq!(fcm.token_requests().len(), 2, "refreshed before expiry");
@@ -260,11 +263,14 @@ async fn fcm_token_endpoint_failures_are_classified() {
     assert_eq!(fcm.token_requests().len(), 1);
     assert!(fcm.send_requests().is_empty());
 
+    // The failure is remembered for 2 s of real time (monotonic clock): waiting out that
+    // rule of the code under test, not synchronisation.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     fcm.script_token_endpoint([Reply::raw(503, "text/plain", "busy").with_header("retry-after", "9")]);
     let err = push.send(&message(PushPlatform::Android, "a")).await.expect_err("token endpoint down");
     assert!(matches!(err, PushError::Retryable { after: Some(d), .. } if d == Duration::from_secs(9)), "{err:?}");
 
+    // Again past the 2 s memory of the failure.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     push.send(&message(PushPlatform::Android, "a")).await.expect("recovered");
     assert_eq!(fcm.token_requests().len(), 3);
@@ -375,9 +381,9 @@ async fn apns_expired_provider_token_is_replaced_once() {
     push.send(&message(PushPlatform::Ios, "01")).await.expect("sent");
     // A new token needs a later `iat`; wait for the next second, then expire the old one.
     let started = chrono::Utc::now().timestamp();
-    while chrono::Utc::now().timestamp() == started {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the next second", || async { Ok((chrono::Utc::now().timestamp() != started).then_some(())) })
+        .await
+        .expect("the clock moves");
     apns.expire_tokens_issued_before(chrono::Utc::now().timestamp() as u64);
     push.send(&message(PushPlatform::Ios, "02")).await.expect("sent with a new provider token");
     let requests = apns.requests();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sparkwatch_api::ws::WsLimits;
-use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends, eventually};
+use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends, eventually, metric};
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(700);
@@ -59,7 +59,7 @@ async fn alarms_reach_subscribers_in_scope_and_nobody_else() -> anyhow::Result<(
         let mut other_tenant = WsClient::signed_in(&server, &token(&server, "admin@demo-b.local").await?).await?;
         other_tenant.subscribe("a", ALARMS, json!({})).await?;
         other_tenant.subscribe("h", HAZARDS, json!({})).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_open(&server, 5).await?;
 
         // A school detector: the manager hears it, the mall-only electrician does not.
         raise_leak_alarm(&mut feed, "SW-DEMO-0101", 1).await?;
@@ -155,7 +155,7 @@ async fn project_filters_and_readings_follow_scope() -> anyhow::Result<()> {
         json!({"d": school_detector}),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_open(&server, 2).await?;
     raise_leak_alarm(&mut feed, "SW-DEMO-0101", 1).await?;
     let r1 = ws.next_of("r", WAIT).await?;
     assert_eq!(r1["data"]["readings"]["leakMa"], json!([450.0]), "{r1}");
@@ -239,7 +239,7 @@ async fn legacy_graphql_ws_clients_receive_data() -> anyhow::Result<()> {
     ws.send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {good}")}})).await?;
     assert!(matches!(ws.recv(WAIT).await?, WsEvent::Message(m) if m["type"] == "connection_ack"));
     ws.send(json!({"type": "start", "id": "1", "payload": {"query": ALARMS}})).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_open(&server, 1).await?;
     raise_leak_alarm(&mut feed, "SW-DEMO-0001", 1).await?;
     loop {
         match ws.recv(WAIT).await? {
@@ -326,7 +326,7 @@ async fn a_client_that_stops_reading_is_dropped_and_delays_nobody() -> anyhow::R
     stalled.subscribe("s", "subscription { deviceStatusChanged { serial online at } }", json!({})).await?;
     let mut healthy = WsClient::signed_in(&server, &good).await?;
     healthy.subscribe("s", "subscription { deviceStatusChanged { serial online at } }", json!({})).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_open(&server, 2).await?;
 
     // 4,000 messages of ~16 KB: far more than socket buffers hold. The healthy client reads
     // them as they come (paced so that a debug build on a busy machine keeps up); the
@@ -360,9 +360,9 @@ async fn a_client_that_stops_reading_is_dropped_and_delays_nobody() -> anyhow::R
             })),
         });
         bus.publish(batch);
-        // Publishing never waits for subscribers; pace it only so the healthy reader keeps up
-        // (400 messages/s, 6.4 MB/s: a debug build beside the other suites in CI fell more than
-        // the ring's 1,024 behind at 1,000/s).
+        // Publishing never waits for subscribers; this is a pace (not synchronisation), only so
+        // the healthy reader keeps up (400 messages/s, 6.4 MB/s: a debug build beside the other
+        // suites in CI fell more than the ring's 1,024 behind at 1,000/s).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let received = tokio::time::timeout(Duration::from_secs(60), reader).await???;
@@ -435,29 +435,21 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
             .await?;
         }
     } else {
-        eprintln!("SPARKWATCH_TEST_REDIS_URL is not set: the two-instance Redis fan-out test is skipped");
+        eprintln!("skipped: SPARKWATCH_TEST_REDIS_URL is not set (the two-instance Redis fan-out test)");
     }
     Ok(())
 }
 
-/// A gauge or counter from `/metrics`.
-async fn metric(server: &TestServer, name: &str) -> anyhow::Result<f64> {
-    let text = server.http.get(format!("{}/metrics", server.base)).send().await?.text().await?;
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
-    Ok(line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_default())
-}
-
 /// Waits until `name` reads `want`.
 async fn metric_reaches(server: &TestServer, name: &str, want: f64) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let value = metric(server, name).await?;
-        if value == want {
-            return Ok(());
-        }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "{name} is {value}, expected {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("{name} to read {want}"), || async { Ok((metric(server, name).await? == want).then_some(())) })
+        .await
+}
+
+/// Waits until `n` subscriptions are open: every `subscribe` sent so far has been taken up
+/// (its feeds are joined before the gauge counts it), so what is published next reaches it.
+async fn until_open(server: &TestServer, n: u32) -> anyhow::Result<()> {
+    metric_reaches(server, "sparkwatch_subscriptions_open", f64::from(n)).await
 }
 
 #[tokio::test]
@@ -541,7 +533,7 @@ async fn live_events_and_hazards_are_what_queries_return() -> anyhow::Result<()>
         let mut manager = WsClient::signed_in(&server, &token(&server, "manager@demo.local").await?).await?;
         manager.subscribe("a", &format!("subscription {{ alarmEvents {{ {EVENT_FIELDS} }} }}"), json!({})).await?;
         manager.subscribe("h", &format!("subscription {{ hazardChanged {{ {HAZARD_FIELDS} }} }}"), json!({})).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_open(&server, 2).await?;
 
         let t0 = Utc::now() - chrono::Duration::seconds(60);
         let topic = "sw/SW-DEMO-0101/telemetry";

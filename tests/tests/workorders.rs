@@ -15,7 +15,7 @@ use sparkwatch_api::service::workorders::NewOrder;
 use sparkwatch_api::store::attachments::{self, Attachment};
 use sparkwatch_api::store::telemetry::{self, Occurrence};
 use sparkwatch_domain::ids::{DetectorId, DeviceId, ProjectId, TenantId, UserId};
-use sparkwatch_tests::{Backend, Gql, Options, TestServer, WsClient, backends, eventually, fast_jobs};
+use sparkwatch_tests::{Backend, Gql, Options, TestServer, WsClient, backends, eventually, fast_jobs, metric};
 use uuid::Uuid;
 
 const ORDER: &str = "id title status dueAt overdue report allowedActions project { id name } \
@@ -660,7 +660,11 @@ async fn work_order_changes_reach_subscribers_in_scope() -> anyhow::Result<()> {
         for ws in [&mut ws_manager, &mut ws_electrician, &mut ws_other] {
             ws.subscribe("w", CHANGED, json!({})).await?;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every subscription is taken up before the first change.
+        eventually("three open subscriptions", || async {
+            Ok((metric(&demo.server, "sparkwatch_subscriptions_open").await? == 3.0).then_some(()))
+        })
+        .await?;
         let wait = Duration::from_secs(10);
 
         // A school order: the manager hears of it, the mall-only electrician does not.

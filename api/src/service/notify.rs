@@ -666,6 +666,7 @@ pub async fn run_dispatcher(services: Services, jobs: JobSettings, mut stop: tok
         if let Err(e) = services.deliver_due(&jobs).await {
             tracing::warn!(error = %e, "push delivery failed; retrying");
         }
+        services.inner.metrics.job_passes.with_label_values(&["push_delivery"]).inc();
         tokio::select! {
             _ = wakeup.notified() => {}
             _ = tokio::time::sleep(jobs.tick) => {}
@@ -680,6 +681,7 @@ pub async fn run_reminders(services: Services, jobs: JobSettings, mut stop: toki
         if let Err(e) = services.fire_reminders(&jobs).await {
             tracing::warn!(error = %e, "firing reminders failed; retrying");
         }
+        services.inner.metrics.job_passes.with_label_values(&["reminders"]).inc();
         tokio::select! {
             _ = tokio::time::sleep(jobs.tick) => {}
             _ = stop.changed() => return,

@@ -272,6 +272,7 @@ impl Pipeline {
             self.metrics.ingest_failures.with_label_values(&["heartbeats"]).inc();
             tracing::warn!(error = %e, "ingestion housekeeping failed; retrying on the next tick");
         }
+        self.metrics.job_passes.with_label_values(&["ingest_housekeeping"]).inc();
     }
 
     async fn try_housekeeping(&mut self, force_flush: bool) -> Result<(), sea_orm::DbErr> {
