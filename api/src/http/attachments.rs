@@ -39,7 +39,9 @@ type Refusal = (StatusCode, AppError);
 fn status_of(err: AppError) -> Refusal {
     let status = match &err {
         AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) => StatusCode::FORBIDDEN,
+        AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) | AppError::NotHeld { .. } => {
+            StatusCode::FORBIDDEN
+        }
         AppError::NotFound(_) => StatusCode::NOT_FOUND,
         AppError::Validation(_) => StatusCode::BAD_REQUEST,
         AppError::Conflict(_) => StatusCode::CONFLICT,

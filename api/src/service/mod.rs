@@ -10,6 +10,7 @@ pub mod auth;
 pub mod checkins;
 pub mod commands;
 pub mod field;
+mod grants;
 pub mod hazards;
 pub mod identity;
 pub mod import;
