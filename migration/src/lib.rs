@@ -14,6 +14,7 @@ mod m20261203_000005_readings_key;
 mod m20261206_000006_field_operations;
 mod m20261206_000008_check_in_hazards;
 mod m20261206_000009_device_credentials;
+mod m20261206_000011_control_commands;
 
 /// Applies the project's migrations in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000006_field_operations::Migration),
             Box::new(m20261206_000008_check_in_hazards::Migration),
             Box::new(m20261206_000009_device_credentials::Migration),
+            Box::new(m20261206_000011_control_commands::Migration),
         ]
     }
 }

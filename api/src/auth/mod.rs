@@ -12,7 +12,7 @@ use sparkwatch_domain::ids::{ApiKeyId, ProjectId, TenantId, UserId};
 use crate::error::{AppError, AppResult};
 
 /// Who performs an operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// A signed-in user.
     User(UserId),

@@ -87,6 +87,8 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// Remote commands per caller per minute.
+    pub commands_per_minute: std::num::NonZeroU32,
     /// The sites' UTC offset (patrol periods).
     pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachments' storage.
@@ -117,6 +119,8 @@ struct Inner {
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
+    /// Remote commands per caller (person or API key) per minute.
+    command_limiter: commands::CommandLimiter,
     commands: commands::Ledger,
     /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
     patrol: patrol::PatrolKeys,
@@ -153,6 +157,7 @@ impl Services {
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
+                command_limiter: commands::CommandLimiter::new(settings.commands_per_minute),
                 commands,
                 patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
                 objects: settings.objects,

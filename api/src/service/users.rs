@@ -395,6 +395,7 @@ impl Services {
         role: &str,
         project_ids: Option<Vec<ProjectId>>,
         expires_at: Option<DateTime<Utc>>,
+        control_commands: bool,
     ) -> AppResult<(ApiKey, String)> {
         let tenant = who.tenant()?;
         let role = self.role_ref(who, Some(tenant), role).await?;
@@ -408,6 +409,9 @@ impl Services {
             self.check_projects(tenant, p).await?;
         }
         self.check_key_grant(who, tenant, role, project_ids.as_deref()).await?;
+        if control_commands && !self.role_permissions(Some(tenant), role).await?.contains(&Permission::DeviceControl) {
+            return Err(AppError::invalid("controlCommands", "the key's role does not hold `device.control`"));
+        }
         if expires_at.is_some_and(|e| e <= self.now()) {
             return Err(AppError::invalid("expiresAt", "must be in the future"));
         }
@@ -423,10 +427,14 @@ impl Services {
             created_at: self.now(),
             expires_at,
             revoked_at: None,
+            control_commands,
         };
         let tx = self.begin().await?;
         st::insert_key(&tx, &key, &digest(&secret)).await?;
-        let after = json!({"name": key.name, "prefix": key.prefix, "projectIds": key.project_ids});
+        let after = json!({
+            "name": key.name, "prefix": key.prefix, "projectIds": key.project_ids,
+            "controlCommands": key.control_commands,
+        });
         self.log(
             &tx,
             who,

@@ -353,6 +353,8 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// Revocation time.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether it may send control commands (trip, close, reset, silence, set-points).
+    pub control_commands: bool,
 }
 
 fn key_from(m: api_key::Model) -> ApiKey {
@@ -367,6 +369,7 @@ fn key_from(m: api_key::Model) -> ApiKey {
         created_at: m.created_at,
         expires_at: m.expires_at,
         revoked_at: m.revoked_at,
+        control_commands: m.control_commands,
     }
 }
 
@@ -387,6 +390,7 @@ pub async fn insert_key<C: ConnectionTrait>(db: &C, k: &ApiKey, digest: &str) ->
         expires_at: Set(k.expires_at),
         revoked_at: Set(None),
         last_used_at: Set(None),
+        control_commands: Set(k.control_commands),
     };
     api_key::Entity::insert(row).exec_without_returning(db).await.map(|_| ())
 }
