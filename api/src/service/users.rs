@@ -240,6 +240,10 @@ impl Services {
         }
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
+        // A password set by an administrator or a deactivation ends every sign-in of the user.
+        if patch.password.is_some() || !user.active {
+            st::revoke_user_families(&tx, id, None, self.now()).await?;
+        }
         if let Some(projects) = &patch.project_ids {
             st::set_user_projects(&tx, id, projects).await?;
         }
@@ -270,9 +274,14 @@ impl Services {
         user.password_hash = password::hash(new)?;
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
+        // Every other sign-in ends (its refresh and access tokens); this one goes on.
+        st::revoke_user_families(&tx, user.id, who.session, self.now()).await?;
         self.log(&tx, who, Entry::new(user.tenant_id, "user.change_password", "user", Some(user.id.to_string())))
             .await?;
         tx.commit().await?;
+        if let Some(tenant) = user.tenant_id {
+            self.access_changed(tenant);
+        }
         Ok(true)
     }
 
@@ -465,7 +474,13 @@ impl Services {
 
     /// The tenant's operation log.
     pub async fn operation_log(&self, who: &Principal, req: PageRequest) -> AppResult<Page<Operation>> {
-        Ok(oplog::list(self.inner.store.db(), who.tenant()?, req).await?)
+        // Entries carry no project: a caller limited to projects sees its own operations only,
+        // which cannot reveal another project's devices, users or hazards.
+        let only_actor = match who.access.scope {
+            ProjectScope::All => None,
+            ProjectScope::Only(_) => Some(&who.actor),
+        };
+        Ok(oplog::list(self.inner.store.db(), who.tenant()?, only_actor, req).await?)
     }
 }
 
