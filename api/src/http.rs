@@ -6,6 +6,7 @@
 mod attachments;
 mod mqtt_hooks;
 
+use crate::auth::client_addr::client_address;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -68,7 +69,8 @@ async fn graphql_http(
 ) -> Response {
     let started = Instant::now();
     let auth = state.services.authenticate(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
-    let request = request.into_inner().data(auth).data(ClientAddr(peer.ip().to_string()));
+    let client = client_address(peer.ip(), &headers, state.services.trusted_proxies());
+    let request = request.into_inner().data(auth).data(ClientAddr(client.to_string()));
     let response = state.schema.execute_batch(request).await;
     let outcome = if response.is_ok() { "ok" } else { "error" };
     state.metrics.graphql_requests.with_label_values(&["http", outcome]).inc();
@@ -110,6 +112,7 @@ async fn graphql_ws(
             .into_response();
     };
     let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let client = ClientAddr(client_address(peer.ip(), &headers, state.services.trusted_proxies()).to_string());
     let hub = state.hub.clone();
     let limits = state.ws_limits;
     // Small buffers: most connections carry a few small messages a minute, and there may be
@@ -128,7 +131,7 @@ async fn graphql_ws(
                     return;
                 }
             };
-            ws::serve(socket, protocol, hub, ClientAddr(peer.ip().to_string()), limits).await
+            ws::serve(socket, protocol, hub, client, limits).await
         })
         .into_response()
 }

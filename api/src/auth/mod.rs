@@ -2,6 +2,7 @@
 //! login rate limiter live here; *what* a caller may do is decided by guards (permissions)
 //! and services (tenant and project scope) from the [`Principal`] built here.
 
+pub mod client_addr;
 pub mod password;
 pub mod rate_limit;
 pub mod token;
