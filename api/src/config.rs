@@ -258,6 +258,14 @@ pub struct Settings {
     /// Lifetime of refresh tokens in seconds [default: 2592000, 30 days].
     #[arg(long, global = true, env = "SPARKWATCH_REFRESH_TOKEN_TTL_S")]
     pub refresh_token_ttl_s: Option<u64>,
+    /// Remote commands one person or API key may send per minute [default: 10].
+    #[arg(long, global = true, env = "SPARKWATCH_COMMANDS_PER_MINUTE")]
+    pub commands_per_minute: Option<u32>,
+    /// Reverse proxies whose `X-Forwarded-For`/`Forwarded` headers name the client, as
+    /// comma-separated addresses or CIDR blocks (e.g. `10.0.0.0/8,127.0.0.1`) [default: none:
+    /// the peer address is the client].
+    #[arg(long, global = true, env = "SPARKWATCH_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// The sites' UTC offset, which cuts patrol periods into local days, weeks and months [default: +08:00].
     #[arg(long, global = true, env = "SPARKWATCH_PATROL_UTC_OFFSET")]
     pub patrol_utc_offset: Option<String>,
@@ -411,6 +419,10 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Refresh-token lifetime.
     pub refresh_token_ttl: Duration,
+    /// Remote commands per caller per minute.
+    pub commands_per_minute: std::num::NonZeroU32,
+    /// Proxies trusted to name the client in `X-Forwarded-For`/`Forwarded`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The sites' UTC offset (patrol periods are local days, weeks and months).
     pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachment storage URL; `None` = `<data dir>/attachments` (see [`crate::objects`]).
@@ -467,6 +479,8 @@ impl Settings {
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             access_token_ttl_s: self.access_token_ttl_s.or(file.access_token_ttl_s),
             refresh_token_ttl_s: self.refresh_token_ttl_s.or(file.refresh_token_ttl_s),
+            commands_per_minute: self.commands_per_minute.or(file.commands_per_minute),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
             patrol_utc_offset: self.patrol_utc_offset.or(file.patrol_utc_offset),
             attachments_url: self.attachments_url.or(file.attachments_url),
             attachment_max_bytes: self.attachment_max_bytes.or(file.attachment_max_bytes),
@@ -590,6 +604,12 @@ impl Settings {
         let access_token_ttl = ttl("--access-token-ttl-s", s.access_token_ttl_s.unwrap_or(900), 30, 86_400)?;
         let refresh_token_ttl =
             ttl("--refresh-token-ttl-s", s.refresh_token_ttl_s.unwrap_or(30 * 86_400), 300, 366 * 86_400)?;
+        let commands_per_minute = s
+            .commands_per_minute
+            .unwrap_or(sparkwatch_domain::command::COMMANDS_PER_MINUTE)
+            .try_into()
+            .map_err(|_| bad("--commands-per-minute", "must be at least 1"))?;
+        let trusted_proxies = parse_proxies(s.trusted_proxies.as_deref().unwrap_or(""))?;
         let attachments_url = match s.attachments_url {
             Some(url) if (url.starts_with("s3://") && url.len() > 5) || url.starts_with("file:///") => Some(url),
             Some(_) => return Err(bad("--attachments-url", "must look like s3://bucket/prefix or file:///directory")),
@@ -640,6 +660,8 @@ impl Settings {
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,
+            commands_per_minute,
+            trusted_proxies,
             patrol_utc_offset: parse_offset(s.patrol_utc_offset.as_deref().unwrap_or("+08:00"))?,
             attachments_url,
             attachment_max_bytes,
@@ -661,6 +683,20 @@ fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| bad(flag, format!("`{value}` is not an address like 127.0.0.1:8080")))
+}
+
+/// `10.0.0.0/8, 127.0.0.1` → networks; a bare address is a network of one.
+fn parse_proxies(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| bad("--trusted-proxies", format!("`{v}` is neither an address nor a CIDR block")))
+        })
+        .collect()
 }
 
 fn parse_offset(value: &str) -> Result<chrono::FixedOffset, ConfigError> {

@@ -25,6 +25,15 @@ pub enum AppError {
     /// (`FORBIDDEN` with `extensions.field = "stepUpToken"`).
     #[error("{0}")]
     StepUp(String),
+    /// The caller would grant, or manage someone holding, a permission or project it does not
+    /// hold itself (`FORBIDDEN` with `extensions.field` naming the input that asks for it).
+    #[error("{reason}")]
+    NotHeld {
+        /// The input field (`roleId`, `permissions`, `projectIds`, `id`).
+        field: &'static str,
+        /// What is not held, safe to show.
+        reason: String,
+    },
     /// An input value breaks a rule.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -83,7 +92,9 @@ impl AppError {
         match self {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) => "FORBIDDEN",
+            AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) | AppError::NotHeld { .. } => {
+                "FORBIDDEN"
+            }
             AppError::Validation(_) => "VALIDATION",
             AppError::Conflict(_) => "CONFLICT",
             AppError::Refused { .. } => "REFUSED",
@@ -159,6 +170,7 @@ impl From<ApiError> for async_graphql::Error {
             AppError::Reauthenticate(_) => e.extend_with(|_, ext| ext.set("field", "password")),
             AppError::StepUp(_) => e.extend_with(|_, ext| ext.set("field", "stepUpToken")),
             AppError::TooLarge { field, .. } => e.extend_with(|_, ext| ext.set("field", field)),
+            AppError::NotHeld { field, .. } => e.extend_with(|_, ext| ext.set("field", field)),
             AppError::RateLimited { retry_after_s } => e.extend_with(|_, ext| ext.set("retryAfter", retry_after_s)),
             AppError::Refused { reason, field, .. } => e.extend_with(|_, ext| {
                 ext.set("field", field);

@@ -10,6 +10,7 @@ mod mqtt_hooks;
 
 pub use limits::HttpLimits;
 
+use crate::auth::client_addr::client_address;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -97,9 +98,11 @@ pub(crate) type Refusal = (StatusCode, AppError);
 pub(crate) fn status_of(err: AppError) -> Refusal {
     let status = match &err {
         AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden(_) | AppError::Reauthenticate(_) | AppError::StepUp(_) | AppError::Refused { .. } => {
-            StatusCode::FORBIDDEN
-        }
+        AppError::Forbidden(_)
+        | AppError::Reauthenticate(_)
+        | AppError::StepUp(_)
+        | AppError::Refused { .. }
+        | AppError::NotHeld { .. } => StatusCode::FORBIDDEN,
         AppError::NotFound(_) => StatusCode::NOT_FOUND,
         AppError::Validation(_) => StatusCode::BAD_REQUEST,
         AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -141,7 +144,8 @@ async fn graphql_http(
         }
     };
     let auth = state.services.authenticate(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).await;
-    let request = request.data(auth).data(ClientAddr(peer.ip().to_string()));
+    let client = client_address(peer.ip(), &headers, state.services.trusted_proxies());
+    let request = request.data(auth).data(ClientAddr(client.to_string()));
     let response = state.schema.execute_batch(request).await;
     let outcome = if response.is_ok() { "ok" } else { "error" };
     state.metrics.graphql_requests.with_label_values(&["http", outcome]).inc();
@@ -183,6 +187,7 @@ async fn graphql_ws(
             .into_response();
     };
     let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let client = ClientAddr(client_address(peer.ip(), &headers, state.services.trusted_proxies()).to_string());
     let hub = state.hub.clone();
     let limits = state.ws_limits;
     // Small buffers: most connections carry a few small messages a minute, and there may be
@@ -204,7 +209,7 @@ async fn graphql_ws(
                     return;
                 }
             };
-            ws::serve(socket, protocol, hub, ClientAddr(peer.ip().to_string()), limits).await
+            ws::serve(socket, protocol, hub, client, limits).await
         })
         .into_response()
 }

@@ -57,6 +57,8 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         access_token_ttl: config.access_token_ttl,
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
+        commands_per_minute: config.commands_per_minute,
+        trusted_proxies: config.trusted_proxies.clone(),
         patrol_utc_offset: config.patrol_utc_offset,
         objects: objects::Objects::open(
             &config.data_dir,

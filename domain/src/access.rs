@@ -248,6 +248,53 @@ impl Access {
     }
 }
 
+/// Why a grant is refused: the grantor would hand out, or manage someone holding, something
+/// it does not hold itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotHeld {
+    /// A permission the grantor lacks.
+    #[error("you do not hold the `{0}` permission, so you cannot grant it or manage someone who holds it")]
+    Permission(Permission),
+    /// A project outside the grantor's scope.
+    #[error("project {0} is outside your project scope")]
+    Project(ProjectId),
+    /// Every project of the tenant, while the grantor sees only some.
+    #[error("you do not see every project, so you cannot grant or manage access to every project")]
+    AllProjects,
+}
+
+impl Permission {
+    /// Whether a holder of `held` may grant this permission. Holding it is enough; and
+    /// `hazard.manage` (acknowledge, dispatch, verify, close hazards; create and approve work
+    /// orders) dominates `fieldwork` (take and complete work orders, report and acknowledge
+    /// hazards), so tenant admins and managers may hand electricians their field work without
+    /// holding it themselves.
+    pub fn grantable_with(self, held: &BTreeSet<Permission>) -> bool {
+        held.contains(&self) || (self == Permission::FieldWork && held.contains(&Permission::HazardManage))
+    }
+}
+
+impl Access {
+    /// The grants rule: `self` may create, change or hand out the access `other` only when it
+    /// holds all of it — every permission and every project of its scope. Applied both to what
+    /// is granted (a role, a user's new role and projects, an API key) and to whom is managed
+    /// (a user's current access), so nobody grants what they do not hold or manages a user who
+    /// holds more. Returns the first thing not held.
+    pub fn covers(&self, permissions: &BTreeSet<Permission>, scope: &ProjectScope) -> Result<(), NotHeld> {
+        if let Some(p) = permissions.iter().find(|p| !p.grantable_with(&self.permissions)) {
+            return Err(NotHeld::Permission(*p));
+        }
+        match (&self.scope, scope) {
+            (ProjectScope::All, _) => Ok(()),
+            (ProjectScope::Only(_), ProjectScope::All) => Err(NotHeld::AllProjects),
+            (ProjectScope::Only(mine), ProjectScope::Only(theirs)) => match theirs.iter().find(|p| !mine.contains(p)) {
+                Some(p) => Err(NotHeld::Project(*p)),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +343,32 @@ mod tests {
         assert!(!manager.contains(q));
         let admin = ProjectScope::new(&BuiltinRole::TenantAdmin.permissions(), []);
         assert!(admin.contains(q));
+    }
+
+    #[test]
+    fn nobody_covers_more_than_they_hold() {
+        let (p, q) = (ProjectId::from_uuid(Uuid::from_u128(1)), ProjectId::from_uuid(Uuid::from_u128(2)));
+        let only = |ps: &[ProjectId]| ProjectScope::Only(ps.iter().copied().collect());
+        let user_manager = Access {
+            tenant: None,
+            permissions: [Permission::UserManage, Permission::SiteRead].into_iter().collect(),
+            scope: only(&[p]),
+        };
+        let admin = BuiltinRole::TenantAdmin.permissions();
+        assert_eq!(user_manager.covers(&admin, &ProjectScope::All), Err(NotHeld::Permission(Permission::RoleManage)));
+        let viewer = BuiltinRole::Viewer.permissions();
+        assert_eq!(user_manager.covers(&viewer, &only(&[p])), Err(NotHeld::Permission(Permission::HazardRead)));
+        let site = [Permission::SiteRead].into_iter().collect();
+        assert_eq!(user_manager.covers(&site, &only(&[p])), Ok(()));
+        assert_eq!(user_manager.covers(&site, &only(&[p, q])), Err(NotHeld::Project(q)));
+        assert_eq!(user_manager.covers(&site, &ProjectScope::All), Err(NotHeld::AllProjects));
+        let tenant_admin = Access { tenant: None, permissions: admin.clone(), scope: ProjectScope::All };
+        let everything = Permission::ALL.into_iter().filter(|p| !p.is_platform()).collect();
+        assert_eq!(tenant_admin.covers(&everything, &ProjectScope::All), Ok(()), "field work is dominated");
+        for role in BuiltinRole::ALL.into_iter().filter(|r| r.is_tenant_role()) {
+            assert_eq!(tenant_admin.covers(&role.permissions(), &ProjectScope::All), Ok(()), "{role:?}");
+        }
+        let platform = BuiltinRole::PlatformAdmin.permissions();
+        assert!(tenant_admin.covers(&platform, &ProjectScope::All).is_err());
     }
 }

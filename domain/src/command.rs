@@ -98,12 +98,21 @@ pub fn transition(from: CommandStatus, to: CommandStatus) -> Result<CommandStatu
     if to.reachable_from().contains(&from) { Ok(to) } else { Err(TransitionError { from, to }) }
 }
 
-/// Operations that need a fresh password on top of the `device.control` permission: opening
-/// or closing a circuit (DOMAIN.md), and changing set-points, which GB 14287 reserves to
-/// authorised people with a password.
+/// Control operations: they change what the installation does — open or close a circuit
+/// (DOMAIN.md), clear latched alarms (RESET: the alarm indication must stay until an
+/// authorised person resets it, GB 14287), quiet the sounder (SILENCE), or change set-points
+/// (reserved to authorised people with a password). Only SELF_TEST, a diagnostic that
+/// changes nothing, is not one.
+///
+/// A person sending one needs a fresh password (or step-up token) on top of
+/// `device.control`; an API key needs the `controlCommands` scope, given when it was issued.
 pub const fn needs_reauthentication(op: CommandOp) -> bool {
-    matches!(op, CommandOp::Trip | CommandOp::Close | CommandOp::SetThresholds)
+    !matches!(op, CommandOp::SelfTest)
 }
+
+/// Commands one caller (a person or an API key) may send per minute by default, across all
+/// detectors: one request must not be able to trip every breaker of a tenant in turn.
+pub const COMMANDS_PER_MINUTE: u32 = 10;
 
 /// Time between two commands to the same detector, so that a relay is not switched back and
 /// forth faster than a person can check what happened.
@@ -356,9 +365,9 @@ mod tests {
     }
 
     #[test]
-    fn reauthentication_for_switching_and_setpoints() {
-        let needs: Vec<_> = CommandOp::ALL.into_iter().filter(|op| needs_reauthentication(*op)).collect();
-        assert_eq!(needs, vec![CommandOp::Trip, CommandOp::Close, CommandOp::SetThresholds]);
+    fn reauthentication_for_every_control_operation() {
+        let free: Vec<_> = CommandOp::ALL.into_iter().filter(|op| !needs_reauthentication(*op)).collect();
+        assert_eq!(free, vec![CommandOp::SelfTest]);
     }
 
     #[test]

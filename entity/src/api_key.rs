@@ -21,6 +21,8 @@ pub struct Model {
     pub expires_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
     pub last_used_at: Option<DateTimeUtc>,
+    /// Whether the key may send control commands (trip, close, reset, silence, set-points).
+    pub control_commands: bool,
 }
 
 /// No declared relations: queries join explicitly by id.

@@ -15,6 +15,7 @@ mod m20261206_000006_field_operations;
 mod m20261206_000008_check_in_hazards;
 mod m20261206_000009_device_credentials;
 mod m20261206_000010_registration_ownership;
+mod m20261206_000011_control_commands;
 mod m20261206_000013_dead_letter_expiry;
 
 /// Applies the project's migrations in order.
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_check_in_hazards::Migration),
             Box::new(m20261206_000009_device_credentials::Migration),
             Box::new(m20261206_000010_registration_ownership::Migration),
+            Box::new(m20261206_000011_control_commands::Migration),
             Box::new(m20261206_000013_dead_letter_expiry::Migration),
         ]
     }

@@ -74,7 +74,7 @@ impl Env {
 
     async fn logged(&self, action: &str) -> anyhow::Result<usize> {
         let tenant = self.who.tenant()?;
-        let page = oplog::list(self.services.store().db(), tenant, page_request(Some(200), None)?).await?;
+        let page = oplog::list(self.services.store().db(), tenant, None, page_request(Some(200), None)?).await?;
         Ok(page.items.iter().filter(|o| o.action == action).count())
     }
 }

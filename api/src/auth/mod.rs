@@ -2,6 +2,7 @@
 //! login rate limiter live here; *what* a caller may do is decided by guards (permissions)
 //! and services (tenant and project scope) from the [`Principal`] built here.
 
+pub mod client_addr;
 pub mod password;
 pub mod rate_limit;
 pub mod token;
@@ -12,7 +13,7 @@ use sparkwatch_domain::ids::{ApiKeyId, ProjectId, TenantId, UserId};
 use crate::error::{AppError, AppResult};
 
 /// Who performs an operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// A signed-in user.
     User(UserId),

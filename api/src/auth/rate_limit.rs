@@ -1,8 +1,12 @@
 //! Login rate limiting, per account and per client address.
 //!
 //! Failed attempts per account are limited (guessing one password), and all attempts per
-//! address are limited (spraying many accounts). State is in-process: one instance of a
-//! scaled deployment limits independently, which still caps a guesser at N× the rate.
+//! address are limited (spraying many accounts). The address is the client's as
+//! [`super::client_addr`] finds it (behind `--trusted-proxies`, from the forwarding headers),
+//! so clients behind one proxy are limited apart. Addresses go through `governor`'s keyed GCRA
+//! limiter; both maps are bounded: past [`MAX_KEYS`] entries, idle ones are evicted. State is
+//! in-process: one instance of a scaled deployment limits independently, which still caps a
+//! guesser at N× the rate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -33,12 +37,27 @@ impl Default for Limits {
     }
 }
 
-/// Sliding-window counters.
-#[derive(Debug, Default)]
+/// Entries each map keeps before idle ones are evicted (a flood of made-up accounts or
+/// addresses must not grow memory without bound).
+pub const MAX_KEYS: usize = 100_000;
+
+/// Sliding-window failure counters per account; a GCRA limiter per address.
 pub struct LoginLimiter {
     limits: Limits,
     accounts: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
-    addresses: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    addresses: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for LoginLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginLimiter").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter::new(Limits::default())
+    }
 }
 
 fn prune(q: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>, window: Duration) {
@@ -57,7 +76,14 @@ fn wait(q: &VecDeque<DateTime<Utc>>, max: usize, now: DateTime<Utc>, window: Dur
 impl LoginLimiter {
     /// A limiter with the given limits.
     pub fn new(limits: Limits) -> Self {
-        LoginLimiter { limits, ..Default::default() }
+        let burst = std::num::NonZeroU32::new(limits.address_attempts.clamp(1, u32::MAX as usize) as u32)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let period = (limits.address_window.to_std().unwrap_or(std::time::Duration::from_secs(60)) / burst.get())
+            .max(std::time::Duration::from_nanos(1));
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_minute(burst))
+            .allow_burst(burst);
+        LoginLimiter { limits, accounts: Mutex::default(), addresses: governor::RateLimiter::keyed(quota) }
     }
 
     /// Records an attempt from `address` for `account`; returns the seconds to wait when
@@ -66,6 +92,9 @@ impl LoginLimiter {
         let l = self.limits;
         {
             let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            if accounts.len() > MAX_KEYS {
+                accounts.retain(|_, q| q.back().is_some_and(|t| *t > now - l.account_window));
+            }
             if let Some(q) = accounts.get_mut(account) {
                 prune(q, now, l.account_window);
                 if let Some(s) = wait(q, l.account_failures, now, l.account_window) {
@@ -73,14 +102,15 @@ impl LoginLimiter {
                 }
             }
         }
-        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let q = addresses.entry(address.to_owned()).or_default();
-        prune(q, now, l.address_window);
-        if let Some(s) = wait(q, l.address_attempts, now, l.address_window) {
-            return Err(s);
+        if self.addresses.len() > MAX_KEYS {
+            self.addresses.retain_recent();
+            self.addresses.shrink_to_fit();
         }
-        q.push_back(now);
-        Ok(())
+        self.addresses.check_key(&address.to_owned()).map_err(|not_until| {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
     }
 
     /// Records a failed attempt for `account`.

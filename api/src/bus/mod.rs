@@ -236,6 +236,12 @@ impl Bus {
         wanted
     }
 
+    /// Whether the bus delivers messages between instances right now (always in process):
+    /// listeners that must not miss a revocation re-check more often while it does not.
+    pub fn is_connected(&self) -> bool {
+        self.inner.link.as_ref().is_none_or(redis_link::RedisLink::is_connected)
+    }
+
     /// Whether Redis is reachable (always true in process).
     pub async fn ping(&self) -> Result<(), String> {
         match &self.inner.link {

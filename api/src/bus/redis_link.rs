@@ -53,6 +53,11 @@ impl RedisLink {
         Ok(RedisLink { client, outbox, wanted, connected, metrics, readers })
     }
 
+    /// Whether the subscriber connection is up now.
+    pub(super) fn is_connected(&self) -> bool {
+        self.connected.borrow().is_ok()
+    }
+
     /// Waits (at most 10 s) until the subscriber connection is up.
     pub(super) async fn ready(&self) -> anyhow::Result<()> {
         let mut rx = self.connected.clone();

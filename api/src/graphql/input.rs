@@ -117,6 +117,10 @@ pub struct CreateApiKeyInput {
     pub project_ids: Option<Vec<ID>>,
     /// When it stops working.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Allow control commands (trip, close, reset, silence, set-points), which API keys are
+    /// otherwise refused; needs `device.control` in the key's role and the caller's.
+    #[graphql(default = false)]
+    pub control_commands: bool,
 }
 
 /// A new project.

@@ -174,8 +174,16 @@ impl CoreMutation {
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreateApiKeyPayload> {
         let (s, who) = caller(ctx)?;
         let projects = input.project_ids.as_deref().map(|p| parse_projects("projectIds", p)).transpose()?;
-        let (key, secret) =
-            s.create_api_key(who, &input.name, input.role_id.as_str(), projects, input.expires_at).await?;
+        let (key, secret) = s
+            .create_api_key(
+                who,
+                &input.name,
+                input.role_id.as_str(),
+                projects,
+                input.expires_at,
+                input.control_commands,
+            )
+            .await?;
         Ok(CreateApiKeyPayload { api_key: ApiKeyObj(key), secret })
     }
 

@@ -607,6 +607,11 @@ impl ApiKeyObj {
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at
     }
+
+    /// Whether it may send control commands (trip, close, reset, silence, set-points).
+    async fn control_commands(&self) -> bool {
+        self.0.control_commands
+    }
 }
 
 /// One entry of the append-only operation log.

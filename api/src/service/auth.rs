@@ -141,6 +141,10 @@ impl Services {
                 st::revoke_family(db, stored.family_id, self.now()).await?;
                 // The phone signed out: it must not receive this account's alarms any more.
                 crate::store::notify::delete_session_tokens(db, stored.family_id).await?;
+                // Open subscriptions of that sign-in re-check now and end (WebSockets 4403).
+                if let Some(tenant) = st::user_by_id(db, stored.user_id).await?.and_then(|u| u.tenant_id) {
+                    self.access_changed(tenant);
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -236,6 +240,12 @@ impl Services {
             .await?
             .ok_or_else(|| AppError::Unauthenticated("this account no longer exists".into()))?;
         self.check_active(&user).await?;
+        // The sign-in must still be open: logout and password changes end it at once.
+        if let Some(session) = verified.session
+            && !st::sign_in_open(self.inner.store.db(), user.id, session).await?
+        {
+            return Err(AppError::Unauthenticated("this sign-in has ended; sign in again".into()));
+        }
         let label = user.email.clone().or(user.phone.clone()).unwrap_or_else(|| user.display_name.clone());
         let access = self.access_for(user.tenant_id, user.role, Some(user.id), None).await?;
         Ok(Principal { actor: Actor::User(user.id), label, access, session: verified.session })

@@ -266,6 +266,8 @@ impl Services {
         if cmd::needs_reauthentication(input.op) {
             self.reauthenticate(who, input.op, input.password.as_deref(), input.step_up_token.as_deref()).await?;
         }
+        // Counted once the command is otherwise acceptable, so refusals do not use it up.
+        self.inner.command_limiter.check(&who.actor)?;
         let now = self.now();
         let tx = self.begin().await?;
         sc::lock_detector(&tx, detector.id).await?;
@@ -357,9 +359,16 @@ impl Services {
     ) -> AppResult<()> {
         let user = match who.actor {
             Actor::User(u) => u,
-            Actor::ApiKey(_) => {
+            // A key is a credential kept by a machine: it may send control commands only when
+            // it was issued for them, and never re-authenticates.
+            Actor::ApiKey(id) => {
+                let key = crate::store::access::key(self.inner.store.db(), who.tenant()?, id).await?;
+                if key.is_some_and(|k| k.control_commands) {
+                    return Ok(());
+                }
                 return Err(AppError::Forbidden(format!(
-                    "{} needs a person's password; API keys cannot re-authenticate",
+                    "{} is a control command: this API key was not issued for control commands \
+                     (controlCommands), and API keys cannot re-authenticate",
                     op.code()
                 )));
             }
@@ -389,6 +398,39 @@ impl Services {
     ) -> AppResult<Page<Command>> {
         let d = self.detector(who, detector).await?;
         Ok(sc::of_detector(self.inner.store.db(), d.tenant_id, d.id, req).await?)
+    }
+}
+
+/// Remote commands per caller per minute (`governor`'s keyed GCRA limiter): one request, or
+/// one script, must not be able to trip every breaker of a tenant one detector at a time.
+/// Keys are the callers that sent commands recently; idle ones are evicted as the map grows.
+pub(crate) struct CommandLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<Actor>,
+}
+
+/// Callers kept before idle ones are evicted.
+const COMMAND_LIMITER_KEYS: usize = 10_000;
+
+impl CommandLimiter {
+    pub(crate) fn new(per_minute: std::num::NonZeroU32) -> Self {
+        CommandLimiter { limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)) }
+    }
+
+    /// Counts a command by `actor`; `RATE_LIMITED` with the wait when the minute's are used.
+    pub(crate) fn check(&self, actor: &Actor) -> AppResult<()> {
+        // The server and the CLI act as the system: nothing to limit.
+        if *actor == Actor::System {
+            return Ok(());
+        }
+        if self.limiter.len() > COMMAND_LIMITER_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(actor).map_err(|not_until| {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            AppError::RateLimited { retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        })
     }
 }
 

@@ -352,7 +352,7 @@ impl Services {
             None => None,
         };
         let req = newest_first(req, keyset)?;
-        Ok(st::dead_letters(db, tenant, req).await?)
+        Ok(st::dead_letters(db, tenant, &who.access.scope, req).await?)
     }
 
     // ---- readings ----

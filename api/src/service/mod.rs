@@ -10,6 +10,7 @@ pub mod auth;
 pub mod checkins;
 pub mod commands;
 pub mod field;
+mod grants;
 pub mod hazards;
 pub mod identity;
 pub mod import;
@@ -87,6 +88,10 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// Remote commands per caller per minute.
+    pub commands_per_minute: std::num::NonZeroU32,
+    /// Proxies trusted to name the client in forwarding headers.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The sites' UTC offset (patrol periods).
     pub patrol_utc_offset: chrono::FixedOffset,
     /// Attachments' storage.
@@ -119,6 +124,10 @@ struct Inner {
     tokens: AccessTokens,
     refresh_ttl: chrono::Duration,
     limiter: LoginLimiter,
+    /// Proxies trusted to name the client (`--trusted-proxies`).
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Remote commands per caller (person or API key) per minute.
+    command_limiter: commands::CommandLimiter,
     commands: commands::Ledger,
     /// Patrol settings: the key of checkpoint QR tags and the sites' UTC offset.
     patrol: patrol::PatrolKeys,
@@ -159,6 +168,8 @@ impl Services {
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
                     .unwrap_or(chrono::Duration::days(30)),
                 limiter: LoginLimiter::new(settings.login_limits),
+                trusted_proxies: settings.trusted_proxies,
+                command_limiter: commands::CommandLimiter::new(settings.commands_per_minute),
                 commands,
                 patrol: patrol::PatrolKeys::new(&settings.jwt_secret, settings.patrol_utc_offset),
                 objects: settings.objects,
@@ -167,6 +178,11 @@ impl Services {
                 claims: registration::claim_limiter(),
             }),
         }
+    }
+
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client.
+    pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.inner.trusted_proxies
     }
 
     /// The store (for health checks).

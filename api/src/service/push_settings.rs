@@ -49,6 +49,14 @@ impl Services {
         };
         let now = self.now();
         let tx = self.begin().await?;
+        // A token registered by another tenant's user stays there: moving it would send this
+        // tenant's alarms to a phone signed in elsewhere (or take that phone's away). The phone
+        // signs out there first, which removes the token.
+        if st::token_tenant(&tx, token).await?.is_some_and(|t| t != tenant) {
+            return Err(AppError::Conflict(
+                "this push token is registered to another organisation's account; sign out there first".into(),
+            ));
+        }
         let new = NewPushToken {
             tenant,
             user,
@@ -144,6 +152,6 @@ impl Services {
         filter: &NotificationFilter,
         req: PageRequest,
     ) -> AppResult<Page<Notification>> {
-        Ok(st::notifications(self.inner.store.db(), who.tenant()?, filter, req).await?)
+        Ok(st::notifications(self.inner.store.db(), who.tenant()?, &who.access.scope, filter, req).await?)
     }
 }

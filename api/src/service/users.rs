@@ -4,11 +4,12 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sparkwatch_domain::access::{BuiltinRole, Permission};
+use sparkwatch_domain::access::{BuiltinRole, Permission, ProjectScope};
 use sparkwatch_domain::ids::{ApiKeyId, ProjectId, RoleId, TenantId, UserId};
 use sparkwatch_domain::validate;
 
 use super::Services;
+use super::grants::check_covers;
 use crate::auth::token::{API_KEY_PREFIX, digest, random_token};
 use crate::auth::{Principal, password};
 use crate::error::{AppError, AppResult};
@@ -74,6 +75,9 @@ impl RoleView {
     }
 }
 
+/// A role carries permissions only; its holders' projects are checked with the holders.
+const NO_PROJECTS: ProjectScope = ProjectScope::Only(BTreeSet::new());
+
 fn user_json(u: &User) -> serde_json::Value {
     json!({
         "id": u.id, "tenantId": u.tenant_id, "email": u.email, "phone": u.phone,
@@ -137,6 +141,7 @@ impl Services {
         if let Some(t) = tenant {
             self.check_projects(t, &input.project_ids).await?;
         }
+        self.check_grant(who, tenant, role, &input.project_ids).await?;
         let display_name = match input.display_name.as_deref() {
             Some(n) => validate::required_text("displayName", n, 100)?,
             None => email.clone().or(phone.clone()).unwrap_or_default(),
@@ -200,6 +205,9 @@ impl Services {
     pub async fn update_user(&self, who: &Principal, id: UserId, patch: UserPatch) -> AppResult<User> {
         let tenant = who.tenant()?;
         let before = self.user(who, id).await?;
+        // Whatever the change, the caller must hold all the user holds now (no resetting an
+        // administrator's password) and all it would hold afterwards (no self-promotion).
+        self.check_manages(who, &before).await?;
         let mut user = before.clone();
         if let Some(n) = patch.display_name.as_deref() {
             user.display_name = validate::required_text("displayName", n, 100)?;
@@ -223,8 +231,19 @@ impl Services {
         if let Some(projects) = &patch.project_ids {
             self.check_projects(tenant, projects).await?;
         }
+        if patch.role.is_some() || patch.project_ids.is_some() {
+            let projects = match &patch.project_ids {
+                Some(p) => p.clone(),
+                None => st::user_projects(self.inner.store.db(), id).await?,
+            };
+            self.check_grant(who, Some(tenant), user.role, &projects).await?;
+        }
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
+        // A password set by an administrator or a deactivation ends every sign-in of the user.
+        if patch.password.is_some() || !user.active {
+            st::revoke_user_families(&tx, id, None, self.now()).await?;
+        }
         if let Some(projects) = &patch.project_ids {
             st::set_user_projects(&tx, id, projects).await?;
         }
@@ -255,9 +274,14 @@ impl Services {
         user.password_hash = password::hash_off_thread(new).await?;
         let tx = self.begin().await?;
         st::update_user(&tx, &user).await?;
+        // Every other sign-in ends (its refresh and access tokens); this one goes on.
+        st::revoke_user_families(&tx, user.id, who.session, self.now()).await?;
         self.log(&tx, who, Entry::new(user.tenant_id, "user.change_password", "user", Some(user.id.to_string())))
             .await?;
         tx.commit().await?;
+        if let Some(tenant) = user.tenant_id {
+            self.access_changed(tenant);
+        }
         Ok(true)
     }
 
@@ -292,6 +316,7 @@ impl Services {
             permissions: permissions_from(permissions)?,
             created_at: self.now(),
         };
+        check_covers(who, ("permissions", "permissions"), &role.permissions, &NO_PROJECTS)?;
         if BuiltinRole::ALL.iter().any(|b| b.name().eq_ignore_ascii_case(&role.name) || b.key() == role.name) {
             return Err(AppError::invalid("name", "is the name of a built-in role"));
         }
@@ -319,12 +344,15 @@ impl Services {
         let tenant = who.tenant()?;
         let tx = self.begin().await?;
         let before = st::role(&tx, tenant, id).await?.ok_or(AppError::NotFound("role"))?;
+        // A role holding more than the caller is out of its reach, and so is adding to one.
+        check_covers(who, ("id", "id"), &before.permissions, &NO_PROJECTS)?;
         let mut role = before.clone();
         if let Some(n) = name {
             role.name = validate::required_text("name", n, 100)?;
         }
         if let Some(p) = permissions {
             role.permissions = permissions_from(p)?;
+            check_covers(who, ("permissions", "permissions"), &role.permissions, &NO_PROJECTS)?;
         }
         st::update_role(&tx, &role).await.map_err(|e| conflict_or(e, "a role with this name already exists"))?;
         let codes = |r: &Role| r.permissions.iter().map(|p| p.code()).collect::<Vec<_>>();
@@ -346,6 +374,7 @@ impl Services {
         let tenant = who.tenant()?;
         let tx = self.begin().await?;
         let role = st::role(&tx, tenant, id).await?.ok_or(AppError::NotFound("role"))?;
+        check_covers(who, ("id", "id"), &role.permissions, &NO_PROJECTS)?;
         let holders = st::role_holders(&tx, id).await?;
         if holders > 0 {
             return Err(AppError::Conflict(format!(
@@ -375,6 +404,7 @@ impl Services {
         role: &str,
         project_ids: Option<Vec<ProjectId>>,
         expires_at: Option<DateTime<Utc>>,
+        control_commands: bool,
     ) -> AppResult<(ApiKey, String)> {
         let tenant = who.tenant()?;
         let role = self.role_ref(who, Some(tenant), role).await?;
@@ -386,6 +416,10 @@ impl Services {
         }
         if let Some(p) = &project_ids {
             self.check_projects(tenant, p).await?;
+        }
+        self.check_key_grant(who, tenant, role, project_ids.as_deref()).await?;
+        if control_commands && !self.role_permissions(Some(tenant), role).await?.contains(&Permission::DeviceControl) {
+            return Err(AppError::invalid("controlCommands", "the key's role does not hold `device.control`"));
         }
         if expires_at.is_some_and(|e| e <= self.now()) {
             return Err(AppError::invalid("expiresAt", "must be in the future"));
@@ -402,10 +436,14 @@ impl Services {
             created_at: self.now(),
             expires_at,
             revoked_at: None,
+            control_commands,
         };
         let tx = self.begin().await?;
         st::insert_key(&tx, &key, &digest(&secret)).await?;
-        let after = json!({"name": key.name, "prefix": key.prefix, "projectIds": key.project_ids});
+        let after = json!({
+            "name": key.name, "prefix": key.prefix, "projectIds": key.project_ids,
+            "controlCommands": key.control_commands,
+        });
         self.log(
             &tx,
             who,
@@ -436,7 +474,13 @@ impl Services {
 
     /// The tenant's operation log.
     pub async fn operation_log(&self, who: &Principal, req: PageRequest) -> AppResult<Page<Operation>> {
-        Ok(oplog::list(self.inner.store.db(), who.tenant()?, req).await?)
+        // Entries carry no project: a caller limited to projects sees its own operations only,
+        // which cannot reveal another project's devices, users or hazards.
+        let only_actor = match who.access.scope {
+            ProjectScope::All => None,
+            ProjectScope::Only(_) => Some(&who.actor),
+        };
+        Ok(oplog::list(self.inner.store.db(), who.tenant()?, only_actor, req).await?)
     }
 }
 

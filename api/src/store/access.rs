@@ -328,6 +328,37 @@ pub async fn revoke_family<C: ConnectionTrait>(db: &C, family: Uuid, now: DateTi
         .map(|_| ())
 }
 
+/// Whether the sign-in `family` of `user` is still open: some refresh token of it is not
+/// revoked. One indexed lookup per request (`refresh_tokens_family`), next to the user row
+/// the request reads anyway, so logout and password changes end access tokens at once on
+/// every instance without a cache to invalidate.
+pub async fn sign_in_open<C: ConnectionTrait>(db: &C, user: UserId, family: Uuid) -> Result<bool, DbErr> {
+    let open = refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(family))
+        .filter(refresh_token::Column::UserId.eq(user.as_uuid()))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .count(db)
+        .await?;
+    Ok(open > 0)
+}
+
+/// Revokes every sign-in of `user` except `keep` (the caller's own, on a password change).
+pub async fn revoke_user_families<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let mut update = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
+        .filter(refresh_token::Column::UserId.eq(user.as_uuid()))
+        .filter(refresh_token::Column::RevokedAt.is_null());
+    if let Some(keep) = keep {
+        update = update.filter(refresh_token::Column::FamilyId.ne(keep));
+    }
+    update.exec(db).await.map(|_| ())
+}
+
 // ---- API keys ----
 
 /// An integrator's API key (the secret is shown once at creation and not stored).
@@ -353,6 +384,8 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// Revocation time.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether it may send control commands (trip, close, reset, silence, set-points).
+    pub control_commands: bool,
 }
 
 fn key_from(m: api_key::Model) -> ApiKey {
@@ -367,6 +400,7 @@ fn key_from(m: api_key::Model) -> ApiKey {
         created_at: m.created_at,
         expires_at: m.expires_at,
         revoked_at: m.revoked_at,
+        control_commands: m.control_commands,
     }
 }
 
@@ -387,6 +421,7 @@ pub async fn insert_key<C: ConnectionTrait>(db: &C, k: &ApiKey, digest: &str) ->
         expires_at: Set(k.expires_at),
         revoked_at: Set(None),
         last_used_at: Set(None),
+        control_commands: Set(k.control_commands),
     };
     api_key::Entity::insert(row).exec_without_returning(db).await.map(|_| ())
 }

@@ -664,13 +664,24 @@ pub async fn dead_letter_keyset<C: ConnectionTrait>(
 }
 
 /// A page of the tenant's dead letters, newest first. Rejected input from unknown senders
-/// belongs to no tenant and is not listed.
+/// belongs to no tenant and is not listed; a caller limited to projects sees only those of
+/// devices in its projects.
 pub async fn dead_letters<C: ConnectionTrait>(
     db: &C,
     tenant: TenantId,
+    scope: &ProjectScope,
     req: NewestFirst,
 ) -> Result<Page<DeadLetter>, DbErr> {
-    let q = dead_letter::Entity::find().filter(dead_letter::Column::TenantId.eq(tenant.as_uuid()));
+    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::TenantId.eq(tenant.as_uuid()));
+    if let ProjectScope::Only(projects) = scope {
+        let serials = Query::select()
+            .column(device::Column::Serial)
+            .from(device::Entity)
+            .and_where(device::Column::TenantId.eq(tenant.as_uuid()))
+            .and_where(device::Column::ProjectId.is_in(projects.iter().map(|p| p.as_uuid())))
+            .to_owned();
+        q = q.filter(dead_letter::Column::Serial.in_subquery(serials));
+    }
     Ok(page_newest(db, q, dead_letter::Column::ReceivedAt, dead_letter::Column::Id, req).await?.map(|m| DeadLetter {
         id: m.id,
         serial: m.serial,

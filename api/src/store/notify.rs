@@ -118,6 +118,12 @@ pub async fn upsert_token<C: ConnectionTrait>(
     stored.map(token_from).ok_or_else(|| DbErr::RecordNotFound("push token just stored".into()))
 }
 
+/// The tenant holding a push token, if it is registered.
+pub async fn token_tenant<C: ConnectionTrait>(db: &C, token: &str) -> Result<Option<TenantId>, DbErr> {
+    let row = push_token::Entity::find().filter(push_token::Column::Token.eq(token)).one(db).await?;
+    Ok(row.map(|r| r.tenant_id.into()))
+}
+
 /// The tokens of a user, newest first.
 pub async fn tokens_of<C: ConnectionTrait>(db: &C, user: UserId) -> Result<Vec<PushToken>, DbErr> {
     let rows = push_token::Entity::find()
@@ -545,10 +551,15 @@ pub struct NotificationFilter {
 pub async fn notifications<C: ConnectionTrait>(
     db: &C,
     tenant: TenantId,
+    scope: &sparkwatch_domain::access::ProjectScope,
     filter: &NotificationFilter,
     req: PageRequest,
 ) -> Result<Page<Notification>, DbErr> {
     let mut q = notification::Entity::find().filter(notification::Column::TenantId.eq(tenant.as_uuid()));
+    // A caller limited to projects sees the notifications of its projects only.
+    if let sparkwatch_domain::access::ProjectScope::Only(projects) = scope {
+        q = q.filter(notification::Column::ProjectId.is_in(projects.iter().map(|p| p.as_uuid())));
+    }
     if let Some(h) = filter.hazard {
         q = q.filter(notification::Column::HazardId.eq(h));
     }

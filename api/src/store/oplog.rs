@@ -97,8 +97,18 @@ pub async fn append<C: ConnectionTrait>(
 }
 
 /// A page of a tenant's log, oldest first.
-pub async fn list<C: ConnectionTrait>(db: &C, tenant: TenantId, req: PageRequest) -> Result<Page<Operation>, DbErr> {
-    let q = operation_log::Entity::find().filter(operation_log::Column::TenantId.eq(tenant.as_uuid()));
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    tenant: TenantId,
+    only_actor: Option<&Actor>,
+    req: PageRequest,
+) -> Result<Page<Operation>, DbErr> {
+    let mut q = operation_log::Entity::find().filter(operation_log::Column::TenantId.eq(tenant.as_uuid()));
+    match only_actor {
+        Some(Actor::User(u)) => q = q.filter(operation_log::Column::ActorUserId.eq(u.as_uuid())),
+        Some(Actor::ApiKey(k)) => q = q.filter(operation_log::Column::ActorApiKeyId.eq(k.as_uuid())),
+        Some(Actor::System) | None => {}
+    }
     Ok(page(db, q, operation_log::Column::Id, req).await?.map(|m| Operation {
         id: m.id.into(),
         tenant_id: m.tenant_id.map(Into::into),

@@ -140,6 +140,12 @@ struct Connection {
 /// authentication, not one per subscription, and later subscriptions see current access.
 const ACCESS_FRESH: Duration = Duration::from_secs(2);
 
+/// How often an open connection's credentials are read again while the bus delivers
+/// "access changed" (revocations reach open subscriptions at once through it).
+const RECHECK: Duration = Duration::from_secs(30);
+/// The same while the bus (Redis) is down: revocations on other instances are not announced.
+const RECHECK_BUS_DOWN: Duration = Duration::from_secs(3);
+
 /// The caller of a connection.
 struct SignedIn {
     /// The `Authorization` value of `connection_init`.
@@ -201,6 +207,11 @@ impl Connection {
         self.hub.services()
     }
 
+    /// How long until the connection's credentials are read again.
+    fn recheck_period(&self) -> Duration {
+        if self.services().bus().is_connected() { RECHECK } else { RECHECK_BUS_DOWN }
+    }
+
     async fn run(&mut self) -> Result<(), Close> {
         // One timer for the connection's life, reset rather than re-created: first the
         // `connection_init` deadline, then the access token's expiry. A timer registered and
@@ -208,8 +219,26 @@ impl Connection {
         let deadline = tokio::time::sleep(self.limits.init_timeout);
         tokio::pin!(deadline);
         let mut armed = true;
+        // The safety net under the bus: credentials are read again on this period (shorter
+        // while the bus is down, when "access changed" messages may be lost), so a revoked
+        // sign-in or key never streams for long even if its message never arrives.
+        let recheck = tokio::time::sleep(self.recheck_period());
+        tokio::pin!(recheck);
         loop {
             tokio::select! {
+                _ = &mut recheck => {
+                    if let Some(signed_in) = &self.signed_in
+                        && signed_in.credentials.is_some()
+                    {
+                        let credentials = signed_in.credentials.clone();
+                        let auth = Box::pin(self.services().authenticate(credentials.as_deref())).await;
+                        if let Auth::Invalid(reason) = &auth {
+                            return Err(Close::new(4403, format!("forbidden: {reason}")));
+                        }
+                        self.signed_in = Some(SignedIn { credentials, auth, read_at: tokio::time::Instant::now() });
+                    }
+                    recheck.as_mut().reset(tokio::time::Instant::now() + self.recheck_period());
+                }
                 incoming = self.socket.recv() => {
                     let msg = match incoming {
                         Some(Ok(msg)) => msg,
@@ -373,6 +402,7 @@ impl Connection {
                 self.streams.remove(&id);
                 return self.send_text(format!(r#"{{"type":"complete","id":{id_json}}}"#)).await;
             }
+            (Out::Revoked(reason), _) => return Err(Close::new(4403, format!("forbidden: {reason}"))),
         };
         self.send_text(frame).await?;
         if let Out::Error(_) = out {

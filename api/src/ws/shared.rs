@@ -39,6 +39,9 @@ pub enum Out {
     Error(Arc<str>),
     /// The operation ended normally. Nothing follows.
     Complete,
+    /// The caller's credentials were revoked (sign-out, password change, deactivation, key
+    /// revocation): the connection closes with 4403 and this reason.
+    Revoked(Arc<str>),
 }
 
 /// What a group tells its members.
@@ -240,11 +243,9 @@ impl Member {
     async fn recheck(&mut self) -> Result<(), Out> {
         let services = self.hub.services().clone();
         let auth = match services.authenticate(self.caller.credentials.as_deref()).await {
-            Auth::Invalid(reason) => return Err(Out::Error(errors_json(AppError::Unauthenticated(reason)))),
+            Auth::Invalid(reason) => return Err(Out::Revoked(reason.into())),
             Auth::Anonymous if self.caller.credentials.is_some() => {
-                return Err(Out::Error(errors_json(AppError::Unauthenticated(
-                    "credentials are no longer valid".into(),
-                ))));
+                return Err(Out::Revoked("credentials are no longer valid".into()));
             }
             auth => auth,
         };
