@@ -242,6 +242,13 @@ impl Bus {
         self.inner.link.as_ref().is_none_or(redis_link::RedisLink::is_connected)
     }
 
+    /// Changes of the link between instances (none in process): a listener that must not
+    /// miss an "access changed" message re-checks when the link drops, and once more when it
+    /// returns, since what was published in the gap never arrives.
+    pub fn connectivity(&self) -> Option<tokio::sync::watch::Receiver<Result<(), String>>> {
+        self.inner.link.as_ref().map(redis_link::RedisLink::connectivity)
+    }
+
     /// Whether Redis is reachable (always true in process).
     pub async fn ping(&self) -> Result<(), String> {
         match &self.inner.link {

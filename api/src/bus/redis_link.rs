@@ -58,6 +58,11 @@ impl RedisLink {
         self.connected.borrow().is_ok()
     }
 
+    /// The subscriber connection's state, to be told when it goes down or comes back.
+    pub(super) fn connectivity(&self) -> watch::Receiver<Result<(), String>> {
+        self.connected.clone()
+    }
+
     /// Waits (at most 10 s) until the subscriber connection is up.
     pub(super) async fn ready(&self) -> anyhow::Result<()> {
         let mut rx = self.connected.clone();

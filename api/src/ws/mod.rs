@@ -224,8 +224,21 @@ impl Connection {
         // sign-in or key never streams for long even if its message never arrives.
         let recheck = tokio::time::sleep(self.recheck_period());
         tokio::pin!(recheck);
+        // The bus dropping or returning: re-check now (the gap's messages are lost).
+        let mut link = self.services().bus().connectivity();
         loop {
             tokio::select! {
+                changed = async {
+                    match link.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        link = None;
+                    }
+                    recheck.as_mut().reset(tokio::time::Instant::now());
+                }
                 _ = &mut recheck => {
                     if let Some(signed_in) = &self.signed_in
                         && signed_in.credentials.is_some()
