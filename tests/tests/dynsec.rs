@@ -253,7 +253,10 @@ async fn commands_reach_only_the_addressed_device() -> anyhow::Result<()> {
     let admin = s.server.demo_login("admin@demo.local").await?;
     let detector = s.server.detector_id(a, 1).await?;
     let sent = admin
-        .ok("mutation($d: ID!) { sendCommand(input: {detectorId: $d, op: RESET}) { id } }", json!({"d": detector}))
+        .ok(
+            "mutation($d: ID!, $p: String) { sendCommand(input: {detectorId: $d, op: RESET, password: $p}) { id } }",
+            json!({"d": detector, "p": sparkwatch_api::demo::DEMO_PASSWORD}),
+        )
         .await?;
     let id = sent["sendCommand"]["id"].as_str().unwrap_or_default().to_owned();
     let got = loop {
