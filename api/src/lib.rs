@@ -57,6 +57,14 @@ pub async fn services(config: &Config, clock: Arc<dyn Clock>, login_limits: Limi
         access_token_ttl: config.access_token_ttl,
         refresh_token_ttl: config.refresh_token_ttl,
         login_limits,
+        shared_limits: match &config.redis_url {
+            Some(url) => Some(
+                auth::shared_limits::SharedLimits::connect(url.expose(), config.database_url.expose())
+                    .await
+                    .context("connecting the sign-in limits to Redis (--redis-url)")?,
+            ),
+            None => None,
+        },
         commands_per_minute: config.commands_per_minute,
         trusted_proxies: config.trusted_proxies.clone(),
         patrol_utc_offset: config.patrol_utc_offset,

@@ -1,14 +1,16 @@
 //! Sign-in limits keyed on the client's address over real HTTP: behind a trusted proxy
 //! (`--trusted-proxies`) clients named by `X-Forwarded-For`/`Forwarded` are limited apart, so
 //! one attacker does not lock everybody out; from an untrusted peer those headers are ignored,
-//! so forging them does not escape the limit.
+//! so forging them does not escape the limit. With Redis, instances count together.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sparkwatch_api::auth::rate_limit::Limits;
 use sparkwatch_api::service::SystemClock;
-use sparkwatch_tests::{Backend, backends};
+use sparkwatch_tests::{Backend, Options, PrivateRedis, TestServer, backends};
+
+const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 
 const LOGIN: &str = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
 
@@ -66,6 +68,50 @@ async fn forged_headers_from_an_untrusted_peer_are_ignored() -> anyhow::Result<(
         // A fresh forged address each time: still the one peer, still limited.
         assert_eq!(attempt(&url, "c9@x.local", ("x-forwarded-for", "203.0.113.99")).await?, "RATE_LIMITED");
         assert_eq!(attempt(&url, "c8@x.local", ("forwarded", "for=203.0.113.98")).await?, "RATE_LIMITED");
+    }
+    Ok(())
+}
+
+/// The code of a sign-in of `login` with `password` on `server`.
+async fn sign_in(server: &TestServer, login: &str, password: &str) -> anyhow::Result<String> {
+    let res = server.anonymous().run(LOGIN, json!({"i": {"login": login, "password": password}})).await?;
+    Ok(res["errors"][0]["extensions"]["code"].as_str().unwrap_or("OK").to_owned())
+}
+
+/// Two instances over one (private) Redis count sign-ins together: five wrong passwords for
+/// one account, split 3 + 2 between the instances, lock it on both (each alone saw fewer
+/// than five), and an address's attempts add up the same way. With Redis killed, each
+/// instance limits on its own and a right password still signs in.
+#[tokio::test]
+async fn instances_share_sign_in_limits_through_redis() -> anyhow::Result<()> {
+    let Some(mut redis) = PrivateRedis::start().await? else {
+        eprintln!("skipped: no redis-server binary");
+        return Ok(());
+    };
+    for backend in backends() {
+        let limits = Limits { address_attempts: 12, ..Limits::default() };
+        let opts = Options { login_limits: limits, redis_url: Some(redis.url()), ..Options::default() };
+        let a = TestServer::start_opts(&backend, opts.clone()).await?;
+        sparkwatch_api::demo::seed(&a.services).await?;
+        let b = a.sibling(opts).await?;
+        let manager = "manager@demo.local";
+        for server in [&a, &a, &a, &b, &b] {
+            assert_eq!(sign_in(server, manager, "wrong").await?, "UNAUTHENTICATED");
+        }
+        for server in [&a, &b] {
+            assert_eq!(sign_in(server, manager, PASSWORD).await?, "RATE_LIMITED", "locked on every instance");
+        }
+        // Seven attempts so far from 127.0.0.1; five more (other accounts) reach the 12.
+        for (i, server) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+            assert_eq!(sign_in(server, &format!("nobody{i}@demo.local"), "wrong").await?, "UNAUTHENTICATED");
+        }
+        assert_eq!(sign_in(&b, "admin@demo.local", PASSWORD).await?, "RATE_LIMITED", "the address is used up");
+
+        redis.down();
+        // Redis away: sign-in goes on, limited by each instance's own counters (A has seen 7
+        // of its 12 attempts; the shared lock of the manager is not visible any more).
+        assert_eq!(sign_in(&a, "electrician@demo.local", PASSWORD).await?, "OK", "Redis away blocks nobody");
+        redis.up().await?;
     }
     Ok(())
 }

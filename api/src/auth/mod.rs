@@ -5,6 +5,7 @@
 pub mod client_addr;
 pub mod password;
 pub mod rate_limit;
+pub mod shared_limits;
 pub mod token;
 
 use sparkwatch_domain::access::{Access, Permission};

@@ -4,9 +4,10 @@
 //! address are limited (spraying many accounts). The address is the client's as
 //! [`super::client_addr`] finds it (behind `--trusted-proxies`, from the forwarding headers),
 //! so clients behind one proxy are limited apart. Addresses go through `governor`'s keyed GCRA
-//! limiter; both maps are bounded: past [`MAX_KEYS`] entries, idle ones are evicted. State is
-//! in-process: one instance of a scaled deployment limits independently, which still caps a
-//! guesser at N× the rate.
+//! limiter; both maps are bounded: past [`MAX_KEYS`] entries, idle ones are evicted. With
+//! `--redis-url` the same limits are also counted across instances
+//! ([`super::shared_limits`]); the in-process counters always apply, so a Redis outage
+//! leaves every instance limiting on its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -41,11 +42,13 @@ impl Default for Limits {
 /// addresses must not grow memory without bound).
 pub const MAX_KEYS: usize = 100_000;
 
-/// Sliding-window failure counters per account; a GCRA limiter per address.
+/// Sliding-window failure counters per account; a GCRA limiter per address; optionally the
+/// counters shared through Redis.
 pub struct LoginLimiter {
     limits: Limits,
     accounts: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
     addresses: governor::DefaultKeyedRateLimiter<String>,
+    shared: Option<super::shared_limits::SharedLimits>,
 }
 
 impl std::fmt::Debug for LoginLimiter {
@@ -83,7 +86,43 @@ impl LoginLimiter {
         let quota = governor::Quota::with_period(period)
             .unwrap_or_else(|| governor::Quota::per_minute(burst))
             .allow_burst(burst);
-        LoginLimiter { limits, accounts: Mutex::default(), addresses: governor::RateLimiter::keyed(quota) }
+        LoginLimiter {
+            limits,
+            accounts: Mutex::default(),
+            addresses: governor::RateLimiter::keyed(quota),
+            shared: None,
+        }
+    }
+
+    /// The same limiter, also counting across instances through Redis.
+    pub fn shared(mut self, shared: Option<super::shared_limits::SharedLimits>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// [`LoginLimiter::check`] here and, with Redis, across instances.
+    pub async fn check_everywhere(&self, account: &str, address: &str, now: DateTime<Utc>) -> Result<(), u64> {
+        self.check(account, address, now)?;
+        match &self.shared {
+            Some(shared) => shared.check(&self.limits, account, address).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`LoginLimiter::failed`] here and, with Redis, across instances.
+    pub async fn failed_everywhere(&self, account: &str, now: DateTime<Utc>) {
+        self.failed(account, now);
+        if let Some(shared) = &self.shared {
+            shared.failed(&self.limits, account).await;
+        }
+    }
+
+    /// [`LoginLimiter::succeeded`] here and, with Redis, across instances.
+    pub async fn succeeded_everywhere(&self, account: &str) {
+        self.succeeded(account);
+        if let Some(shared) = &self.shared {
+            shared.succeeded(account).await;
+        }
     }
 
     /// Records an attempt from `address` for `account`; returns the seconds to wait when

@@ -58,7 +58,10 @@ impl Services {
         let now = self.now();
         let login = normalise_login(login)?;
         let limiter = &self.inner.limiter;
-        limiter.check(&login, client_addr, now).map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
+        limiter
+            .check_everywhere(&login, client_addr, now)
+            .await
+            .map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
         let db = self.inner.store.db();
         let user = st::user_by_login(db, &login).await?;
         // Verify against a dummy hash for unknown accounts so timing does not reveal them.
@@ -67,13 +70,13 @@ impl Services {
         let user = match user {
             Some(u) if password_ok => u,
             _ => {
-                limiter.failed(&login, now);
+                limiter.failed_everywhere(&login, now).await;
                 tracing::info!(%login, addr = client_addr, "failed sign-in");
                 return Err(AppError::Unauthenticated(BAD_LOGIN.into()));
             }
         };
         self.check_active(&user).await?;
-        limiter.succeeded(&login);
+        limiter.succeeded_everywhere(&login).await;
         let mut user = user;
         user.last_login_at = Some(now);
         st::update_user(db, &user).await?;
@@ -181,13 +184,16 @@ impl Services {
         let now = self.now();
         let account = format!("user:{user}");
         let limiter = &self.inner.limiter;
-        limiter.check(&account, &account, now).map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
+        limiter
+            .check_everywhere(&account, &account, now)
+            .await
+            .map_err(|retry_after_s| AppError::RateLimited { retry_after_s })?;
         let stored = st::user_by_id(self.inner.store.db(), user).await?.ok_or(AppError::NotFound("user"))?;
         if password::verify_off_thread(given, &stored.password_hash).await? {
-            limiter.succeeded(&account);
+            limiter.succeeded_everywhere(&account).await;
             Ok(())
         } else {
-            limiter.failed(&account, now);
+            limiter.failed_everywhere(&account, now).await;
             tracing::info!(%user, "failed re-authentication");
             Err(AppError::Reauthenticate("the password is not correct".into()))
         }

@@ -88,6 +88,8 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: std::time::Duration,
     /// Login rate limits.
     pub login_limits: Limits,
+    /// Sign-in counters shared through Redis (with `--redis-url`).
+    pub shared_limits: Option<crate::auth::shared_limits::SharedLimits>,
     /// Remote commands per caller per minute.
     pub commands_per_minute: std::num::NonZeroU32,
     /// Proxies trusted to name the client in forwarding headers.
@@ -167,7 +169,7 @@ impl Services {
                 tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
                 refresh_ttl: chrono::Duration::from_std(settings.refresh_token_ttl)
                     .unwrap_or(chrono::Duration::days(30)),
-                limiter: LoginLimiter::new(settings.login_limits),
+                limiter: LoginLimiter::new(settings.login_limits).shared(settings.shared_limits),
                 trusted_proxies: settings.trusted_proxies,
                 command_limiter: commands::CommandLimiter::new(settings.commands_per_minute),
                 commands,
