@@ -36,7 +36,9 @@ async fn connector(args: &[String]) -> anyhow::Result<()> {
         let internal = internal.clone();
         tasks.push(tokio::spawn(async move {
             let mut opts = MqttOptions::new(serial.clone(), "127.0.0.1", port);
-            opts.set_keep_alive(Duration::from_secs(120));
+            // rumqttc gives up on a CONNACK after 5 s by default; the storm measures how long
+            // the server takes to answer them all, so every device waits as long as needed.
+            opts.set_keep_alive(Duration::from_secs(120)).set_connection_timeout(60);
             match internal {
                 Some(p) => opts.set_credentials("sparkwatch-internal", p),
                 None => opts.set_credentials(serial, secret),
@@ -84,7 +86,7 @@ async fn flood(args: &[String]) -> anyhow::Result<()> {
         let internal = internal.clone();
         tasks.push(tokio::spawn(async move {
             let mut opts = MqttOptions::new(serial.clone(), "127.0.0.1", port);
-            opts.set_keep_alive(Duration::from_secs(120)).set_inflight(100);
+            opts.set_keep_alive(Duration::from_secs(120)).set_inflight(100).set_connection_timeout(60);
             match internal {
                 Some(p) => opts.set_credentials("sparkwatch-internal", p),
                 None => opts.set_credentials(serial.clone(), secret),
