@@ -95,7 +95,11 @@ async fn flood(args: &[String]) -> anyhow::Result<()> {
             let topic = format!("sw/{serial}/telemetry");
             let sender = tokio::spawn(async move {
                 for i in 0..messages {
-                    let ts = base + i as i64 * 10;
+                    // 1 ms apart: one flood spans 2 s of device time and the next starts
+                    // seconds later, so two floods never share a (detector, time) key (10 ms
+                    // steps overlapped whenever the floods' start times differed by a multiple
+                    // of 10 ms, and the second flood's readings were refused as conflicts).
+                    let ts = base + i as i64;
                     let body =
                         format!(r#"{{"ts":{ts},"seq":{i},"detectors":[{{"addr":1,"leak":[{}]}}]}}"#, 20 + i % 50);
                     if client.publish(topic.clone(), QoS::AtLeastOnce, false, body).await.is_err() {
