@@ -38,12 +38,13 @@ async fn connector(args: &[String]) -> anyhow::Result<()> {
             let mut opts = MqttOptions::new(serial.clone(), "127.0.0.1", port);
             // rumqttc gives up on a CONNACK after 5 s by default; the storm measures how long
             // the server takes to answer them all, so every device waits as long as needed.
-            opts.set_keep_alive(Duration::from_secs(120)).set_connection_timeout(60);
+            opts.set_keep_alive(Duration::from_secs(120));
             match internal {
                 Some(p) => opts.set_credentials("sparkwatch-internal", p),
                 None => opts.set_credentials(serial, secret),
             };
             let (client, mut lp) = AsyncClient::new(opts, 4);
+            lp.network_options.set_connection_timeout(60);
             let ok = loop {
                 match tokio::time::timeout(Duration::from_secs(60), lp.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break true,
@@ -86,12 +87,13 @@ async fn flood(args: &[String]) -> anyhow::Result<()> {
         let internal = internal.clone();
         tasks.push(tokio::spawn(async move {
             let mut opts = MqttOptions::new(serial.clone(), "127.0.0.1", port);
-            opts.set_keep_alive(Duration::from_secs(120)).set_inflight(100).set_connection_timeout(60);
+            opts.set_keep_alive(Duration::from_secs(120)).set_inflight(100);
             match internal {
                 Some(p) => opts.set_credentials("sparkwatch-internal", p),
                 None => opts.set_credentials(serial.clone(), secret),
             };
             let (client, mut lp) = AsyncClient::new(opts, 200);
+            lp.network_options.set_connection_timeout(60);
             let topic = format!("sw/{serial}/telemetry");
             let sender = tokio::spawn(async move {
                 for i in 0..messages {

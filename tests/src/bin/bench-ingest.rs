@@ -185,6 +185,10 @@ async fn main() -> anyhow::Result<()> {
     if args.get(1).is_some_and(|a| a == "publish") {
         return publisher(&args).await;
     }
+    // `SPARKWATCH_BENCH_LOG=warn` (an EnvFilter) shows the server's log on stderr.
+    if let Ok(filter) = std::env::var("SPARKWATCH_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
     let devices = arg("--devices", 2000);
     let seconds = arg("--seconds", 10);
     // `--rates 5000,10000,50000` measures other steps (a step that cannot be parsed is an error).
