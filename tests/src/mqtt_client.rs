@@ -89,6 +89,34 @@ pub async fn ended(lp: &mut EventLoop, wait: Duration) -> bool {
     tokio::time::timeout(wait, end).await.is_ok()
 }
 
+/// Sends a RESET to detector 1 of `serial` as the demo administrator (re-authenticating
+/// with the demo password) once the server's subscriber is connected, and returns the
+/// command as the device listening on `lp` receives it on its `cmd` topic.
+pub async fn reset_heard_by(server: &crate::TestServer, serial: &str, lp: &mut EventLoop) -> anyhow::Result<Publish> {
+    // The server's subscriber is connected once a command can go out.
+    let downlink = server.services.commands().downlink().clone();
+    eventually("the subscriber is connected", || async {
+        Ok(downlink.publish_command("SW-NOBODY", b"{}".to_vec()).await.is_ok().then_some(()))
+    })
+    .await?;
+    let admin = server.demo_login("admin@demo.local").await?;
+    let detector = server.detector_id(serial, 1).await?;
+    let sent = admin
+        .ok(
+            "mutation($d: ID!, $p: String) { sendCommand(input: {detectorId: $d, op: RESET, password: $p}) { id } }",
+            serde_json::json!({"d": detector, "p": sparkwatch_api::demo::DEMO_PASSWORD}),
+        )
+        .await?;
+    let id = sent["sendCommand"]["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let p = next_publish(lp, WAIT).await?.ok_or_else(|| anyhow::anyhow!("{serial} got no command"))?;
+        let v: serde_json::Value = serde_json::from_slice(&p.payload)?;
+        if v["id"] == id.as_str() {
+            return Ok(p);
+        }
+    }
+}
+
 /// A Mosquitto of the test's own with the dynamic-security plugin, on a free port, its
 /// state file in a temporary directory, and an administrator made by `mosquitto_ctrl
 /// dynsec init`. Anonymous clients are refused.

@@ -20,7 +20,6 @@ use sparkwatch_tests::{
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(700);
 const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 
 const SEND: &str =
@@ -211,7 +210,11 @@ async fn mqtt_commands_go_queued_sent_acknowledged_and_subscribers_see_them() ->
         assert_eq!((got["reason"].as_str(), got["actor"].as_str()), (Some("leak"), Some("admin@demo.local")));
         assert!(got["sentAt"].is_string() && got["finishedAt"].is_string(), "{got}");
         assert_eq!(got["detector"]["address"], 1);
-        outsider.silent_for(QUIET).await?;
+        // Demo B's own command is the first change its admin hears: none of the above leaked.
+        let depot = server.detector_id("SW-DEMOB-0001", 1).await?;
+        let theirs = send(&other, json!({"detectorId": depot, "op": "SELF_TEST"})).await?;
+        let first = outsider.next_of("c", WAIT).await?;
+        assert_eq!(first["data"]["commandChanged"]["id"], theirs["id"], "Demo B heard {first}");
 
         // A refusal: FAILED with the device's code and message.
         clock.advance(chrono::Duration::seconds(31));

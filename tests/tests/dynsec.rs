@@ -20,7 +20,7 @@ use sparkwatch_api::ingest::mqtt::MqttSettings;
 use sparkwatch_api::service::identity::BrokerAccounts;
 use sparkwatch_entity::{detector, device, device_credential, reading};
 use sparkwatch_tests::mqtt_client::{
-    PrivateDynsec, WAIT, connect, ended, next_publish, options, puback, refused, suback,
+    PrivateDynsec, WAIT, connect, ended, next_publish, options, puback, refused, reset_heard_by, suback,
 };
 use sparkwatch_tests::{Backend, TestServer, backends, eventually};
 
@@ -245,27 +245,7 @@ async fn commands_reach_only_the_addressed_device() -> anyhow::Result<()> {
     let (cb, mut lb) = connect(s.device(b, Some(&sb))).await?;
     suback(&ca, &mut la, &format!("sw/{a}/cmd")).await?;
     suback(&cb, &mut lb, &format!("sw/{b}/cmd")).await?;
-    let downlink = s.server.services.commands().downlink().clone();
-    eventually("the subscriber is connected", || async {
-        Ok(downlink.publish_command("SW-NOBODY", b"{}".to_vec()).await.is_ok().then_some(()))
-    })
-    .await?;
-    let admin = s.server.demo_login("admin@demo.local").await?;
-    let detector = s.server.detector_id(a, 1).await?;
-    let sent = admin
-        .ok(
-            "mutation($d: ID!, $p: String) { sendCommand(input: {detectorId: $d, op: RESET, password: $p}) { id } }",
-            json!({"d": detector, "p": sparkwatch_api::demo::DEMO_PASSWORD}),
-        )
-        .await?;
-    let id = sent["sendCommand"]["id"].as_str().unwrap_or_default().to_owned();
-    let got = loop {
-        let p = next_publish(&mut la, WAIT).await?.ok_or_else(|| anyhow::anyhow!("A got no command"))?;
-        let v: serde_json::Value = serde_json::from_slice(&p.payload)?;
-        if v["id"] == id.as_str() {
-            break p;
-        }
-    };
+    let got = reset_heard_by(&s.server, a, &mut la).await?;
     assert_eq!(got.topic, format!("sw/{a}/cmd"));
     assert!(next_publish(&mut lb, Duration::from_millis(300)).await?.is_none(), "device B heard A's command");
     // A device cannot command another even by publishing to its cmd topic.

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
+use rumqttc::{LastWill, MqttOptions, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use sparkwatch_entity::{detector, device, operation_log, reading};
-use sparkwatch_tests::mqtt_client::{WAIT, connect, puback, refused, suback};
+use sparkwatch_tests::mqtt_client::{WAIT, connect, next_publish, puback, refused, reset_heard_by, suback};
 use sparkwatch_tests::{Backend, TestServer, backends, eventually};
 
 fn gate(server: &TestServer, tls: Option<&sparkwatch_api::config::MqttTls>) -> anyhow::Result<Gate> {
@@ -148,40 +148,10 @@ async fn commands_reach_only_the_addressed_device() -> anyhow::Result<()> {
     let (cb, mut lb) = connect(gate.options(b, Some((b, &sb)))).await.map_err(anyhow::Error::from)?;
     suback(&ca, &mut la, &format!("sw/{a}/cmd")).await?;
     suback(&cb, &mut lb, &format!("sw/{b}/cmd")).await?;
-    // The server's subscriber is connected once a command can go out.
-    let downlink = server.services.commands().downlink().clone();
-    eventually("the subscriber is connected", || async {
-        Ok(downlink.publish_command(a, b"{}".to_vec()).await.is_ok().then_some(()))
-    })
-    .await?;
-    let admin = server.demo_login("admin@demo.local").await?;
-    let detector = server.detector_id(a, 1).await?;
-    let sent = admin
-        .ok(
-            "mutation($d: ID!, $p: String) { sendCommand(input: {detectorId: $d, op: RESET, password: $p}) { id } }",
-            json!({"d": detector, "p": sparkwatch_api::demo::DEMO_PASSWORD}),
-        )
-        .await?;
-    let id = sent["sendCommand"]["id"].as_str().unwrap_or_default().to_owned();
-    let got = loop {
-        if let Event::Incoming(Packet::Publish(p)) = tokio::time::timeout(WAIT, la.poll()).await?? {
-            let v: serde_json::Value = serde_json::from_slice(&p.payload)?;
-            if v["id"] == id.as_str() {
-                break p;
-            }
-        }
-    };
+    let got = reset_heard_by(&server, a, &mut la).await?;
     assert_eq!(got.topic, format!("sw/{a}/cmd"));
     // B hears nothing of it.
-    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = lb.poll().await {
-                return p;
-            }
-        }
-    })
-    .await;
-    assert!(quiet.is_err(), "device B received {quiet:?}");
+    assert!(next_publish(&mut lb, Duration::from_millis(300)).await?.is_none(), "device B heard A's command");
     Ok(())
 }
 

@@ -12,7 +12,6 @@ use sparkwatch_api::ws::WsLimits;
 use sparkwatch_tests::{Feeder, Options, TestServer, WsClient, WsEvent, backends, eventually, metric};
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(700);
 
 const ALARMS: &str = "subscription($p: [ID!]) { alarmEvents(projectIds: $p) { kind category channel value setpoint deviceName detectorAddress } }";
 const HAZARDS: &str = "subscription { hazardChanged { id status kind occurrences peakValue } }";
@@ -36,6 +35,22 @@ async fn next_kind(ws: &mut WsClient, id: &str, kind: &str) -> anyhow::Result<Va
     loop {
         let payload = ws.next_of(id, WAIT).await?;
         if payload["data"]["alarmEvents"]["kind"] == kind {
+            return Ok(payload);
+        }
+    }
+}
+
+/// The next `LEAK_ALARM` on subscription `id`, asserting that everything before it (and the
+/// alarm itself) came from `device`. This is how the suites show that a subscriber did *not*
+/// hear something: a later event it must hear is published after it on the same feed, and a
+/// feed delivers in order, so the later event arriving first proves the earlier one was
+/// filtered out, without waiting through a quiet period.
+async fn first_alarm_is_from(ws: &mut WsClient, id: &str, device: &str) -> anyhow::Result<Value> {
+    loop {
+        let payload = ws.next_of(id, WAIT).await?;
+        let event = &payload["data"]["alarmEvents"];
+        anyhow::ensure!(event["deviceName"] == device, "expected an event of {device} first, received {payload}");
+        if event["kind"] == "LEAK_ALARM" {
             return Ok(payload);
         }
     }
@@ -74,27 +89,33 @@ async fn alarms_reach_subscribers_in_scope_and_nobody_else() -> anyhow::Result<(
         let hazard = manager.next_of("h", WAIT).await?;
         assert_eq!(hazard["data"]["hazardChanged"]["status"], "OPEN", "{hazard}");
         assert_eq!(hazard["data"]["hazardChanged"]["kind"], "LEAK_ALARM");
-        electrician.silent_for(QUIET).await?;
 
-        // A mall detector reaches both.
+        // A mall detector reaches both; it is the first the electrician hears, so the school
+        // alarm before it was not delivered.
         raise_leak_alarm(&mut feed, "SW-DEMO-0001", 2).await?;
         next_kind(&mut manager, "a", "LEAK_ALARM").await?;
-        let e = next_kind(&mut electrician, "a", "LEAK_ALARM").await?;
-        assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall main distribution");
-        other_tenant.silent_for(QUIET).await?;
+        first_alarm_is_from(&mut electrician, "a", "Mall main distribution").await?;
 
         // Acknowledging the hazard over HTTP is a hazard change too.
         let id = hazard["data"]["hazardChanged"]["id"].clone();
         let gql = server.demo_login("manager@demo.local").await?;
         gql.ok("mutation($ids: [ID!]!) { acknowledgeHazards(ids: $ids) { id } }", json!({"ids": [id]})).await?;
+        let mut seen = vec![id.clone()];
         loop {
             let h = manager.next_of("h", WAIT).await?;
+            seen.push(h["data"]["hazardChanged"]["id"].clone());
             if h["data"]["hazardChanged"]["id"] == id {
                 assert_eq!(h["data"]["hazardChanged"]["status"], "ACKNOWLEDGED");
                 break;
             }
         }
-        other_tenant.silent_for(QUIET).await?;
+
+        // Demo B's own alarm is the first thing its admin hears: nothing of the above leaked.
+        raise_leak_alarm(&mut feed, "SW-DEMOB-0001", 1).await?;
+        first_alarm_is_from(&mut other_tenant, "a", "Depot main board").await?;
+        let h = other_tenant.next_of("h", WAIT).await?;
+        assert!(!seen.contains(&h["data"]["hazardChanged"]["id"]), "Demo B heard Demo A's hazard: {h}");
+        assert_eq!(h["data"]["hazardChanged"]["status"], "OPEN", "{h}");
     }
     Ok(())
 }
@@ -161,8 +182,9 @@ async fn project_filters_and_readings_follow_scope() -> anyhow::Result<()> {
     assert_eq!(r1["data"]["readings"]["leakMa"], json!([450.0]), "{r1}");
     let r2 = ws.next_of("r", WAIT).await?;
     assert_eq!(r2["data"]["readings"]["leakMa"], json!([480.0]));
-    // The school alarm is not in the mall feed.
-    ws.silent_for(QUIET).await?;
+    // The school alarm is not in the mall feed: a mall alarm raised after it comes first.
+    raise_leak_alarm(&mut feed, "SW-DEMO-0001", 1).await?;
+    first_alarm_is_from(&mut ws, "mall", "Mall main distribution").await?;
     Ok(())
 }
 
@@ -421,7 +443,9 @@ async fn two_instances_fan_out_through_redis() -> anyhow::Result<()> {
             assert_eq!(e["data"]["alarmEvents"]["deviceName"], "Mall food court", "{e}");
             let r = ws.next_of("r", WAIT).await?;
             assert_eq!(r["data"]["readings"]["leakMa"], json!([450.0]), "{r}");
-            other.silent_for(QUIET).await?;
+            // Demo B's admin on B hears its own alarm first: A's did not cross tenants.
+            raise_leak_alarm(&mut feed, "SW-DEMOB-0001", 1).await?;
+            first_alarm_is_from(&mut other, "a", "Depot main board").await?;
             // When the last follower leaves, B withdraws its interest and A stops publishing.
             assert!(a.services.bus().readings_wanted().contains(&followed));
             ws.send(json!({"id": "r", "type": "complete"})).await?;

@@ -35,6 +35,22 @@ struct Spot {
     detector: DetectorId,
 }
 
+/// The first detector of `serial` in a `detectors` answer.
+fn spot_in(data: &serde_json::Value, tenant: TenantId, serial: &str) -> anyhow::Result<Spot> {
+    let edges = data["detectors"]["edges"].as_array().cloned().unwrap_or_default();
+    let n = edges
+        .iter()
+        .map(|e| &e["node"])
+        .find(|n| n["device"]["serial"] == serial)
+        .ok_or_else(|| anyhow::anyhow!("no detector on {serial}"))?;
+    Ok(Spot {
+        tenant,
+        project: n["device"]["project"]["id"].as_str().unwrap_or_default().parse()?,
+        device: n["device"]["id"].as_str().unwrap_or_default().parse()?,
+        detector: n["id"].as_str().unwrap_or_default().parse()?,
+    })
+}
+
 /// The demo tenant seeded on a server, with a mall and a school detector.
 struct Demo {
     server: TestServer,
@@ -52,22 +68,17 @@ impl Demo {
         let data = admin
             .ok("{ detectors(first: 200) { edges { node { id device { id serial project { id } } } } } }", json!({}))
             .await?;
-        let spot = |serial: &str| -> anyhow::Result<Spot> {
-            let edges = data["detectors"]["edges"].as_array().cloned().unwrap_or_default();
-            let n = edges
-                .iter()
-                .map(|e| &e["node"])
-                .find(|n| n["device"]["serial"] == serial)
-                .ok_or_else(|| anyhow::anyhow!("no detector on {serial}"))?;
-            Ok(Spot {
-                tenant,
-                project: n["device"]["project"]["id"].as_str().unwrap_or_default().parse()?,
-                device: n["device"]["id"].as_str().unwrap_or_default().parse()?,
-                detector: n["id"].as_str().unwrap_or_default().parse()?,
-            })
-        };
-        let (mall, school) = (spot("SW-DEMO-0001")?, spot("SW-DEMO-0101")?);
+        let (mall, school) = (spot_in(&data, tenant, "SW-DEMO-0001")?, spot_in(&data, tenant, "SW-DEMO-0101")?);
         Ok(Demo { server, tenant, mall, school })
+    }
+
+    /// The first detector of `serial`, as `user` of tenant `tenant_name` sees it.
+    async fn spot_of(&self, user: &Gql, tenant_name: &str, serial: &str) -> anyhow::Result<Spot> {
+        let tenant = self.server.services.tenant_by_name(tenant_name).await.map_err(|e| anyhow::anyhow!("{e}"))?.id;
+        let data = user
+            .ok("{ detectors(first: 200) { edges { node { id device { id serial project { id } } } } } }", json!({}))
+            .await?;
+        spot_in(&data, tenant, serial)
     }
 
     async fn login(&self, who: &str) -> anyhow::Result<Gql> {
@@ -687,7 +698,12 @@ async fn work_order_changes_reach_subscribers_in_scope() -> anyhow::Result<()> {
         assert_eq!(taken["data"]["workOrderChanged"]["allowedActions"], json!([]));
         let m = ws_manager.next_of("w", wait).await?;
         assert_eq!(m["data"]["workOrderChanged"]["id"], mall["id"]);
-        ws_other.silent_for(Duration::from_millis(700)).await?;
+        // Demo B's own order is the first change its admin hears: nothing of Demo A's leaked.
+        let depot = demo.spot_of(&other_tenant, "Demo B", "SW-DEMOB-0001").await?;
+        let depot_h = demo.alarm(depot, "leak:1").await?;
+        let theirs = dispatch(&other_tenant, json!({"hazardIds": [depot_h]})).await?;
+        let first = ws_other.next_of("w", wait).await?;
+        assert_eq!(first["data"]["workOrderChanged"]["id"], theirs["id"], "Demo B heard {first}");
     }
     Ok(())
 }
