@@ -169,7 +169,11 @@ impl CoreMutation {
         Ok(s.delete_role(who, parse_id("id", &id)?).await?)
     }
 
-    /// Issues an API key for an integrator; the secret is in the payload, once.
+    /// Issues an API key for an integrator; the secret is in the payload, once. On every
+    /// request the key holds no more than the person who issued it holds then: demoting the
+    /// issuer narrows the key at once (`FORBIDDEN` on `authorization`), deactivating the
+    /// issuer stops it (`UNAUTHENTICATED`) until they are reactivated. `controlCommands` needs
+    /// the issuer's `password` or a `stepUpToken`, as sending a control command does.
     #[graphql(guard = "Require(Permission::ApiKeyManage)")]
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreateApiKeyPayload> {
         let (s, who) = caller(ctx)?;
