@@ -7,6 +7,7 @@ mod attachments;
 pub(crate) mod conn_limit;
 mod limits;
 mod mqtt_hooks;
+pub(crate) mod server;
 
 pub use limits::HttpLimits;
 

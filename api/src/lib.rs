@@ -166,7 +166,6 @@ impl Serve {
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
         let Serve { services, listener, ws_limits, http_limits, metrics_listener, metrics_token } = self;
         let schema = graphql::schema(Some(services.clone()));
         let state = http::AppState {
@@ -189,7 +188,12 @@ impl Serve {
                 let maddr = l.local_addr().context("reading the metrics listen address")?;
                 tracing::info!(%maddr, "serving metrics at http://{maddr}/metrics");
                 let app = http::metrics_router(state.clone());
-                Some(tokio::spawn(axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future()))
+                Some(tokio::spawn(http::server::serve(
+                    l,
+                    app,
+                    http_limits.header_read_timeout,
+                    stopped(stop_rx.clone()),
+                )))
             }
             None => None,
         };
@@ -198,20 +202,18 @@ impl Serve {
             http_limits.max_connections,
             http_limits.max_connections_per_address,
             state.metrics.clone(),
-        )
-        // `tap_io` gives the wrapped listener the `ConnectInfo<SocketAddr>` of a plain one.
-        .tap_io(|_| {});
-        let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        );
+        let app = http::router(state);
         tracing::info!(%addr, "serving GraphQL at http://{addr}/graphql and the explorer at http://{addr}/graphiql");
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let served = axum::serve(limited, app).with_graceful_shutdown(stopped(stop_rx)).await.context("serving HTTP");
+        http::server::serve(limited, app, http_limits.header_read_timeout, stopped(stop_rx)).await;
         if let Some(m) = metrics_server {
-            m.await.context("the metrics server")?.context("serving metrics")?;
+            m.await.context("the metrics server")?;
         }
-        served
+        Ok(())
     }
 }
 

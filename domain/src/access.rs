@@ -295,10 +295,56 @@ impl Access {
     }
 }
 
+impl Access {
+    /// What an API key may do now: its own access (`self`) capped by what its issuer
+    /// (`issuer`) holds *now* under the grants rule — each permission the issuer could still
+    /// grant, and the projects both see. A key never holds more than its issuer, at issue
+    /// and afterwards: demoting the issuer, or removing a permission from the issuer's role,
+    /// narrows the key at once, and restoring it restores the key. Returns the capped access
+    /// and the key's permissions withheld because the issuer no longer holds them.
+    pub fn capped_by(&self, issuer: &Access) -> (Access, BTreeSet<Permission>) {
+        let (permissions, withheld) = self.permissions.iter().partition(|p| p.grantable_with(&issuer.permissions));
+        let scope = match (&self.scope, &issuer.scope) {
+            (mine, ProjectScope::All) => mine.clone(),
+            (ProjectScope::All, theirs) => theirs.clone(),
+            (ProjectScope::Only(mine), ProjectScope::Only(theirs)) => {
+                ProjectScope::Only(mine.intersection(theirs).copied().collect())
+            }
+        };
+        (Access { tenant: self.tenant, permissions, scope }, withheld)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn a_key_is_capped_by_what_its_issuer_holds_now() {
+        let (a, b) = (ProjectId::from_uuid(Uuid::from_u128(1)), ProjectId::from_uuid(Uuid::from_u128(2)));
+        let set = |ps: &[Permission]| ps.iter().copied().collect::<BTreeSet<_>>();
+        let key = Access {
+            tenant: None,
+            permissions: set(&[Permission::SiteRead, Permission::DeviceControl, Permission::FieldWork]),
+            scope: ProjectScope::Only([a, b].into()),
+        };
+        let issuer = Access {
+            tenant: None,
+            permissions: set(&[Permission::SiteRead, Permission::HazardManage]),
+            scope: ProjectScope::Only([a].into()),
+        };
+        let (capped, withheld) = key.capped_by(&issuer);
+        // fieldwork stays: hazard.manage may grant it (the grants rule).
+        assert_eq!(capped.permissions, set(&[Permission::SiteRead, Permission::FieldWork]));
+        assert_eq!(withheld, set(&[Permission::DeviceControl]));
+        assert_eq!(capped.scope, ProjectScope::Only([a].into()));
+        // An issuer who sees every project leaves the key's projects alone, and the other way round.
+        let everywhere = Access { scope: ProjectScope::All, ..issuer.clone() };
+        assert_eq!(key.capped_by(&everywhere).0.scope, key.scope);
+        let all_key = Access { scope: ProjectScope::All, ..key.clone() };
+        assert_eq!(all_key.capped_by(&issuer).0.scope, issuer.scope);
+    }
 
     #[test]
     fn permission_codes_round_trip_and_are_unique() {

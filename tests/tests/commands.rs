@@ -581,14 +581,14 @@ async fn only_authorised_people_send_commands_in_their_scope() -> anyhow::Result
 
         // An API key with device.control cannot re-authenticate for a control command; one
         // issued for control commands (controlCommands) may send them.
-        let create = "mutation($r: ID!, $p: [ID!], $c: Boolean) { createApiKey(input: {name: \"bms\", roleId: $r, projectIds: $p, controlCommands: $c}) { secret } }";
+        let create = "mutation($r: ID!, $p: [ID!], $c: Boolean, $pw: String) { createApiKey(input: {name: \"bms\", roleId: $r, projectIds: $p, controlCommands: $c, password: $pw}) { secret } }";
         let key = admin.ok(create, json!({"r": role_id, "p": [mall_project], "c": false})).await?;
         let bms = admin.with_token(key["createApiKey"]["secret"].as_str().unwrap_or_default());
         for op in ["TRIP", "RESET"] {
             let (code, field) = refused(&bms, json!({"detectorId": mall_food, "op": op, "password": PASSWORD})).await?;
             assert_eq!((code.as_str(), field), ("FORBIDDEN", None), "{op}");
         }
-        let key = admin.ok(create, json!({"r": role_id, "p": [mall_project], "c": true})).await?;
+        let key = admin.ok(create, json!({"r": role_id, "p": [mall_project], "c": true, "pw": PASSWORD})).await?;
         let bms = admin.with_token(key["createApiKey"]["secret"].as_str().unwrap_or_default());
         let reset = send(&bms, json!({"detectorId": mall_food, "op": "RESET"})).await?;
         let actor = admin.ok(GET, json!({"id": reset["id"]})).await?["command"]["actor"].clone();

@@ -167,6 +167,93 @@ async fn connections_are_capped_in_total_and_per_address() -> anyhow::Result<()>
     eventually("served again", || async { Ok(still_serving(&server).await.ok()) }).await
 }
 
+/// Waits until the server closes `conn` (end of stream or reset); fails when it is still
+/// open after `WAIT`. Whatever the server sends first (a 408, say) is read and dropped.
+async fn closed_by_server(conn: &mut TcpStream) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + WAIT).into(), conn.read(&mut buf)).await {
+            Err(_) => anyhow::bail!("the server kept the connection open for {WAIT:?}"),
+            Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_without_a_request_are_closed_after_the_header_timeout() -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(1);
+    let http = HttpLimits { header_read_timeout: timeout, ..HttpLimits::default() };
+    let server = server_with(&Backend::Sqlite, http, WsLimits::default()).await?;
+    // Sends nothing at all.
+    let mut silent = connect_from(&server, "127.0.0.1").await?;
+    // Sends half a request head and stops.
+    let mut partial = connect_from(&server, "127.0.0.1").await?;
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await?;
+    // One request, then idle on a keep-alive connection.
+    let mut idle = connect_from(&server, "127.0.0.1").await?;
+    assert!(healthz(&mut idle).await?.starts_with("HTTP/1.1 200"));
+    // Trickles its head a byte every 200 ms (slowloris): never completes it, never idle.
+    let mut slow = connect_from(&server, "127.0.0.1").await?;
+    let (mut slow_read, mut slow_write) = slow.split();
+    let trickle = async {
+        let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-padding: ".iter().chain(std::iter::repeat(&b'a'));
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        for byte in head.take(100) {
+            every.tick().await;
+            if slow_write.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let slow_closed = async {
+        let mut buf = vec![0u8; 1024];
+        let started = Instant::now();
+        loop {
+            match slow_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    let slow_after = tokio::select! {
+        took = slow_closed => took,
+        () = trickle => anyhow::bail!("a slowloris head was still being read after 20 s"),
+    };
+    let bound = timeout + Duration::from_secs(2);
+    for (what, conn) in [("silent", &mut silent), ("partial head", &mut partial), ("idle keep-alive", &mut idle)] {
+        let took = closed_by_server(conn).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        assert!(took < bound, "{what}: closed only after {took:?}");
+    }
+    assert!(slow_after < bound, "slowloris: closed only after {slow_after:?}");
+    // Everyone else is still served, over HTTP/1.1 and HTTP/2.
+    still_serving(&server).await?;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    let res = h2.get(format!("{}/healthz", server.base)).send().await?;
+    assert_eq!((res.status(), res.version()), (reqwest::StatusCode::OK, reqwest::Version::HTTP_2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_the_default_connection_cap() -> anyhow::Result<()> {
+    let limits = HttpLimits::default();
+    assert!(limits.max_connections_per_address <= limits.max_connections / 16, "{limits:?}");
+    let server = server_with(&Backend::Sqlite, limits, WsLimits::default()).await?;
+    let mut held = Vec::new();
+    for _ in 0..limits.max_connections_per_address {
+        held.push(connect_from(&server, "127.0.0.1").await?);
+    }
+    // Accepted in order: by the time this one is, every one before it holds a slot.
+    let mut one_more = connect_from(&server, "127.0.0.1").await?;
+    let refused = answer(&mut one_more).await?;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let mut other = connect_from(&server, "127.0.0.2").await?;
+    assert!(healthz(&mut other).await?.starts_with("HTTP/1.1 200"));
+    drop(held);
+    Ok(())
+}
+
 #[tokio::test]
 async fn detector_readings_are_weighed_by_the_points_they_return() -> anyhow::Result<()> {
     let server = server_with(&Backend::Sqlite, HttpLimits::default(), WsLimits::default()).await?;

@@ -259,3 +259,60 @@ async fn escalation_matrix_grants_nobody_anything_new() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The names of the projects `gql` sees.
+async fn seen_projects(gql: &Gql) -> anyhow::Result<Vec<String>> {
+    let r = gql.ok("{ projects(first: 10) { nodes { name } } }", json!({})).await?;
+    let mut names: Vec<String> = r["projects"]["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
+/// A key's rights are its own capped by what its issuer holds now, read per request: the
+/// issuer demoted (its role edited, or another role and fewer projects) narrows the key at
+/// once, the issuer deactivated stops it, and restoring the issuer restores the key.
+#[tokio::test]
+async fn an_api_key_never_holds_more_than_its_issuer_holds_now() -> anyhow::Result<()> {
+    const HAZARDS: &str = "{ hazards(first: 1) { nodes { id } } }";
+    for backend in backends() {
+        let server = TestServer::demo(&backend).await?;
+        let admin = server.demo_login("admin@demo.local").await?;
+        let (mall, _) = projects(&admin).await?;
+        let desk_perms = ["apikey.manage", "site.read", "hazard.read", "project.all"];
+        let key_desk = role(&admin, "Key desk", &desk_perms).await?;
+        let reader = role(&admin, "Reader", &["site.read", "hazard.read", "project.all"]).await?;
+        let issuer = desk(&server, &admin, "issuer@demo.local", &key_desk, &[]).await?;
+        let issuer_id = user_id(&admin, "issuer@demo.local").await?;
+        let key = issuer.ok(CREATE_KEY, json!({"i": {"name": "bms", "roleId": &reader}})).await?;
+        let bms = admin.with_token(key["createApiKey"]["secret"].as_str().unwrap_or_default());
+        bms.ok(HAZARDS, json!({})).await?;
+        let everything = seen_projects(&bms).await?;
+        assert_eq!(everything.len(), 2, "{everything:?}");
+
+        // hazard.read removed from the issuer's role: the key loses it at the next request.
+        let fewer = ["apikey.manage", "site.read", "project.all"];
+        admin.ok(UPDATE_ROLE, json!({"i": {"id": &key_desk, "permissions": fewer}})).await?;
+        assert_eq!(refused(&bms, HAZARDS, json!({})).await?, forbidden("authorization"));
+        assert_eq!(seen_projects(&bms).await?, everything, "what the issuer still holds, the key keeps");
+        admin.ok(UPDATE_ROLE, json!({"i": {"id": &key_desk, "permissions": desk_perms}})).await?;
+        bms.ok(HAZARDS, json!({})).await?;
+
+        // The issuer demoted to a viewer of the mall: the key sees the mall only.
+        admin.ok(UPDATE_USER, json!({"i": {"id": &issuer_id, "roleId": "viewer", "projectIds": [&mall]}})).await?;
+        let mall_only = seen_projects(&bms).await?;
+        assert_eq!(mall_only.len(), 1, "{mall_only:?}");
+        assert!(mall_only[0].contains("Mall"), "{mall_only:?}");
+
+        // Deactivated: the key stops; reactivated and promoted back: it works as before.
+        admin.ok(UPDATE_USER, json!({"i": {"id": &issuer_id, "active": false}})).await?;
+        assert_eq!(bms.code(HAZARDS, json!({})).await?, "UNAUTHENTICATED");
+        let back = json!({"i": {"id": &issuer_id, "active": true, "roleId": &key_desk, "projectIds": []}});
+        admin.ok(UPDATE_USER, back).await?;
+        bms.ok(HAZARDS, json!({})).await?;
+        assert_eq!(seen_projects(&bms).await?, everything);
+    }
+    Ok(())
+}

@@ -35,6 +35,9 @@ pub struct Principal {
     pub access: Access,
     /// The sign-in an access token belongs to (none for API keys and the system).
     pub session: Option<uuid::Uuid>,
+    /// An API key's permissions held back because the person who issued it no longer holds
+    /// them (`Access::capped_by`); empty for everyone else. Kept to say why a request fails.
+    pub withheld: std::collections::BTreeSet<Permission>,
 }
 
 impl Principal {
@@ -46,6 +49,7 @@ impl Principal {
             label: label.to_owned(),
             access: Access { tenant: Some(tenant), permissions, scope: sparkwatch_domain::access::ProjectScope::All },
             session: None,
+            withheld: Default::default(),
         }
     }
 
@@ -60,6 +64,7 @@ impl Principal {
                 scope: sparkwatch_domain::access::ProjectScope::All,
             },
             session: None,
+            withheld: Default::default(),
         }
     }
 
@@ -72,6 +77,14 @@ impl Principal {
     pub fn require(&self, permission: Permission) -> AppResult<()> {
         if self.access.can(permission) {
             Ok(())
+        } else if self.withheld.contains(&permission) {
+            Err(AppError::NotHeld {
+                field: "authorization",
+                reason: format!(
+                    "this needs the `{permission}` permission: this API key's role holds it, but the person \
+                     who issued the key no longer does, and a key never holds more than its issuer"
+                ),
+            })
         } else {
             Err(AppError::Forbidden(format!("this needs the `{permission}` permission")))
         }

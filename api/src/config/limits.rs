@@ -25,10 +25,14 @@ pub struct LimitSettings {
     /// Seconds a request may take, reading its body included; 408 after [default: 30].
     #[arg(long, global = true, env = "SPARKWATCH_REQUEST_TIMEOUT_S")]
     pub request_timeout_s: Option<u64>,
+    /// Seconds a connection may go without a request: to send a request head, and between
+    /// keep-alive requests; then it is closed (slowloris, idle sockets) [default: 10].
+    #[arg(long, global = true, env = "SPARKWATCH_HEADER_READ_TIMEOUT_S")]
+    pub header_read_timeout_s: Option<u64>,
     /// HTTP connections (WebSockets included) open at once [default: 20000].
     #[arg(long, global = true, env = "SPARKWATCH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// HTTP connections open at once from one peer address [default: 12000].
+    /// HTTP connections open at once from one peer address [default: 256].
     #[arg(long, global = true, env = "SPARKWATCH_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
     /// WebSocket connections one user or API key may hold open [default: 32].
@@ -52,6 +56,7 @@ impl LimitSettings {
             graphql_body_max_bytes: self.graphql_body_max_bytes.or(file.graphql_body_max_bytes),
             graphql_batch_max: self.graphql_batch_max.or(file.graphql_batch_max),
             request_timeout_s: self.request_timeout_s.or(file.request_timeout_s),
+            header_read_timeout_s: self.header_read_timeout_s.or(file.header_read_timeout_s),
             max_connections: self.max_connections.or(file.max_connections),
             max_connections_per_address: self.max_connections_per_address.or(file.max_connections_per_address),
             ws_max_per_user: self.ws_max_per_user.or(file.ws_max_per_user),
@@ -64,6 +69,7 @@ impl LimitSettings {
     /// Validates and fills defaults.
     pub(super) fn resolve(self) -> Result<ServerLimits, ConfigError> {
         let d = HttpLimits::default();
+        let seconds = |s: Option<u64>| s.map(|s| usize::try_from(s).unwrap_or(usize::MAX));
         let within = |flag: &str, v: Option<usize>, default: usize, min: usize, max: usize| match v {
             None => Ok(default),
             Some(n) if (min..=max).contains(&n) => Ok(n),
@@ -80,8 +86,15 @@ impl LimitSettings {
             graphql_batch_max: within("--graphql-batch-max", self.graphql_batch_max, d.graphql_batch_max, 1, 1000)?,
             request_timeout: Duration::from_secs(within(
                 "--request-timeout-s",
-                self.request_timeout_s.map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
+                seconds(self.request_timeout_s),
                 30,
+                1,
+                3600,
+            )? as u64),
+            header_read_timeout: Duration::from_secs(within(
+                "--header-read-timeout-s",
+                seconds(self.header_read_timeout_s),
+                d.header_read_timeout.as_secs() as usize,
                 1,
                 3600,
             )? as u64),

@@ -118,9 +118,15 @@ pub struct CreateApiKeyInput {
     /// When it stops working.
     pub expires_at: Option<DateTime<Utc>>,
     /// Allow control commands (trip, close, reset, silence, set-points), which API keys are
-    /// otherwise refused; needs `device.control` in the key's role and the caller's.
+    /// otherwise refused; needs `device.control` in the key's role and the caller's, and the
+    /// caller's password or a `stepUpToken` (as sending a control command does).
     #[graphql(default = false)]
     pub control_commands: bool,
+    /// The caller's password: required with `controlCommands` unless a `stepUpToken` is given.
+    pub password: Option<String>,
+    /// A token from `reauthenticate` (same user, same sign-in, at most 5 minutes old),
+    /// instead of the password; when given, it decides.
+    pub step_up_token: Option<String>,
 }
 
 /// A new project.

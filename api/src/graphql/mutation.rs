@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::service::Services;
 use crate::service::auth::Session;
 use crate::service::thresholds::ThresholdTarget;
-use crate::service::users::{NewUser, UserPatch};
+use crate::service::users::{NewApiKey, NewUser, UserPatch};
 
 /// Write operations on accounts, sites and set-points (merged into [`super::Mutation`]).
 #[derive(Default)]
@@ -169,21 +169,25 @@ impl CoreMutation {
         Ok(s.delete_role(who, parse_id("id", &id)?).await?)
     }
 
-    /// Issues an API key for an integrator; the secret is in the payload, once.
+    /// Issues an API key for an integrator; the secret is in the payload, once. On every
+    /// request the key holds no more than the person who issued it holds then: demoting the
+    /// issuer narrows the key at once (`FORBIDDEN` on `authorization`), deactivating the
+    /// issuer stops it (`UNAUTHENTICATED`) until they are reactivated. `controlCommands` needs
+    /// the issuer's `password` or a `stepUpToken`, as sending a control command does.
     #[graphql(guard = "Require(Permission::ApiKeyManage)")]
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreateApiKeyPayload> {
         let (s, who) = caller(ctx)?;
         let projects = input.project_ids.as_deref().map(|p| parse_projects("projectIds", p)).transpose()?;
-        let (key, secret) = s
-            .create_api_key(
-                who,
-                &input.name,
-                input.role_id.as_str(),
-                projects,
-                input.expires_at,
-                input.control_commands,
-            )
-            .await?;
+        let new = NewApiKey {
+            name: &input.name,
+            role: input.role_id.as_str(),
+            project_ids: projects,
+            expires_at: input.expires_at,
+            control_commands: input.control_commands,
+            password: input.password.as_deref(),
+            step_up_token: input.step_up_token.as_deref(),
+        };
+        let (key, secret) = s.create_api_key(who, new).await?;
         Ok(CreateApiKeyPayload { api_key: ApiKeyObj(key), secret })
     }
 

@@ -22,6 +22,10 @@ pub struct HttpLimits {
     /// Longest a request may take, body included (`--request-timeout-s`); 408 after it.
     /// Not applied to attachments (large photos over slow links) or to WebSockets.
     pub request_timeout: Duration,
+    /// Longest a connection may go without a request in progress (`--header-read-timeout-s`):
+    /// the time to send a request head, and the wait between keep-alive requests. A client
+    /// that connects and sends nothing, or trickles its head (slowloris), is closed after it.
+    pub header_read_timeout: Duration,
     /// Connections held open at once (`--max-connections`).
     pub max_connections: usize,
     /// Connections held open at once from one peer address (`--max-connections-per-address`).
@@ -34,8 +38,11 @@ impl Default for HttpLimits {
             graphql_body_max_bytes: 1024 * 1024,
             graphql_batch_max: 20,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             max_connections: 20_000,
-            max_connections_per_address: 12_000,
+            // One address must not take the whole total cap. Many people behind one NAT
+            // still fit; a load test from one machine sets its own (bench-live does).
+            max_connections_per_address: 256,
         }
     }
 }

@@ -178,6 +178,27 @@ impl Services {
         Ok(StepUp { token, expires_at })
     }
 
+    /// Asks the person `user` (the caller `who`) for a fresh proof of identity before `what`:
+    /// a step-up token, when given, decides (`FORBIDDEN` on `stepUpToken` if it is not
+    /// valid); otherwise the password (`FORBIDDEN` on `password` when missing or wrong). One
+    /// rule for control commands and for issuing API keys that may send them.
+    pub(crate) async fn check_reauthentication(
+        &self,
+        who: &Principal,
+        user: UserId,
+        what: &str,
+        password: Option<&str>,
+        step_up: Option<&str>,
+    ) -> AppResult<()> {
+        if let Some(token) = step_up {
+            return self.check_step_up(who, token);
+        }
+        let Some(given) = password.filter(|p| !p.is_empty()) else {
+            return Err(AppError::Reauthenticate(format!("{what} needs your password (or a stepUpToken)")));
+        };
+        self.check_password(user, given).await
+    }
+
     /// Checks `user`'s password again. Failures are limited like sign-ins, under a per-user
     /// key of their own, so the check cannot be used to guess passwords.
     pub(crate) async fn check_password(&self, user: UserId, given: &str) -> AppResult<()> {
@@ -254,7 +275,13 @@ impl Services {
         }
         let label = user.email.clone().or(user.phone.clone()).unwrap_or_else(|| user.display_name.clone());
         let access = self.access_for(user.tenant_id, user.role, Some(user.id), None).await?;
-        Ok(Principal { actor: Actor::User(user.id), label, access, session: verified.session })
+        Ok(Principal {
+            actor: Actor::User(user.id),
+            label,
+            access,
+            session: verified.session,
+            withheld: Default::default(),
+        })
     }
 
     async fn principal_for_key(&self, token: &str) -> AppResult<Principal> {
@@ -268,8 +295,31 @@ impl Services {
             return Err(AppError::Unauthenticated("the API key has expired".into()));
         }
         let access = self.access_for(Some(key.tenant_id), key.role, None, key.project_ids.clone()).await?;
+        let (access, withheld) = match key.created_by {
+            Some(issuer) => access.capped_by(&self.issuer_access(issuer).await?),
+            // Issued by the system (CLI, seeding): nobody's rights to follow.
+            None => (access, Default::default()),
+        };
         let label = format!("api key {} ({})", key.name, key.prefix);
-        Ok(Principal { actor: Actor::ApiKey(key.id), label, access, session: None })
+        Ok(Principal { actor: Actor::ApiKey(key.id), label, access, session: None, withheld })
+    }
+
+    /// What the person who issued an API key holds now (read per request, like the key):
+    /// the key is capped by it. A deactivated issuer (or suspended organisation, or a missing
+    /// account) stops the key altogether; reactivating the issuer restores it.
+    async fn issuer_access(&self, issuer: UserId) -> AppResult<Access> {
+        let user = st::user_by_id(self.inner.store.db(), issuer).await?.ok_or_else(|| {
+            AppError::Unauthenticated("the person who issued this API key no longer has an account".into())
+        })?;
+        if !user.active {
+            return Err(AppError::Unauthenticated(
+                "the person who issued this API key is deactivated, so the key does not work until they are \
+                 reactivated; ask your administrator for a key of your own"
+                    .into(),
+            ));
+        }
+        self.check_active(&user).await?;
+        self.access_for(user.tenant_id, user.role, Some(user.id), None).await
     }
 
     /// Permissions and scope of a role holder.

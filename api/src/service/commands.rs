@@ -375,13 +375,7 @@ impl Services {
             // The CLI and tests act as the system, which has nobody to re-authenticate.
             Actor::System => return Ok(()),
         };
-        if let Some(token) = step_up {
-            return self.check_step_up(who, token);
-        }
-        let Some(given) = given.filter(|p| !p.is_empty()) else {
-            return Err(AppError::Reauthenticate(format!("{} needs your password (or a stepUpToken)", op.code())));
-        };
-        self.check_password(user, given).await
+        self.check_reauthentication(who, user, op.code(), given, step_up).await
     }
 
     /// A command the caller may see (`NOT_FOUND` otherwise).

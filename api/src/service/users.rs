@@ -11,7 +11,7 @@ use sparkwatch_domain::validate;
 use super::Services;
 use super::grants::check_covers;
 use crate::auth::token::{API_KEY_PREFIX, digest, random_token};
-use crate::auth::{Principal, password};
+use crate::auth::{Actor, Principal, password};
 use crate::error::{AppError, AppResult};
 use crate::store::access::{self as st, ApiKey, Role, RoleRef, User};
 use crate::store::oplog::{Entry, Operation};
@@ -396,16 +396,11 @@ impl Services {
 
     // ---- API keys ----
 
-    /// Issues an API key; the secret is returned once and only its digest is kept.
-    pub async fn create_api_key(
-        &self,
-        who: &Principal,
-        name: &str,
-        role: &str,
-        project_ids: Option<Vec<ProjectId>>,
-        expires_at: Option<DateTime<Utc>>,
-        control_commands: bool,
-    ) -> AppResult<(ApiKey, String)> {
+    /// Issues an API key; the secret is returned once and only its digest is kept. A key for
+    /// control commands (`controlCommands`) asks its issuer to re-authenticate, as sending a
+    /// control command does: the key will send them without anyone's password.
+    pub async fn create_api_key(&self, who: &Principal, new: NewApiKey<'_>) -> AppResult<(ApiKey, String)> {
+        let NewApiKey { name, role, project_ids, expires_at, control_commands, password, step_up_token } = new;
         let tenant = who.tenant()?;
         let role = self.role_ref(who, Some(tenant), role).await?;
         if role == RoleRef::Builtin(BuiltinRole::TenantAdmin) {
@@ -424,6 +419,27 @@ impl Services {
         if expires_at.is_some_and(|e| e <= self.now()) {
             return Err(AppError::invalid("expiresAt", "must be in the future"));
         }
+        if control_commands {
+            match who.actor {
+                Actor::User(user) => {
+                    let what = "issuing an API key for control commands";
+                    self.check_reauthentication(who, user, what, password, step_up_token).await?;
+                }
+                Actor::ApiKey(_) => {
+                    return Err(AppError::Forbidden(
+                        "only a person who re-authenticates may issue an API key for control commands".into(),
+                    ));
+                }
+                // The CLI and tests act as the system, which has nobody to re-authenticate.
+                Actor::System => {}
+            }
+        }
+        // A key issued by a key answers to the person behind that one: a key never escapes
+        // the cap of a person's current rights by issuing another.
+        let created_by = match who.actor {
+            Actor::ApiKey(id) => st::key(self.inner.store.db(), tenant, id).await?.and_then(|k| k.created_by),
+            _ => who.user_id(),
+        };
         let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
         let key = ApiKey {
             id: new_id().into(),
@@ -432,7 +448,7 @@ impl Services {
             prefix: secret.chars().take(API_KEY_PREFIX.len() + 6).collect(),
             role,
             project_ids,
-            created_by: who.user_id(),
+            created_by,
             created_at: self.now(),
             expires_at,
             revoked_at: None,
@@ -490,4 +506,22 @@ pub fn conflict_or(err: sea_orm::DbErr, message: &str) -> AppError {
         AppError::Conflict(_) => AppError::Conflict(message.to_owned()),
         other => other,
     }
+}
+
+/// An API key to issue ([`Services::create_api_key`]).
+pub struct NewApiKey<'a> {
+    /// What it is for.
+    pub name: &'a str,
+    /// The role granting its permissions (not `tenant_admin`).
+    pub role: &'a str,
+    /// Limit it to these projects.
+    pub project_ids: Option<Vec<ProjectId>>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether it may send control commands.
+    pub control_commands: bool,
+    /// The issuer's password, needed with `control_commands` unless `step_up_token` is given.
+    pub password: Option<&'a str>,
+    /// A step-up token from `reauthenticate`, instead of the password.
+    pub step_up_token: Option<&'a str>,
 }
