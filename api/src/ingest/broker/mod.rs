@@ -19,7 +19,7 @@
 //! serves MQTT 5 only on a listener of its own, so there is none. Limits: 10 000
 //! connections, payloads up to 256 KiB (a client sending more is disconnected), keep-alive
 //! must not be 0 (rumqttd refuses it). Reconnect storms: the gate listens with a large
-//! accept backlog and bounds the CONNECTs waiting on rumqttd ([`bind_device_listener`],
+//! accept backlog and bounds the CONNECTs waiting on rumqttd (`bind_device_listener`,
 //! docs/DEVICE-IDENTITY.md). A second connection with a client id already
 //! connected replaces the first; devices cannot take the server's client ids (the gate
 //! reserves them).
