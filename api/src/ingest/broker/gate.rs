@@ -53,6 +53,10 @@ pub type Verifier = Arc<dyn Fn(String, String) -> BoxFuture<'static, Verdict> + 
 /// A CONNECT must arrive this soon after the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At most this many device CONNECTs wait for rumqttd's CONNACK at once: half rumqttd's
+/// accept backlog (128, fixed by the library), so its queue never overflows.
+pub(crate) const UPSTREAM_HANDSHAKES: usize = 64;
+
 /// What every connection of one gate shares.
 pub(crate) struct GateShared {
     pub(crate) prefix: String,
@@ -66,6 +70,8 @@ pub(crate) struct GateShared {
     pub(crate) max_frame: usize,
     /// Bounds open device connections.
     pub(crate) slots: Arc<Semaphore>,
+    /// Bounds the CONNECTs waiting for rumqttd's CONNACK (see `connection`).
+    pub(crate) upstream_handshakes: Arc<Semaphore>,
     /// TLS for this listener, if any.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// The open device connections, so that a rotated secret or a deleted device ends them.
@@ -216,6 +222,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Ok(serial) => serial,
         Err(code) => return refuse(&mut wr, code).await,
     };
+    // rumqttd binds its own listener with a backlog of 128, and under a storm accepts slowly
+    // (one router round trip per connection, on its single listener thread). More handshakes
+    // at once than that overflow its queue and leave the gate's upstream connection
+    // half-open, waiting out TCP's retransmission backoff (see `bind_device_listener`). So at
+    // most UPSTREAM_HANDSHAKES CONNECTs wait for rumqttd's CONNACK at a time; the rest wait
+    // here, where waiting costs nothing.
+    let Ok(handshake) = shared.upstream_handshakes.acquire().await else {
+        return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+    };
     let upstream = match TcpStream::connect(shared.internal).await {
         Ok(s) => s,
         Err(e) => {
@@ -233,11 +248,27 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     if up_wr.write_all(&out).await.is_err() {
         return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
     }
+    let mut up_buf = BytesMut::with_capacity(4096);
+    let connack = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut up_rd, &mut up_buf, shared.max_frame)).await;
+    drop(handshake);
+    // rumqttd's answer goes to the device as it came (a refusal too: rumqttd then closes
+    // its side, which ends the relay below).
+    match connack {
+        Ok(Ok(Some((_, frame)))) => {
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        _ => {
+            tracing::warn!(%peer, serial = %serial, "the embedded broker did not answer the device's CONNECT in time");
+            return refuse(&mut wr, ConnectReturnCode::ServiceUnavailable).await;
+        }
+    }
     tracing::debug!(%peer, serial = %serial, "device connected through the gate");
     let session = shared.sessions.enter(&serial);
     let device_wr = Mutex::new(wr);
     let inbound = relay_from_device(&mut rd, buf, &mut up_wr, &device_wr, &serial, peer, shared);
-    let outbound = relay_to_device(&mut up_rd, &device_wr, shared.max_frame);
+    let outbound = relay_to_device(&mut up_rd, up_buf, &device_wr, shared.max_frame);
     // Either side ending ends both: the device sees its connection close, rumqttd sees the
     // link close (and publishes the last will, as for any other unexpected end).
     tokio::select! {
@@ -336,10 +367,10 @@ async fn relay_from_device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// in the middle of one.
 async fn relay_to_device<W: AsyncWrite + Unpin>(
     up: &mut tokio::net::tcp::OwnedReadHalf,
+    mut buf: BytesMut,
     device_wr: &Mutex<W>,
     max: usize,
 ) {
-    let mut buf = BytesMut::with_capacity(4096);
     // The broker may send more than a device would (its own frame limit plus headers).
     let max = max + 1024;
     while let Ok(Some((_, frame))) = read_frame(up, &mut buf, max).await {

@@ -18,7 +18,9 @@
 //! Configuration is programmatic: one MQTT 3.1.1 (v4) listener, no websocket. rumqttd
 //! serves MQTT 5 only on a listener of its own, so there is none. Limits: 10 000
 //! connections, payloads up to 256 KiB (a client sending more is disconnected), keep-alive
-//! must not be 0 (rumqttd refuses it). A second connection with a client id already
+//! must not be 0 (rumqttd refuses it). Reconnect storms: the gate listens with a large
+//! accept backlog and bounds the CONNECTs waiting on rumqttd (`bind_device_listener`,
+//! docs/DEVICE-IDENTITY.md). A second connection with a client id already
 //! connected replaces the first; devices cannot take the server's client ids (the gate
 //! reserves them).
 //!
@@ -116,6 +118,9 @@ pub const LOG_DIRECTIVE: &str = "rumqttd=warn";
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 
 const MAX_CONNECTIONS: usize = 10_000;
+/// The device listeners' accept backlog: as many connections as the gate admits may wait to
+/// be accepted (the kernel caps it at `net.core.somaxconn`); see [`bind_device_listener`].
+const DEVICE_BACKLOG: u32 = MAX_CONNECTIONS as u32;
 const MAX_INFLIGHT: usize = 100;
 const MIB: usize = 1024 * 1024;
 /// Log per ingest filter: telemetry gets the most, the rest are small and rare.
@@ -254,10 +259,10 @@ impl EmbeddedBroker {
 /// gate runs on it).
 pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
     let BrokerOptions { listen, tls, prefix, mut reserved_client_ids, verifier } = options;
-    let plain = bind(listen)?;
+    let plain = bind_device_listener(listen)?;
     let addr = plain.local_addr().map_err(|cause| BrokerError::Bind { addr: listen, cause })?;
     let tls_listener = match &tls {
-        Some((tls_listen, config)) => Some((bind(*tls_listen)?, config.clone())),
+        Some((tls_listen, config)) => Some((bind_device_listener(*tls_listen)?, config.clone())),
         None => None,
     };
     let tls_addr = match &tls_listener {
@@ -319,6 +324,7 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
     }
     reserved_client_ids.push(PROBE_CLIENT_ID.to_owned());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let upstream_handshakes = Arc::new(tokio::sync::Semaphore::new(gate::UPSTREAM_HANDSHAKES));
     let sessions = Arc::new(Sessions::default());
     let shared = |tls: Option<tokio_rustls::TlsAcceptor>| {
         Arc::new(gate::GateShared {
@@ -329,14 +335,15 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
             verifier: verifier.clone(),
             max_frame: MAX_PAYLOAD + 1024,
             slots: slots.clone(),
+            upstream_handshakes: upstream_handshakes.clone(),
             tls,
             sessions: sessions.clone(),
         })
     };
-    tokio::spawn(gate::serve(tokio_listener(plain, addr)?, shared(None)));
+    tokio::spawn(gate::serve(plain, shared(None)));
     if let Some((l, config)) = tls_listener {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        tokio::spawn(gate::serve(tokio_listener(l, addr)?, shared(Some(acceptor))));
+        tokio::spawn(gate::serve(l, shared(Some(acceptor))));
     }
     tracing::info!(%addr, tls = ?tls_addr, "embedded MQTT broker listening for devices (MQTT 3.1.1, device credentials required)");
     if !addr.ip().is_loopback() {
@@ -349,12 +356,34 @@ pub fn start(options: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
     Ok(EmbeddedBroker { addr, tls_addr, internal, internal_password, listener, router_alive, sessions })
 }
 
-fn tokio_listener(l: TcpListener, addr: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
-    l.set_nonblocking(true).map_err(|cause| BrokerError::Bind { addr, cause })?;
-    tokio::net::TcpListener::from_std(l).map_err(|cause| BrokerError::Bind { addr, cause })
+/// Binds a device address for the gate, with an accept backlog of [`DEVICE_BACKLOG`].
+///
+/// Why not `TcpListener::bind`: the standard library (and Tokio, through mio) listens with a
+/// backlog of 128. When thousands of devices reconnect at once the queue overflows; Linux
+/// then drops the handshake's last ACK (or answers with a SYN cookie and drops it later), so a
+/// device believes it is connected and has sent its CONNECT, while the server has no such
+/// connection. The device's retransmissions back off exponentially (0.2 s, 0.4 s, … 51 s),
+/// so it sits there for a minute or more waiting for a CONNACK — bench-identity run 1 lost a
+/// third of 5,000 devices this way (BENCHMARKS.md, run 2). The kernel caps the backlog at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4, 128 before).
+pub(crate) fn bind_device_listener(listen: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
+    let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let bound = socket.and_then(|s| {
+        // As `TcpListener::bind` does on Unix: a restarted server can bind while old
+        // connections linger in TIME_WAIT.
+        #[cfg(unix)]
+        s.set_reuseaddr(true)?;
+        s.bind(listen)?;
+        s.listen(DEVICE_BACKLOG)
+    });
+    match bound {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BrokerError::AddressInUse { addr: listen }),
+        Err(cause) => Err(BrokerError::Bind { addr: listen, cause }),
+    }
 }
 
-/// Binds a device address (kept for the gate).
+/// Binds `listen` with the standard library (backlog 128), for the free-port check.
 fn bind(listen: SocketAddr) -> Result<TcpListener, BrokerError> {
     match TcpListener::bind(listen) {
         Ok(l) => Ok(l),
@@ -443,4 +472,39 @@ fn config(addr: SocketAddr, prefix: &str, internal_password: &str) -> Config {
         },
     };
     Config { router, v4: Some(HashMap::from([("v4".to_owned(), server)])), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storm of connections that arrive while the gate is busy waits in the kernel's accept
+    /// queue: none is dropped. With the default backlog (128) the 130th handshake's SYN is
+    /// dropped and its connect takes TCP's 1 s retransmission (or a minute, when a SYN cookie's
+    /// ACK is dropped), which is what kept a third of 5,000 devices out in bench-identity run 1.
+    #[tokio::test]
+    async fn device_listener_queues_a_storm_of_connections() {
+        const STORM: usize = 500;
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok();
+        if somaxconn.and_then(|s| s.trim().parse::<usize>().ok()).is_none_or(|max| max < STORM) {
+            println!("skipped: net.core.somaxconn is unknown or below {STORM}");
+            return;
+        }
+        let listener = bind_device_listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        // Nobody accepts yet. A handshake the kernel refuses to queue is retried by the client
+        // after 1 s at the earliest, so a queued one is well within the bound.
+        for i in 0..STORM {
+            let connect = tokio::time::timeout(Duration::from_millis(900), tokio::net::TcpStream::connect(addr)).await;
+            match connect {
+                Ok(Ok(stream)) => held.push(stream),
+                Ok(Err(e)) => panic!("connection {i} failed: {e}"),
+                Err(_) => panic!("connection {i} was not queued: only {i} fit in the accept backlog"),
+            }
+        }
+        for _ in 0..STORM {
+            listener.accept().await.unwrap();
+        }
+    }
 }
