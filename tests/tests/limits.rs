@@ -168,14 +168,14 @@ async fn connections_are_capped_in_total_and_per_address() -> anyhow::Result<()>
 }
 
 /// Waits until the server closes `conn` (end of stream or reset); fails when it is still
-/// open after `WAIT`. Whatever the server sends first (a 408, say) is read and dropped.
-async fn closed_by_server(conn: &mut TcpStream) -> anyhow::Result<Duration> {
-    let started = Instant::now();
+/// open after `WAIT`. Whatever the server sends first (a 408, a GOAWAY) is read and dropped.
+async fn closed_by_server(conn: &mut TcpStream) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut buf = vec![0u8; 4096];
     loop {
-        match tokio::time::timeout_at((started + WAIT).into(), conn.read(&mut buf)).await {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
             Err(_) => anyhow::bail!("the server kept the connection open for {WAIT:?}"),
-            Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(0) | Err(_)) => return Ok(()),
             Ok(Ok(_)) => {}
         }
     }
@@ -186,11 +186,18 @@ async fn connections_without_a_request_are_closed_after_the_header_timeout() -> 
     let timeout = Duration::from_secs(1);
     let http = HttpLimits { header_read_timeout: timeout, ..HttpLimits::default() };
     let server = server_with(&Backend::Sqlite, http, WsLimits::default()).await?;
+    let opened = Instant::now();
     // Sends nothing at all.
     let mut silent = connect_from(&server, "127.0.0.1").await?;
     // Sends half a request head and stops.
     let mut partial = connect_from(&server, "127.0.0.1").await?;
     partial.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await?;
+    // Half the HTTP/2 preface: the protocol is never known.
+    let mut half_preface = connect_from(&server, "127.0.0.1").await?;
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await?;
+    // HTTP/2 (prior knowledge): the preface and SETTINGS, then no stream ever.
+    let mut h2_idle = connect_from(&server, "127.0.0.1").await?;
+    h2_idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await?;
     // One request, then idle on a keep-alive connection.
     let mut idle = connect_from(&server, "127.0.0.1").await?;
     assert!(healthz(&mut idle).await?.starts_with("HTTP/1.1 200"));
@@ -221,11 +228,22 @@ async fn connections_without_a_request_are_closed_after_the_header_timeout() -> 
         took = slow_closed => took,
         () = trickle => anyhow::bail!("a slowloris head was still being read after 20 s"),
     };
-    let bound = timeout + Duration::from_secs(2);
-    for (what, conn) in [("silent", &mut silent), ("partial head", &mut partial), ("idle keep-alive", &mut idle)] {
-        let took = closed_by_server(conn).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    // HTTP/2 closes once its ping goes unanswered: two periods.
+    let bound = 2 * timeout + Duration::from_secs(2);
+    for (what, conn) in [
+        ("silent", &mut silent),
+        ("partial head", &mut partial),
+        ("idle keep-alive", &mut idle),
+        ("half an HTTP/2 preface", &mut half_preface),
+        ("idle HTTP/2", &mut h2_idle),
+    ] {
+        closed_by_server(conn).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        // Checked in turn: the time since they were opened is an upper bound for each.
+        let took = opened.elapsed();
+        eprintln!("{what}: closed by the server within {took:?} of opening (timeout {timeout:?})");
         assert!(took < bound, "{what}: closed only after {took:?}");
     }
+    eprintln!("slowloris: closed by the server {slow_after:?} after its first byte");
     assert!(slow_after < bound, "slowloris: closed only after {slow_after:?}");
     // Everyone else is still served, over HTTP/1.1 and HTTP/2.
     still_serving(&server).await?;

@@ -306,9 +306,18 @@ async fn an_api_key_never_holds_more_than_its_issuer_holds_now() -> anyhow::Resu
         assert_eq!(mall_only.len(), 1, "{mall_only:?}");
         assert!(mall_only[0].contains("Mall"), "{mall_only:?}");
 
-        // Deactivated: the key stops; reactivated and promoted back: it works as before.
+        // Deactivated: the key stops, its open WebSocket too (4403); reactivated and promoted
+        // back: it works as before.
+        let secret = key["createApiKey"]["secret"].as_str().unwrap_or_default();
+        let mut ws = sparkwatch_tests::WsClient::signed_in(&server, secret).await?;
+        ws.subscribe("h", "subscription { hazardChanged { id } }", json!({})).await?;
+        // Subscribed once the socket answers a later ping (frames are handled in order).
+        ws.send(json!({"type": "ping"})).await?;
+        let pong = ws.recv(std::time::Duration::from_secs(10)).await?;
+        assert!(matches!(&pong, sparkwatch_tests::WsEvent::Message(m) if m["type"] == "pong"), "{pong:?}");
         admin.ok(UPDATE_USER, json!({"i": {"id": &issuer_id, "active": false}})).await?;
         assert_eq!(bms.code(HAZARDS, json!({})).await?, "UNAUTHENTICATED");
+        assert_eq!(ws.closed(std::time::Duration::from_secs(10)).await?.0, 4403);
         let back = json!({"i": {"id": &issuer_id, "active": true, "roleId": &key_desk, "projectIds": []}});
         admin.ok(UPDATE_USER, back).await?;
         bms.ok(HAZARDS, json!({})).await?;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sparkwatch_tests::{Gql, Options, PrivateRedis, TestServer, WsClient, backends, eventually};
+use sparkwatch_tests::{Gql, Options, PrivateRedis, TestServer, WsClient, WsEvent, backends, eventually};
 
 const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 const NEW_PASSWORD: &str = "N3w-passw0rd!";
@@ -47,6 +47,12 @@ async fn refresh(server: &TestServer, token: &str) -> anyhow::Result<String> {
 async fn socket(server: &TestServer, gql: &Gql) -> anyhow::Result<WsClient> {
     let mut ws = WsClient::signed_in(server, gql.token.as_deref().unwrap_or_default()).await?;
     ws.subscribe("h", HAZARDS, json!({})).await?;
+    // Subscribed once the socket answers a later ping (frames are handled in order): a
+    // revocation published before the subscription joined would only be seen by the 30 s
+    // re-check.
+    ws.send(json!({"type": "ping"})).await?;
+    let pong = ws.recv(WAIT).await?;
+    anyhow::ensure!(matches!(&pong, WsEvent::Message(m) if m["type"] == "pong"), "no pong: {pong:?}");
     Ok(ws)
 }
 

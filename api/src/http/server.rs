@@ -12,7 +12,8 @@
 //! - Before the protocol is known (the auto builder waits for the first bytes to tell
 //!   HTTP/1 from HTTP/2), and on an HTTP/2 connection: when no request has been in progress
 //!   for the same time, the connection is shut down gracefully (HTTP/2: GOAWAY; open
-//!   streams, a WebSocket among them, run to their end).
+//!   streams, a WebSocket among them, run to their end). HTTP/2 pings after each idle
+//!   period and closes a connection whose client does not answer within another.
 //!
 //! A WebSocket over HTTP/1 leaves this loop at its upgrade: the socket has its own limits
 //! ([`crate::ws`]). Shutdown: no new connections; open ones finish their requests and close.
@@ -53,7 +54,15 @@ pub(crate) async fn serve<L>(
     let (close_tx, close_rx) = watch::channel(());
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout);
-    builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+    // HTTP/2 answers an idle shutdown with GOAWAY and waits for the client to acknowledge a
+    // ping before it closes: the keep-alive ping closes a client that never acknowledges
+    // one (dead, or holding the connection on purpose) after two idle periods.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle_timeout)
+        .keep_alive_timeout(idle_timeout)
+        .enable_connect_protocol();
     loop {
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
