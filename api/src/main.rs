@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     demo::DEMO_PASSWORD
                 );
             }
+            raise_open_file_limit();
             if !config.listen.ip().is_loopback() {
                 tracing::warn!(listen = %config.listen, "listening beyond this machine");
             }
@@ -527,4 +528,21 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Raises the soft limit on open files to the hard limit the operator allows. Every device
+/// through the gate holds three descriptors and every WebSocket one, so the soft limit of
+/// 1024 that systemd and most shells start with would refuse a site beyond ~330 devices
+/// while the hard limit (`LimitNOFILE=`, `ulimit -Hn`) allows far more.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 16_384 => tracing::warn!(
+            open_files = n,
+            "the open-file limit allows about {} devices through the gate; raise the hard limit (LimitNOFILE= in a \
+             systemd unit, ulimit -Hn) for more",
+            n / 3
+        ),
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
 }
