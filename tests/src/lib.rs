@@ -492,6 +492,15 @@ impl Gql {
         Ok(res["data"].clone())
     }
 
+    /// Posts a query that must fail; returns the first error's `(extensions.code,
+    /// extensions.field)`, the field `-` when the error names none.
+    pub async fn refused(&self, query: &str, variables: Value) -> anyhow::Result<(String, String)> {
+        let res = self.run(query, variables).await?;
+        let ext = &res["errors"][0]["extensions"];
+        let code = ext["code"].as_str().with_context(|| format!("expected an error: {res}"))?;
+        Ok((code.to_owned(), ext["field"].as_str().unwrap_or("-").to_owned()))
+    }
+
     /// Posts a query that must fail; returns the first error's `extensions.code`.
     pub async fn code(&self, query: &str, variables: Value) -> anyhow::Result<String> {
         let res = self.run(query, variables).await?;
@@ -500,6 +509,12 @@ impl Gql {
             .with_context(|| format!("expected an error code: {res}"))?;
         Ok(code.to_owned())
     }
+}
+
+/// The `(code, field)` of a `FORBIDDEN` refusal naming `field`, to compare with
+/// [`Gql::refused`].
+pub fn forbidden(field: &str) -> (String, String) {
+    ("FORBIDDEN".into(), field.into())
 }
 
 /// Polls `check` every 50 ms until it yields a value; fails naming `what` after 10 s. The one

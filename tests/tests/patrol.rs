@@ -92,14 +92,6 @@ fn check_in(client: &str, task: &Value, code: &Value, at: chrono::DateTime<Utc>)
     json!({"i": {"clientId": client, "taskId": task["id"], "qrPayload": code, "at": at.to_rfc3339(), "answers": answers(true)}})
 }
 
-/// `(code, field)` of the first error of a request that must fail.
-async fn refused(gql: &Gql, query: &str, vars: Value) -> anyhow::Result<(String, String)> {
-    let res = gql.run(query, vars).await?;
-    let ext = &res["errors"][0]["extensions"];
-    anyhow::ensure!(ext["code"].is_string(), "expected an error: {res}");
-    Ok((ext["code"].as_str().unwrap_or_default().to_owned(), ext["field"].as_str().unwrap_or_default().to_owned()))
-}
-
 #[tokio::test]
 async fn offline_check_ins_replayed_twice_and_out_of_order_give_one_result() -> anyhow::Result<()> {
     for backend in backends() {
@@ -259,19 +251,19 @@ async fn forged_foreign_and_misplaced_codes_are_refused_and_roles_hold() -> anyh
         let forged_id = format!("{}{}", &b_code[..28], &code[28..]);
         for payload in [forged_tag.as_str(), forged_id.as_str(), "SWQ1.nonsense", "https://example.com"] {
             let vars = check_in(&uuid::Uuid::now_v7().to_string(), &task, &json!(payload), Utc::now());
-            let (code, field) = refused(&site.electrician, CHECK_IN, vars).await?;
+            let (code, field) = site.electrician.refused(CHECK_IN, vars).await?;
             assert_eq!((code.as_str(), field.as_str()), ("VALIDATION", "qrPayload"), "{payload}");
         }
         // A genuine code of a checkpoint that is not on this plan; another tenant's code.
         for other in [&b, &foreign] {
             let vars = check_in(&uuid::Uuid::now_v7().to_string(), &task, &other["qrPayload"], Utc::now());
-            let (code, field) = refused(&site.electrician, CHECK_IN, vars).await?;
+            let (code, field) = site.electrician.refused(CHECK_IN, vars).await?;
             assert_eq!((code.as_str(), field.as_str()), ("VALIDATION", "qrPayload"), "{other}");
         }
         // Answers must cover the checklist exactly.
         let mut partial = check_in(&uuid::Uuid::now_v7().to_string(), &task, &a["qrPayload"], Utc::now());
         partial["i"]["answers"] = json!([{"item": "Cabinet closed", "ok": true}]);
-        let (code, field) = refused(&site.electrician, CHECK_IN, partial).await?;
+        let (code, field) = site.electrician.refused(CHECK_IN, partial).await?;
         assert_eq!((code.as_str(), field.as_str()), ("VALIDATION", "answers"));
 
         // The electrician checks in but does not plan.
@@ -303,11 +295,11 @@ async fn forged_foreign_and_misplaced_codes_are_refused_and_roles_hold() -> anyh
         let school_point = site.checkpoint(&site.manager, &site.school, "Boiler room").await?;
         let input = json!({"projectId": site.mall, "name": "Mixed", "checkpointIds": [a["id"], school_point["id"]],
             "schedule": "WEEKLY", "assigneeIds": [site.electrician_id]});
-        let (code, field) = refused(&site.manager, CREATE_PLAN, json!({"i": input})).await?;
+        let (code, field) = site.manager.refused(CREATE_PLAN, json!({"i": input})).await?;
         assert_eq!((code.as_str(), field.as_str()), ("VALIDATION", "checkpointIds"));
         let input = json!({"projectId": site.school, "name": "School", "checkpointIds": [school_point["id"]],
             "schedule": "MONTHLY", "assigneeIds": [site.electrician_id]});
-        let (code, field) = refused(&site.manager, CREATE_PLAN, json!({"i": input})).await?;
+        let (code, field) = site.manager.refused(CREATE_PLAN, json!({"i": input})).await?;
         assert_eq!((code.as_str(), field.as_str()), ("VALIDATION", "assigneeIds"), "the electrician has no school");
         let input = json!({"projectId": site.depot, "name": "Theirs", "checklist": ["x"]});
         assert_eq!(site.manager.code(CREATE_CHECKPOINT, json!({"i": input})).await?, "NOT_FOUND");

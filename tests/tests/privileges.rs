@@ -6,7 +6,7 @@
 //! `extensions.field` naming the input.
 
 use serde_json::{Value, json};
-use sparkwatch_tests::{Gql, TestServer, backends};
+use sparkwatch_tests::{Gql, TestServer, backends, forbidden};
 
 const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 const NEW_PASSWORD: &str = "N3w-passw0rd!";
@@ -16,18 +16,6 @@ const DELETE_ROLE: &str = "mutation($id: ID!) { deleteRole(id: $id) }";
 const CREATE_USER: &str = "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }";
 const UPDATE_USER: &str = "mutation($i: UpdateUserInput!) { updateUser(input: $i) { id active role { id } } }";
 const CREATE_KEY: &str = "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }";
-
-/// `(code, field)` of the first error of a request that must fail.
-async fn refused(gql: &Gql, query: &str, vars: Value) -> anyhow::Result<(String, String)> {
-    let res = gql.run(query, vars).await?;
-    let ext = &res["errors"][0]["extensions"];
-    let code = ext["code"].as_str().ok_or_else(|| anyhow::anyhow!("expected an error: {res}"))?;
-    Ok((code.to_owned(), ext["field"].as_str().unwrap_or("-").to_owned()))
-}
-
-fn forbidden(field: &str) -> (String, String) {
-    ("FORBIDDEN".into(), field.into())
-}
 
 /// The ids of the demo mall and school.
 async fn projects(admin: &Gql) -> anyhow::Result<(String, String)> {
@@ -94,21 +82,17 @@ async fn nobody_grants_what_they_do_not_hold() -> anyhow::Result<()> {
         };
 
         // user.manage: no self-promotion, no managing anyone holding more.
-        let res = refused(&users, UPDATE_USER, update(&me, json!({"roleId": "tenant_admin"}))).await?;
+        let res = users.refused(UPDATE_USER, update(&me, json!({"roleId": "tenant_admin"}))).await?;
         assert_eq!(res, forbidden("roleId"), "self-promotion to tenant admin");
-        let res = refused(&users, UPDATE_USER, update(&me, json!({"roleId": &role_desk}))).await?;
+        let res = users.refused(UPDATE_USER, update(&me, json!({"roleId": &role_desk}))).await?;
         assert_eq!(res, forbidden("roleId"), "a role holding role.manage");
-        let res = refused(&users, UPDATE_USER, update(&me, json!({"projectIds": [&mall, &school]}))).await?;
+        let res = users.refused(UPDATE_USER, update(&me, json!({"projectIds": [&mall, &school]}))).await?;
         assert_eq!(res, forbidden("projectIds"), "a project outside the caller's scope");
         for patch in [json!({"password": NEW_PASSWORD}), json!({"active": false}), json!({"displayName": "x"})] {
-            assert_eq!(
-                refused(&users, UPDATE_USER, update(&admin_id, patch.clone())).await?,
-                forbidden("id"),
-                "{patch}"
-            );
+            assert_eq!(users.refused(UPDATE_USER, update(&admin_id, patch.clone())).await?, forbidden("id"), "{patch}");
             // The manager holds hazard.manage and the school: more than the caller.
             assert_eq!(
-                refused(&users, UPDATE_USER, update(&manager_id, patch.clone())).await?,
+                users.refused(UPDATE_USER, update(&manager_id, patch.clone())).await?,
                 forbidden("id"),
                 "{patch}"
             );
@@ -122,7 +106,7 @@ async fn nobody_grants_what_they_do_not_hold() -> anyhow::Result<()> {
         ] {
             let input =
                 json!({"email": "new@demo.local", "password": PASSWORD, "roleId": role_id, "projectIds": projects});
-            assert_eq!(refused(&users, CREATE_USER, json!({"i": input})).await?, forbidden(field), "{role_id}");
+            assert_eq!(users.refused(CREATE_USER, json!({"i": input})).await?, forbidden(field), "{role_id}");
         }
         // What the caller holds it may hand out, and manage afterwards.
         let input =
@@ -132,19 +116,19 @@ async fn nobody_grants_what_they_do_not_hold() -> anyhow::Result<()> {
             .unwrap_or_default()
             .to_owned();
         users.ok(UPDATE_USER, update(&reader, json!({"password": NEW_PASSWORD, "active": false}))).await?;
-        let res = refused(&users, UPDATE_USER, update(&reader, json!({"projectIds": [&school]}))).await?;
+        let res = users.refused(UPDATE_USER, update(&reader, json!({"projectIds": [&school]}))).await?;
         assert_eq!(res, forbidden("projectIds"));
         users.ok(UPDATE_USER, update(&me, json!({"displayName": "Desk"}))).await?;
 
         // role.manage: no role with more than the caller holds, nor editing one that does.
         let input = json!({"name": "Everything", "permissions": ["role.manage", "site.read", "user.manage"]});
-        assert_eq!(refused(&roles, CREATE_ROLE, json!({"i": input})).await?, forbidden("permissions"));
+        assert_eq!(roles.refused(CREATE_ROLE, json!({"i": input})).await?, forbidden("permissions"));
         let input = json!({"id": &role_desk, "permissions": ["role.manage", "site.read", "device.control"]});
-        assert_eq!(refused(&roles, UPDATE_ROLE, json!({"i": input})).await?, forbidden("permissions"), "own role");
+        assert_eq!(roles.refused(UPDATE_ROLE, json!({"i": input})).await?, forbidden("permissions"), "own role");
         let input = json!({"id": &user_desk, "permissions": ["site.read"]});
-        assert_eq!(refused(&roles, UPDATE_ROLE, json!({"i": input})).await?, forbidden("id"), "a role holding more");
+        assert_eq!(roles.refused(UPDATE_ROLE, json!({"i": input})).await?, forbidden("id"), "a role holding more");
         let spare = role(&admin, "Spare", &["site.read", "device.control"]).await?;
-        assert_eq!(refused(&roles, DELETE_ROLE, json!({"id": &spare})).await?, forbidden("id"));
+        assert_eq!(roles.refused(DELETE_ROLE, json!({"id": &spare})).await?, forbidden("id"));
         let made = roles.ok(CREATE_ROLE, json!({"i": {"name": "Reader", "permissions": ["site.read"]}})).await?;
         assert_eq!(made["createRole"]["permissions"], json!(["site.read"]));
         let made = made["createRole"]["id"].as_str().unwrap_or_default().to_owned();
@@ -163,7 +147,7 @@ async fn nobody_grants_what_they_do_not_hold() -> anyhow::Result<()> {
             ("viewer", Some(vec![school.as_str()]), "projectIds"),
         ] {
             let input = json!({"name": "bms", "roleId": role_id, "projectIds": projects});
-            assert_eq!(refused(&keys, CREATE_KEY, json!({"i": input})).await?, forbidden(field), "{role_id}");
+            assert_eq!(keys.refused(CREATE_KEY, json!({"i": input})).await?, forbidden(field), "{role_id}");
         }
         let key = keys.ok(CREATE_KEY, json!({"i": {"name": "bms", "roleId": "viewer", "projectIds": [&mall]}})).await?;
         assert!(key["createApiKey"]["secret"].as_str().is_some_and(|s| s.starts_with("swk_")));
@@ -244,7 +228,7 @@ async fn escalation_matrix_grants_nobody_anything_new() -> anyhow::Result<()> {
                 (CREATE_KEY, json!({"i": {"name": "k", "roleId": "manager"}})),
             ];
             for (query, vars) in attempts {
-                let (code, _) = refused(caller, query, vars.clone()).await?;
+                let (code, _) = caller.refused(query, vars.clone()).await?;
                 assert_eq!(code, "FORBIDDEN", "{name}: {vars}");
             }
         }
@@ -295,7 +279,7 @@ async fn an_api_key_never_holds_more_than_its_issuer_holds_now() -> anyhow::Resu
         // hazard.read removed from the issuer's role: the key loses it at the next request.
         let fewer = ["apikey.manage", "site.read", "project.all"];
         admin.ok(UPDATE_ROLE, json!({"i": {"id": &key_desk, "permissions": fewer}})).await?;
-        assert_eq!(refused(&bms, HAZARDS, json!({})).await?, forbidden("authorization"));
+        assert_eq!(bms.refused(HAZARDS, json!({})).await?, forbidden("authorization"));
         assert_eq!(seen_projects(&bms).await?, everything, "what the issuer still holds, the key keeps");
         admin.ok(UPDATE_ROLE, json!({"i": {"id": &key_desk, "permissions": desk_perms}})).await?;
         bms.ok(HAZARDS, json!({})).await?;

@@ -9,7 +9,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use sparkwatch_api::service::{Clock, ManualClock};
 use sparkwatch_entity::operation_log;
-use sparkwatch_tests::{Gql, Options, TestServer, backends};
+use sparkwatch_tests::{Gql, Options, TestServer, backends, forbidden};
 
 const PASSWORD: &str = sparkwatch_api::demo::DEMO_PASSWORD;
 const REAUTH: &str = "mutation($p: String!) { reauthenticate(password: $p) { token expiresAt } }";
@@ -20,18 +20,6 @@ async fn step_up(gql: &Gql) -> anyhow::Result<(String, chrono::DateTime<chrono::
     let r = gql.ok(REAUTH, json!({"p": PASSWORD})).await?["reauthenticate"].clone();
     let token = r["token"].as_str().ok_or_else(|| anyhow::anyhow!("no token: {r}"))?.to_owned();
     Ok((token, r["expiresAt"].as_str().unwrap_or_default().parse()?))
-}
-
-/// `(code, field)` of the first error of a request that must fail.
-async fn refused(gql: &Gql, query: &str, vars: Value) -> anyhow::Result<(String, String)> {
-    let res = gql.run(query, vars).await?;
-    let ext = &res["errors"][0]["extensions"];
-    let code = ext["code"].as_str().ok_or_else(|| anyhow::anyhow!("expected an error: {res}"))?;
-    Ok((code.to_owned(), ext["field"].as_str().unwrap_or("-").to_owned()))
-}
-
-fn forbidden(field: &str) -> (String, String) {
-    ("FORBIDDEN".into(), field.into())
 }
 
 #[tokio::test]
@@ -66,21 +54,21 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
         assert_eq!(set["sendCommand"]["op"], "SET_THRESHOLDS");
 
         // A wrong password gets no token.
-        assert_eq!(refused(&admin, REAUTH, json!({"p": "not-the-password"})).await?, forbidden("password"));
+        assert_eq!(admin.refused(REAUTH, json!({"p": "not-the-password"})).await?, forbidden("password"));
         // Not a step-up token: an access token, garbage, or the empty string.
         let access = admin.token.clone().unwrap_or_default();
         for fake in [access.as_str(), "garbage", ""] {
-            let res = refused(&admin, SEND, cmd(&detectors[2], "TRIP", json!({"stepUpToken": fake}))).await?;
+            let res = admin.refused(SEND, cmd(&detectors[2], "TRIP", json!({"stepUpToken": fake}))).await?;
             assert_eq!(res, forbidden("stepUpToken"), "{fake}");
         }
         // Nor is a step-up token an access token.
         assert_eq!(admin.with_token(&token).code("{ me { id } }", json!({})).await?, "UNAUTHENTICATED");
         // Someone else's token, and the same user's token from another sign-in, are refused.
         let (theirs, _) = step_up(&manager).await?;
-        let res = refused(&admin, SEND, cmd(&detectors[2], "CLOSE", json!({"stepUpToken": theirs}))).await?;
+        let res = admin.refused(SEND, cmd(&detectors[2], "CLOSE", json!({"stepUpToken": theirs}))).await?;
         assert_eq!(res, forbidden("stepUpToken"));
         let elsewhere = server.demo_login("admin@demo.local").await?;
-        let res = refused(&elsewhere, SEND, cmd(&detectors[2], "CLOSE", json!({"stepUpToken": token}))).await?;
+        let res = elsewhere.refused(SEND, cmd(&detectors[2], "CLOSE", json!({"stepUpToken": token}))).await?;
         assert_eq!(res, forbidden("stepUpToken"));
 
         // Until it expires (on the server's clock).
@@ -88,10 +76,10 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
         let close = admin.ok(SEND, cmd(&detectors[2], "CLOSE", json!({"stepUpToken": token}))).await?;
         assert_eq!(close["sendCommand"]["op"], "CLOSE");
         clock.advance(chrono::Duration::seconds(1));
-        let res = refused(&admin, SEND, cmd(&detectors[3], "TRIP", json!({"stepUpToken": token}))).await?;
+        let res = admin.refused(SEND, cmd(&detectors[3], "TRIP", json!({"stepUpToken": token}))).await?;
         assert_eq!(res, forbidden("stepUpToken"));
         // The password keeps working; without either the password is asked for.
-        assert_eq!(refused(&admin, SEND, cmd(&detectors[3], "TRIP", Value::Null)).await?, forbidden("password"));
+        assert_eq!(admin.refused(SEND, cmd(&detectors[3], "TRIP", Value::Null)).await?, forbidden("password"));
         let trip = admin.ok(SEND, cmd(&detectors[3], "TRIP", json!({"password": PASSWORD}))).await?;
         assert_eq!(trip["sendCommand"]["op"], "TRIP");
 
@@ -100,8 +88,8 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
             .ok("mutation { createApiKey(input: {name: \"bms\", roleId: \"viewer\"}) { secret } }", json!({}))
             .await?;
         let bms = admin.with_token(key["createApiKey"]["secret"].as_str().unwrap_or_default());
-        assert_eq!(refused(&bms, REAUTH, json!({"p": PASSWORD})).await?.0, "FORBIDDEN");
-        assert_eq!(refused(&server.anonymous(), REAUTH, json!({"p": PASSWORD})).await?.0, "UNAUTHENTICATED");
+        assert_eq!(bms.refused(REAUTH, json!({"p": PASSWORD})).await?.0, "FORBIDDEN");
+        assert_eq!(server.anonymous().refused(REAUTH, json!({"p": PASSWORD})).await?.0, "UNAUTHENTICATED");
 
         // Each re-authentication is in the operation log; failures are not tokens.
         let db = server.services.store().db();
@@ -112,9 +100,9 @@ async fn step_up_tokens_stand_in_for_the_password_for_their_sign_in_only() -> an
         assert_eq!(logged, 2);
         // Wrong passwords are limited like sign-ins: after five, even the right one waits.
         for _ in 0..5 {
-            assert_eq!(refused(&manager, REAUTH, json!({"p": "guess"})).await?, forbidden("password"));
+            assert_eq!(manager.refused(REAUTH, json!({"p": "guess"})).await?, forbidden("password"));
         }
-        assert_eq!(refused(&manager, REAUTH, json!({"p": PASSWORD})).await?.0, "RATE_LIMITED");
+        assert_eq!(manager.refused(REAUTH, json!({"p": PASSWORD})).await?.0, "RATE_LIMITED");
     }
     Ok(())
 }
