@@ -62,6 +62,21 @@ impl IngestQueue {
     pub async fn push(&self, msg: Inbound) -> bool {
         self.tx.send(msg).await.is_ok()
     }
+
+    /// Enqueues a message if there is room now; otherwise gives it back (`Ok(Some)`).
+    /// `Err` once the pipeline is gone.
+    pub(crate) fn try_push(&self, msg: Inbound) -> Result<Option<Inbound>, ()> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(msg)) => Ok(Some(msg)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
+    /// Waits for room for one message (cancel-safe: nothing is taken until it resolves).
+    pub(crate) async fn room(self) -> Option<mpsc::OwnedPermit<Inbound>> {
+        self.tx.reserve_owned().await.ok()
+    }
 }
 
 /// What one Modbus poll of one detector produced.
