@@ -13,7 +13,8 @@
 //!   and the MQTT subscriber (reconnect, finished).
 //!
 //! The receive side never waits on the database: it only pushes into the bounded queue,
-//! and when the queue is full the MQTT client stops reading, so the broker buffers.
+//! and when the queue is full the MQTT subscriber holds what it reads (up to 1,000, still
+//! writing acknowledgements), then stops reading, so the broker buffers.
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
