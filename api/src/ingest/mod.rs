@@ -13,7 +13,8 @@
 //!   and the MQTT subscriber (reconnect, finished).
 //!
 //! The receive side never waits on the database: it only pushes into the bounded queue,
-//! and when the queue is full the MQTT client stops reading, so the broker buffers.
+//! and when the queue is full the MQTT subscriber holds what it reads (up to 1,000, still
+//! writing acknowledgements), then stops reading, so the broker buffers.
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
@@ -61,6 +62,21 @@ impl IngestQueue {
     /// Enqueues a message, waiting while the queue is full (backpressure).
     pub async fn push(&self, msg: Inbound) -> bool {
         self.tx.send(msg).await.is_ok()
+    }
+
+    /// Enqueues a message if there is room now; otherwise gives it back (`Ok(Some)`).
+    /// `Err` once the pipeline is gone.
+    pub(crate) fn try_push(&self, msg: Inbound) -> Result<Option<Inbound>, ()> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(msg)) => Ok(Some(msg)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
+    /// Waits for room for one message (cancel-safe: nothing is taken until it resolves).
+    pub(crate) async fn room(self) -> Option<mpsc::OwnedPermit<Inbound>> {
+        self.tx.reserve_owned().await.ok()
     }
 }
 

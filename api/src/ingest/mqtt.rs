@@ -8,6 +8,7 @@
 //! registers its client there while it runs, and command results come back on
 //! `{prefix}/+/cmd/ack` through the pipeline like every other device message.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -84,6 +85,11 @@ const MAX_INCOMING_PACKET: usize = 268_435_455;
 /// How long a stopping subscriber waits for the pipeline's last acknowledgements.
 const FINAL_ACKS_WITHIN: Duration = Duration::from_secs(30);
 
+/// Most messages the subscriber holds while the pipeline has no room. Polling the event
+/// loop on meanwhile writes the acknowledgements of what the pipeline settled; waiting for
+/// room without polling left them unwritten (BENCHMARKS.md, ingestion run 14).
+const HOLD_MAX: usize = 1_000;
+
 /// How long a reconnect or the final DISCONNECT may wait to be written.
 const DISCONNECT_WITHIN: Duration = Duration::from_secs(2);
 
@@ -137,19 +143,47 @@ pub async fn run(
     let finished = health.finished();
     tokio::pin!(finished);
     let mut pipeline_done = false;
+    // Messages read while the pipeline had no room, in arrival order. The loop keeps
+    // polling the event loop meanwhile — only that writes the acknowledgements queued by
+    // settled batches (and keep-alive pings) — and stops reading only when [`HOLD_MAX`]
+    // wait here.
+    let mut held: VecDeque<Inbound> = VecDeque::new();
+    // One timer, moved only when its deadline changes: a timer made on every turn of the
+    // loop cost a registration and a removal per message and per acknowledgement.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         let deadline = match (reconnecting, stopped_at) {
-            (Some(r), _) => r + DISCONNECT_WITHIN,
-            (None, Some(s)) => s + FINAL_ACKS_WITHIN,
-            (None, None) => tokio::time::Instant::now() + Duration::from_secs(3600),
+            (Some(r), _) => Some(r + DISCONNECT_WITHIN),
+            (None, Some(s)) => Some(s + FINAL_ACKS_WITHIN),
+            (None, None) => None,
         };
+        if deadline != armed {
+            armed = deadline;
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at);
+            }
+        }
+        // A sender of its own for the wait, so that stopping can still drop `queue`.
+        let room = if held.is_empty() { None } else { queue.clone() };
         let event = tokio::select! {
-            e = eventloop.poll() => e,
+            room = async move { room?.room().await }, if !held.is_empty() && queue.is_some() => {
+                match (room, held.pop_front()) {
+                    (Some(room), Some(msg)) => {
+                        room.send(msg);
+                    }
+                    _ => break,
+                }
+                continue;
+            }
+            e = eventloop.poll(), if held.len() < HOLD_MAX => e,
             _ = stop.changed(), if stopped_at.is_none() => {
-                // No more messages into the pipeline; what arrives from now on is left
-                // unacknowledged for the next start.
+                // No more messages into the pipeline; what arrives from now on, and what
+                // is held here, is left unacknowledged for the next start.
                 stopped_at = Some(tokio::time::Instant::now());
                 queue = None;
+                held.clear();
                 continue;
             }
             _ = &mut finished, if stopped_at.is_some() && !pipeline_done => {
@@ -165,7 +199,8 @@ pub async fn run(
                 }
                 continue;
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
                 if reconnecting.take().is_some() {
                     eventloop.clean();
                     continue;
@@ -210,10 +245,16 @@ pub async fn run(
                         }
                     })),
                 };
-                // Waiting here is the backpressure: while the pipeline is behind, we stop
-                // reading and the broker holds the messages.
-                if !queue.push(msg).await {
-                    break;
+                // While the pipeline is behind, messages wait here in order (at most
+                // HOLD_MAX; then the loop stops reading and the broker holds them).
+                if held.is_empty() {
+                    match queue.try_push(msg) {
+                        Ok(None) => {}
+                        Ok(Some(msg)) => held.push_back(msg),
+                        Err(()) => break,
+                    }
+                } else {
+                    held.push_back(msg);
                 }
             }
             Ok(_) => {}
@@ -228,6 +269,7 @@ pub async fn run(
                     _ = stop.changed() => {
                         stopped_at = Some(tokio::time::Instant::now());
                         queue = None;
+                        held.clear();
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

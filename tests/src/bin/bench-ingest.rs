@@ -172,6 +172,21 @@ async fn measure(
     let mut lat: Vec<f64> =
         hazards.iter().map(|h| (h.opened_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    // Where the time went: publish → received by the subscriber (broker and socket), and
+    // received → hazard opened (queue and pipeline).
+    let mut recv: Vec<f64> =
+        hazards.iter().map(|h| (h.ingested_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+    let mut open: Vec<f64> =
+        hazards.iter().map(|h| (h.opened_at - h.ingested_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+    recv.sort_by(|a, b| a.total_cmp(b));
+    open.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "  publish → received p50 {:.1} p99 {:.1} ms; received → hazard p50 {:.1} p99 {:.1} ms",
+        sparkwatch_tests::bench::pct(&recv, 0.5),
+        sparkwatch_tests::bench::pct(&recv, 0.99),
+        sparkwatch_tests::bench::pct(&open, 0.5),
+        sparkwatch_tests::bench::pct(&open, 0.99)
+    );
     eprintln!("  latency sample: {} hazards at {half}/s background load", lat.len());
     let total = sparkwatch_entity::reading::Entity::find().count(services.store().db()).await?;
     eprintln!("  readings in the database: {total}");
