@@ -541,3 +541,100 @@ async fn a_redis_outage_holds_nothing_up_and_subscriptions_resume() -> anyhow::R
     }
     Ok(())
 }
+
+/// One side of an MQTT 3.1.1 connection over a real socket: the broker's, played by the test
+/// so that it sees exactly which acknowledgements the subscriber writes, and when.
+struct BrokerSide {
+    socket: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl BrokerSide {
+    async fn read(&mut self) -> anyhow::Result<rumqttc::Packet> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match rumqttc::Packet::read(&mut self.buf, 1 << 20) {
+                Ok(packet) => return Ok(packet),
+                Err(rumqttc::Error::InsufficientBytes(_)) => {
+                    anyhow::ensure!(self.socket.read_buf(&mut self.buf).await? > 0, "the subscriber hung up");
+                }
+                Err(e) => anyhow::bail!("the subscriber wrote something that is not MQTT: {e:?}"),
+            }
+        }
+    }
+
+    async fn write(&mut self, packet: rumqttc::Packet) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, 1 << 20).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        self.socket.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// The next acknowledgement the subscriber writes (pings are answered on the way,
+    /// subscriptions ignored).
+    async fn next_puback(&mut self) -> anyhow::Result<u16> {
+        loop {
+            match self.read().await? {
+                rumqttc::Packet::PubAck(ack) => return Ok(ack.pkid),
+                rumqttc::Packet::PingReq => self.write(rumqttc::Packet::PingResp).await?,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// While the pipeline has no room the subscriber holds what it reads, and still writes the
+/// acknowledgements of what the pipeline settled meanwhile. Waiting for room without polling
+/// the connection left them unwritten until room came (BENCHMARKS.md, ingestion run 14): under
+/// a lasting overload the broker's in-flight window filled with settled messages.
+#[tokio::test]
+async fn acknowledgements_are_written_while_the_pipeline_is_full() -> anyhow::Result<()> {
+    use rumqttc::{ConnAck, ConnectReturnCode, Packet, Publish, QoS};
+    use sparkwatch_api::ingest::{IngestQueue, health::IngestHealth, mqtt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    // A queue of one message: the pipeline is "full" as soon as one waits in it.
+    let (queue, mut pipeline) = IngestQueue::new(1);
+    let metrics = sparkwatch_api::metrics::Metrics::new()?;
+    let health = IngestHealth::new(metrics.clone(), Arc::new(sparkwatch_api::service::SystemClock));
+    let settings = mqtt::MqttSettings::from_url(&format!("mqtt://127.0.0.1:{port}"), "held-acks", "sw", None)?;
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(mqtt::run(settings, queue, Default::default(), health, stop));
+
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await??;
+    let mut broker = BrokerSide { socket, buf: bytes::BytesMut::new() };
+    anyhow::ensure!(matches!(broker.read().await?, Packet::Connect(..)), "expected CONNECT first");
+    broker.write(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await?;
+    for pkid in 1..=3u16 {
+        let mut publish = Publish::new("sw/SW-DEMO-0001/telemetry", QoS::AtLeastOnce, format!("m{pkid}"));
+        publish.pkid = pkid;
+        broker.write(Packet::Publish(publish)).await?;
+    }
+    // Its SUBSCRIBEs go unanswered: the subscriber needs no SUBACK to take deliveries.
+    eventually("m1 queued, m2 held", || async { Ok((metrics.held.get() >= 1).then_some(())) }).await?;
+
+    // The pipeline takes m1: m2 moves into the queue, which is full again, and m3 stays held.
+    let m1 = pipeline.recv().await.ok_or_else(|| anyhow::anyhow!("the subscriber stopped"))?;
+    anyhow::ensure!(m1.payload == b"m1", "messages reach the pipeline in order");
+    eventually("m2 queued, m3 still held", || async {
+        Ok((pipeline.len() == 1 && metrics.held.get() == 1).then_some(()))
+    })
+    .await?;
+
+    // m1 is settled: its acknowledgement must reach the broker now, with the queue still full.
+    (m1.ack.ok_or_else(|| anyhow::anyhow!("an MQTT message carries its acknowledgement"))?)();
+    let pkid = tokio::time::timeout(Duration::from_secs(10), broker.next_puback())
+        .await
+        .map_err(|_| anyhow::anyhow!("m1's acknowledgement was not written while the pipeline was full"))??;
+    assert_eq!(pkid, 1, "only the settled message is acknowledged");
+    assert_eq!((pipeline.len(), metrics.held.get()), (1, 1), "m2 and m3 still wait, unacknowledged");
+
+    // Room again: the held message follows in order.
+    let m2 = pipeline.recv().await.ok_or_else(|| anyhow::anyhow!("the subscriber stopped"))?;
+    let m3 = pipeline.recv().await.ok_or_else(|| anyhow::anyhow!("the subscriber stopped"))?;
+    assert_eq!((m2.payload.as_slice(), m3.payload.as_slice()), (&b"m2"[..], &b"m3"[..]));
+    assert_eq!(metrics.held.get(), 0);
+    Ok(())
+}

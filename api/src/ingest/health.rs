@@ -130,6 +130,16 @@ impl IngestHealth {
         self.inner.reconnect.notify_one();
     }
 
+    /// Notes how many messages the MQTT subscriber holds while the queue is full.
+    pub fn holding(&self, messages: usize) {
+        self.inner.metrics.held.set(messages as i64);
+    }
+
+    /// Notes an acknowledgement that had to wait for room in the MQTT client.
+    pub fn ack_deferred(&self) {
+        self.inner.metrics.acks_deferred.inc();
+    }
+
     /// Resolves when a reconnect was asked for.
     pub async fn reconnect_requested(&self) {
         self.inner.reconnect.notified().await;

@@ -172,6 +172,7 @@ pub async fn run(
                 match (room, held.pop_front()) {
                     (Some(room), Some(msg)) => {
                         room.send(msg);
+                        health.holding(held.len());
                     }
                     _ => break,
                 }
@@ -184,6 +185,7 @@ pub async fn run(
                 stopped_at = Some(tokio::time::Instant::now());
                 queue = None;
                 held.clear();
+                health.holding(0);
                 continue;
             }
             _ = &mut finished, if stopped_at.is_some() && !pipeline_done => {
@@ -226,7 +228,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let Some(queue) = &queue else { continue };
-                let (ack_client, ack_later) = (client.clone(), ack_later.clone());
+                let (ack_client, ack_later, ack_health) = (client.clone(), ack_later.clone(), health.clone());
                 let ack_publish = publish.clone();
                 let msg = Inbound {
                     topic: publish.topic.clone(),
@@ -241,6 +243,7 @@ pub async fn run(
                             // window on every full channel — under overload a storm of
                             // duplicates (bench-ingest, SQLite at 40k msg/s: 1.5 M
                             // redeliveries, 0 hazards).
+                            ack_health.ack_deferred();
                             let _ = ack_later.send(ack_publish);
                         }
                     })),
@@ -249,13 +252,14 @@ pub async fn run(
                 // HOLD_MAX; then the loop stops reading and the broker holds them).
                 if held.is_empty() {
                     match queue.try_push(msg) {
-                        Ok(None) => {}
+                        Ok(None) => continue,
                         Ok(Some(msg)) => held.push_back(msg),
                         Err(()) => break,
                     }
                 } else {
                     held.push_back(msg);
                 }
+                health.holding(held.len());
             }
             Ok(_) => {}
             Err(e) if stopped_at.is_some() => {
@@ -270,6 +274,7 @@ pub async fn run(
                         stopped_at = Some(tokio::time::Instant::now());
                         queue = None;
                         held.clear();
+                        health.holding(0);
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -3,7 +3,7 @@
 //! stored readings/s into SQLite and PostgreSQL, CPU per 1k messages, peak RSS and
 //! publish → hazard latency at half load.
 //!
-//! `cargo run --release -p sparkwatch-tests --bin bench-ingest -- [--devices N] [--seconds S] [--rates 5000,10000,…]`
+//! `cargo run --release -p sparkwatch-tests --bin bench-ingest -- [--devices N] [--seconds S] [--rates 5000,10000,…] [--latency-rate N]`
 //! PostgreSQL is measured when `SPARKWATCH_TEST_DATABASE_URL` is set. The publisher runs as
 //! a child process (`bench-ingest publish …`) so that CPU figures are the server's own.
 
@@ -153,8 +153,13 @@ async fn measure(
         last = stored.get();
     }
     // Latency at half the best sustained rate: background load plus one alarm per device.
+    // `--latency-rate N` fixes it instead, so that runs of different builds compare at the same load.
     let best = outcomes.iter().map(|o| o.stored_per_s).fold(0.0, f64::max);
-    let half = ((best / 2.0) as u64).max(100);
+    let half = match arg("--latency-rate", 0) {
+        0 => ((best / 2.0) as u64).max(100),
+        fixed => fixed,
+    };
+    let stages_before = stages(&services);
     let mut load = spawn_publisher(broker.port, prefix, devices, half, seconds.max(5), false)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let alarms = devices.min(500);
@@ -188,10 +193,53 @@ async fn measure(
         sparkwatch_tests::bench::pct(&open, 0.99)
     );
     eprintln!("  latency sample: {} hazards at {half}/s background load", lat.len());
+    eprintln!("  per batch while measuring (ingest_stage_seconds): stage batches mean p50≤ p99≤ ms");
+    for (now, before) in stages(&services).iter().zip(&stages_before) {
+        eprintln!("    {}", now.since(before));
+    }
     let total = sparkwatch_entity::reading::Entity::find().count(services.store().db()).await?;
     eprintln!("  readings in the database: {total}");
     let _ = stop.send(true);
     Ok((outcomes, lat))
+}
+
+/// One stage of `ingest_stage_seconds`: batches, total seconds, cumulative bucket counts.
+struct Stage {
+    name: &'static str,
+    count: u64,
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Stage {
+    /// The batches observed between `before` and this snapshot: count, mean, and the upper
+    /// bounds of the buckets holding p50 and p99.
+    fn since(&self, before: &Stage) -> String {
+        let n = self.count - before.count;
+        let bound = |q: f64| {
+            let want = (n as f64 * q).ceil() as u64;
+            self.buckets
+                .iter()
+                .zip(&before.buckets)
+                .find(|((_, now), (_, was))| now - was >= want.max(1))
+                .map_or(f64::INFINITY, |((le, _), _)| le * 1e3)
+        };
+        let mean = if n == 0 { 0.0 } else { (self.sum - before.sum) / n as f64 * 1e3 };
+        format!("{:<10} {n:>6} {mean:>7.2} {:>6} {:>6}", self.name, bound(0.5), bound(0.99))
+    }
+}
+
+fn stages(services: &sparkwatch_api::service::Services) -> Vec<Stage> {
+    use prometheus::core::Metric;
+    ["queued", "validate", "handover", "alarm_path", "lane", "settle"]
+        .into_iter()
+        .map(|name| {
+            let h = services.metrics().stage_seconds.with_label_values(&[name]);
+            let proto = h.metric();
+            let buckets = proto.get_histogram().get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count()));
+            Stage { name, count: h.get_sample_count(), sum: h.get_sample_sum(), buckets: buckets.collect() }
+        })
+        .collect()
 }
 
 #[tokio::main]

@@ -261,8 +261,11 @@ impl Pipeline {
             self.thresholds.clear();
             self.escalations.clear();
         }
-        let Validated { work, acks, seqs, started } = batch;
+        let Validated { work, acks, seqs, started, validated } = batch;
+        self.metrics.stage_seconds.with_label_values(&["handover"]).observe(validated.elapsed().as_secs_f64());
+        let alarm_path = Instant::now();
         let (rows, readings) = self.apply(work).await;
+        self.metrics.stage_seconds.with_label_values(&["alarm_path"]).observe(alarm_path.elapsed().as_secs_f64());
         Settling { rows, readings, acks, seqs, started }
     }
 

@@ -25,9 +25,11 @@ impl Pipeline {
     /// retried until it succeeds) do the batches stay unacknowledged; the MQTT subscriber then
     /// reconnects so the broker redelivers them.
     pub(super) async fn settle(&mut self, stored: Result<LaneInsert, tokio::task::JoinError>, parts: Vec<Settling>) {
+        let settling = std::time::Instant::now();
         let inserted = match stored {
             Ok(insert) => {
                 self.metrics.readings_stored.inc_by(insert.inserted.len() as u64);
+                self.metrics.stage_seconds.with_label_values(&["lane"]).observe(insert.took.as_secs_f64());
                 tracing::debug!(
                     readings = insert.rows,
                     batches = parts.len(),
@@ -83,6 +85,7 @@ impl Pipeline {
         self.latest.put_ordered(latest).await;
         acks.into_iter().for_each(|ack| ack());
         self.seqs.remember(seqs);
+        self.metrics.stage_seconds.with_label_values(&["settle"]).observe(settling.elapsed().as_secs_f64());
     }
 
     /// The positions (counted over every reading of `parts`, in order) of the quiet readings

@@ -48,7 +48,9 @@ pub(super) struct Validated {
     pub(super) acks: Vec<Ack>,
     /// Its `(serial, seq)`s, remembered once the batch is stored ([`SeqWindow::remember`]).
     pub(super) seqs: Vec<SeqSeen>,
+    /// When the validator took it, and when it was ready for the store task.
     pub(super) started: Instant,
+    pub(super) validated: Instant,
 }
 
 /// A telemetry message's `(serial, seq, device time)` and when it was received.
@@ -114,6 +116,8 @@ impl Validator {
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Inbound>, out: mpsc::Sender<Validated>) {
         while let Some(first) = rx.recv().await {
             let started = Instant::now();
+            let queued = (chrono::Utc::now() - first.received_at).to_std().unwrap_or_default();
+            self.metrics.stage_seconds.with_label_values(&["queued"]).observe(queued.as_secs_f64());
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.config.batch_wait;
             while batch.len() < self.config.batch_max {
@@ -151,7 +155,9 @@ impl Validator {
                 .drain()
                 .map(|((serial, seq, at), received_at)| SeqSeen { serial, seq, at, received_at })
                 .collect();
-            if out.send(Validated { work, acks, seqs, started }).await.is_err() {
+            self.metrics.stage_seconds.with_label_values(&["validate"]).observe(started.elapsed().as_secs_f64());
+            let validated = Instant::now();
+            if out.send(Validated { work, acks, seqs, started, validated }).await.is_err() {
                 return;
             }
         }
