@@ -197,6 +197,9 @@ async fn measure(
     for (now, before) in stages(&services).iter().zip(&stages_before) {
         eprintln!("    {}", now.since(before));
     }
+    // Acknowledgements that found the MQTT client's request channel full wait for room
+    // (written in order, never dropped): how often that happened in the whole run.
+    eprintln!("  acknowledgements deferred in the run: {}", services.metrics().acks_deferred.get());
     let total = sparkwatch_entity::reading::Entity::find().count(services.store().db()).await?;
     eprintln!("  readings in the database: {total}");
     let _ = stop.send(true);
