@@ -21,10 +21,11 @@ pub struct Metrics {
     pub readings_stored: IntCounter,
     /// Time to process one ingestion batch.
     pub batch_seconds: Histogram,
-    /// Time one batch spent in each stage of ingestion, by stage: `queued` (its first
+    /// Time spent in each stage of ingestion, by stage. Per batch: `queued` (its first
     /// message, from receipt until the validator took the batch), `validate`, `handover`
-    /// (validated until the store task took it), `alarm_path`, `lane` (the insert of quiet
-    /// readings it was part of) and `settle`. Shows where publish → hazard time goes.
+    /// (validated until the store task took it), `alarm_path`. Per insert of quiet readings
+    /// (which may merge batches): `lane`, then `settle`. Shows where publish → hazard time
+    /// goes.
     pub stage_seconds: HistogramVec,
     /// Messages waiting in the ingestion queue.
     pub queue_depth: IntGauge,

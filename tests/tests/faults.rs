@@ -134,6 +134,19 @@ async fn a_database_that_fails_for_a_while_loses_nothing() -> anyhow::Result<()>
         assert_eq!(metric(&server, "sparkwatch_ingest_failing").await?, 0.0, "{backend:?}");
         let ready = server.http.get(format!("{}/readyz", server.base)).send().await?;
         assert_eq!(ready.status(), 200, "{backend:?}");
+        // The stage times say where the outage went: batches held in a stage that stores,
+        // retried with backoff (at least 100 ms), not waiting in a queue.
+        let (mut slow, mut quick) = (0.0, 0.0);
+        for stage in ["alarm_path", "lane"] {
+            let all = metric(&server, &format!("sparkwatch_ingest_stage_seconds_count{{stage=\"{stage}\"}}")).await?;
+            let fast =
+                metric(&server, &format!("sparkwatch_ingest_stage_seconds_bucket{{stage=\"{stage}\",le=\"0.1\"}}"))
+                    .await?;
+            slow += all - fast;
+            quick += fast;
+        }
+        assert!(quick >= 1.0, "{backend:?}: the batches before the outage were quick (and the bucket is read)");
+        assert!(slow >= 1.0, "{backend:?}: no batch spent the outage in a storing stage");
     }
     Ok(())
 }
