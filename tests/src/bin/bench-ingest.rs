@@ -174,23 +174,22 @@ async fn measure(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let hazards = sparkwatch_entity::hazard::Entity::find().all(services.store().db()).await?;
-    let mut lat: Vec<f64> =
-        hazards.iter().map(|h| (h.opened_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    // Where the time went: publish → received by the subscriber (broker and socket), and
-    // received → hazard opened (queue and pipeline).
-    let mut recv: Vec<f64> =
-        hazards.iter().map(|h| (h.ingested_at - h.device_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
-    let mut open: Vec<f64> =
-        hazards.iter().map(|h| (h.opened_at - h.ingested_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
-    recv.sort_by(|a, b| a.total_cmp(b));
-    open.sort_by(|a, b| a.total_cmp(b));
+    // Publish → hazard, and where the time went: publish → received by the subscriber
+    // (broker and socket), and received → hazard opened (queue and pipeline).
+    let ms = |span: fn(&sparkwatch_entity::hazard::Model) -> chrono::TimeDelta| {
+        let mut v: Vec<f64> = hazards.iter().map(|h| span(h).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let lat = ms(|h| h.opened_at - h.device_at);
+    let recv = ms(|h| h.ingested_at - h.device_at);
+    let open = ms(|h| h.opened_at - h.ingested_at);
     eprintln!(
         "  publish → received p50 {:.1} p99 {:.1} ms; received → hazard p50 {:.1} p99 {:.1} ms",
-        sparkwatch_tests::bench::pct(&recv, 0.5),
-        sparkwatch_tests::bench::pct(&recv, 0.99),
-        sparkwatch_tests::bench::pct(&open, 0.5),
-        sparkwatch_tests::bench::pct(&open, 0.99)
+        pct(&recv, 0.5),
+        pct(&recv, 0.99),
+        pct(&open, 0.5),
+        pct(&open, 0.99)
     );
     eprintln!("  latency sample: {} hazards at {half}/s background load", lat.len());
     eprintln!("  per batch while measuring (ingest_stage_seconds): stage batches mean p50≤ p99≤ ms");
